@@ -1,0 +1,591 @@
+//! Gateway configuration: defaults, a YAML file, `ROOMCAST_*` environment
+//! variables and command-line flags, merged in that order of precedence
+//! (flags > env > file > defaults) and validated once at start-up.
+//!
+//! Every option is declared once in [`OPTIONS`]; its flag (`--limits-max-frame-bytes`)
+//! and environment variable (`ROOMCAST_LIMITS_MAX_FRAME_BYTES`) are derived from
+//! its path in the YAML file (`limits.max_frame_bytes`), so the three sources can
+//! never drift apart. A bad value fails start-up with a message naming the field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, Command};
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+
+/// The whole gateway configuration, as the YAML file spells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Public listener: WebSocket upgrades, the HTTP API and the demo page.
+    pub listen: SocketAddr,
+    /// Admin listener: metrics, health, readiness and drain.
+    pub admin_listen: SocketAddr,
+    /// This gateway's name, sent in `welcome.node`; empty means the host name.
+    pub node_name: String,
+    /// Interval of server WebSocket pings; a peer silent for two intervals is closed.
+    pub heartbeat_ms: u64,
+    /// Period over which a drain spreads its 1012 closes.
+    pub drain_seconds: u64,
+    /// Log filter (`info`, `debug`, `roomcast_gateway=trace`, …).
+    pub log_level: String,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Client authentication and the HTTP API key.
+    pub auth: Auth,
+}
+
+/// Limits that keep every connection's cost bounded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest client frame; a larger one closes the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest `data` of a publish or send (WebSocket or HTTP): `payload_too_large`.
+    pub max_payload_bytes: usize,
+    /// Rooms one connection may have joined at once: `too_many_rooms`.
+    pub max_rooms_per_connection: usize,
+    /// Sustained publish/send frames per second per connection: `rate_limited`.
+    pub publish_rate_per_second: u32,
+    /// Token-bucket burst for publish/send frames.
+    pub publish_burst: u32,
+    /// Frames an outbound queue may hold before the connection is closed with 4008.
+    pub outbound_queue_frames: usize,
+    /// Bytes an outbound queue may hold before the connection is closed with 4008.
+    pub outbound_queue_bytes: usize,
+    /// Open WebSocket connections this gateway accepts; 0 means no limit.
+    pub max_connections: usize,
+}
+
+/// Authentication settings. With no JWT key every client is anonymous.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// HS256 shared secret.
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA for RS256, EC P-256 for ES256).
+    pub jwt_public_key: Option<String>,
+    /// Required `iss` claim, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub jwt_leeway_seconds: u64,
+    /// Bearer key of the HTTP API; without one the API is open.
+    pub api_key: Option<String>,
+    /// Browser origins allowed to upgrade; empty allows every origin.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            node_name: String::new(),
+            heartbeat_ms: 25_000,
+            drain_seconds: 30,
+            log_level: "info".into(),
+            limits: Limits::default(),
+            auth: Auth::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_payload_bytes: 64 * 1024,
+            max_rooms_per_connection: 256,
+            publish_rate_per_second: 200,
+            publish_burst: 400,
+            outbound_queue_frames: 4096,
+            outbound_queue_bytes: 16 * 1024 * 1024,
+            max_connections: 0,
+        }
+    }
+}
+
+/// How a flag or environment value becomes a YAML value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// Taken verbatim as a string (secrets, names, addresses).
+    Text,
+    /// Parsed as a YAML scalar (numbers, booleans).
+    Scalar,
+    /// Comma-separated list of strings.
+    List,
+}
+
+/// One configurable option: its YAML path, how to read it, and its help text.
+struct Opt {
+    path: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+const fn opt(path: &'static str, kind: Kind, help: &'static str) -> Opt {
+    Opt { path, kind, help }
+}
+
+/// Every option, in `--help` order.
+const OPTIONS: &[Opt] = &[
+    opt(
+        "listen",
+        Kind::Text,
+        "Public listen address (WebSocket, HTTP API, demo page)",
+    ),
+    opt(
+        "admin_listen",
+        Kind::Text,
+        "Admin listen address (/metrics, /healthz, /readyz, /drain)",
+    ),
+    opt(
+        "node_name",
+        Kind::Text,
+        "Gateway name sent in welcome.node (empty: the host name)",
+    ),
+    opt(
+        "heartbeat_ms",
+        Kind::Scalar,
+        "Server ping interval in ms; peers silent for two intervals are closed",
+    ),
+    opt(
+        "drain_seconds",
+        Kind::Scalar,
+        "Seconds over which a drain spreads its 1012 closes",
+    ),
+    opt(
+        "log_level",
+        Kind::Text,
+        "Log filter, e.g. info or roomcast_gateway=debug",
+    ),
+    opt(
+        "limits.max_frame_bytes",
+        Kind::Scalar,
+        "Largest client frame in bytes (larger: close 1009)",
+    ),
+    opt(
+        "limits.max_payload_bytes",
+        Kind::Scalar,
+        "Largest publish/send data in bytes (payload_too_large)",
+    ),
+    opt(
+        "limits.max_rooms_per_connection",
+        Kind::Scalar,
+        "Rooms one connection may join (too_many_rooms)",
+    ),
+    opt(
+        "limits.publish_rate_per_second",
+        Kind::Scalar,
+        "Publish/send frames per second per connection (rate_limited)",
+    ),
+    opt(
+        "limits.publish_burst",
+        Kind::Scalar,
+        "Publish/send token-bucket burst per connection",
+    ),
+    opt(
+        "limits.outbound_queue_frames",
+        Kind::Scalar,
+        "Outbound queue length in frames (overflow: close 4008)",
+    ),
+    opt(
+        "limits.outbound_queue_bytes",
+        Kind::Scalar,
+        "Outbound queue size in bytes (overflow: close 4008)",
+    ),
+    opt(
+        "limits.max_connections",
+        Kind::Scalar,
+        "Open WebSocket connections accepted, 0 for no limit",
+    ),
+    opt(
+        "auth.jwt_secret",
+        Kind::Text,
+        "HS256 secret; enables JWT verification",
+    ),
+    opt(
+        "auth.jwt_public_key",
+        Kind::Text,
+        "PEM public key (RS256 or ES256); enables JWT verification",
+    ),
+    opt("auth.jwt_issuer", Kind::Text, "Required JWT iss claim"),
+    opt("auth.jwt_audience", Kind::Text, "Required JWT aud claim"),
+    opt(
+        "auth.jwt_leeway_seconds",
+        Kind::Scalar,
+        "Clock skew allowed on exp and nbf, in seconds",
+    ),
+    opt(
+        "auth.api_key",
+        Kind::Text,
+        "Bearer key required by POST /v1/publish and /v1/send",
+    ),
+    opt(
+        "auth.allowed_origins",
+        Kind::List,
+        "Comma-separated browser origins allowed to upgrade (empty: any)",
+    ),
+];
+
+/// A configuration that could not be loaded; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the configuration from the process's flags, environment and the
+    /// file named by `--config`/`ROOMCAST_CONFIG`. Exits on `--help`/`--version`.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(std::env::args_os())
+    }
+
+    /// Like [`Config::load`] with explicit arguments (the first is the program name).
+    /// Environment variables are still read from the process.
+    pub fn load_from<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = command().get_matches_from(args);
+        let mut tree = match matches.get_one::<PathBuf>("config") {
+            Some(path) => read_file(path)?,
+            None => Value::Mapping(Mapping::new()),
+        };
+        for option in OPTIONS {
+            if let Some(raw) = matches.get_one::<String>(option.path) {
+                set_path(&mut tree, option.path, to_value(option.kind, raw))?;
+            }
+        }
+        let config = from_tree(&tree)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules the types cannot express, naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("heartbeat_ms", self.heartbeat_ms as usize),
+            ("limits.max_frame_bytes", self.limits.max_frame_bytes),
+            ("limits.max_payload_bytes", self.limits.max_payload_bytes),
+            (
+                "limits.max_rooms_per_connection",
+                self.limits.max_rooms_per_connection,
+            ),
+            (
+                "limits.publish_rate_per_second",
+                self.limits.publish_rate_per_second as usize,
+            ),
+            ("limits.publish_burst", self.limits.publish_burst as usize),
+            (
+                "limits.outbound_queue_frames",
+                self.limits.outbound_queue_frames,
+            ),
+            (
+                "limits.outbound_queue_bytes",
+                self.limits.outbound_queue_bytes,
+            ),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{field} must be greater than 0 (got 0)"
+                )));
+            }
+        }
+        if self.limits.max_frame_bytes < 256 {
+            return Err(ConfigError(format!(
+                "limits.max_frame_bytes must be at least 256 (got {})",
+                self.limits.max_frame_bytes
+            )));
+        }
+        if self.auth.jwt_secret.is_some() && self.auth.jwt_public_key.is_some() {
+            return Err(ConfigError(
+                "auth.jwt_secret and auth.jwt_public_key are exclusive: set one".into(),
+            ));
+        }
+        if self.auth.jwt_secret.as_deref() == Some("") {
+            return Err(ConfigError("auth.jwt_secret must not be empty".into()));
+        }
+        if self.auth.api_key.as_deref() == Some("") {
+            return Err(ConfigError("auth.api_key must not be empty".into()));
+        }
+        if let Some(origin) = self
+            .auth
+            .allowed_origins
+            .iter()
+            .find(|o| o.trim().is_empty())
+        {
+            return Err(ConfigError(format!(
+                "auth.allowed_origins has an empty entry ({origin:?})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The node name to announce: the configured one, else the host name.
+    pub fn node(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "roomcast".into())
+    }
+}
+
+/// The flag of an option: `limits.max_frame_bytes` → `limits-max-frame-bytes`.
+fn flag_name(path: &str) -> String {
+    path.replace(['.', '_'], "-")
+}
+
+/// The environment variable of an option: `limits.max_frame_bytes` →
+/// `ROOMCAST_LIMITS_MAX_FRAME_BYTES`.
+pub fn env_name(path: &str) -> String {
+    format!("ROOMCAST_{}", path.replace('.', "_").to_uppercase())
+}
+
+/// The clap command, built from [`OPTIONS`] with each default shown in `--help`.
+pub fn command() -> Command {
+    let defaults = serde_yaml::to_value(Config::default()).unwrap_or(Value::Null);
+    let mut cmd = Command::new("roomcast-gateway")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Roomcast real-time gateway: WebSocket rooms, direct messages and presence.")
+        .after_help(
+            "Precedence: flags > ROOMCAST_* environment > --config file > defaults.\n\
+             Every option's YAML path is its flag with '-' read as '.' between sections \
+             and '_' within names; see docs/configuration.md.",
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .env("ROOMCAST_CONFIG")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("YAML configuration file"),
+        );
+    for option in OPTIONS {
+        let default = describe_default(lookup(&defaults, option.path));
+        let mut arg = Arg::new(option.path)
+            .long(flag_name(option.path))
+            .env(env_name(option.path))
+            .action(ArgAction::Set)
+            .value_name("VALUE")
+            .help(format!("{} [default: {default}]", option.help));
+        if option.path.starts_with("auth.jwt_secret") || option.path == "auth.api_key" {
+            arg = arg.hide_env_values(true);
+        }
+        cmd = cmd.arg(arg);
+    }
+    cmd
+}
+
+fn describe_default(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => "none".into(),
+        Some(Value::String(s)) if s.is_empty() => "\"\"".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Sequence(items)) if items.is_empty() => "[]".into(),
+        Some(other) => serde_yaml::to_string(other)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(tree, |node, key| node.get(key))
+}
+
+fn to_value(kind: Kind, raw: &str) -> Value {
+    match kind {
+        Kind::Text => Value::String(raw.to_owned()),
+        Kind::List => Value::Sequence(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_owned()))
+                .collect(),
+        ),
+        // A scalar that does not parse as one stays a string, so the type
+        // check below reports it against the field's name.
+        Kind::Scalar => match serde_yaml::from_str::<Value>(raw) {
+            Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+            _ => Value::String(raw.to_owned()),
+        },
+    }
+}
+
+fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), ConfigError> {
+    let mut node = tree;
+    let mut keys = path.split('.').peekable();
+    while let Some(key) = keys.next() {
+        let Value::Mapping(map) = node else {
+            return Err(ConfigError(format!(
+                "{path}: the file gives a non-mapping on the way"
+            )));
+        };
+        let key = Value::String(key.to_owned());
+        if keys.peek().is_none() {
+            map.insert(key, value);
+            return Ok(());
+        }
+        node = map
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+    Ok(())
+}
+
+fn read_file(path: &PathBuf) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+    let value: Value = serde_yaml::from_str(&text)
+        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+    match value {
+        Value::Null => Ok(Value::Mapping(Mapping::new())),
+        Value::Mapping(_) => Ok(value),
+        _ => Err(ConfigError(format!(
+            "config file {}: the top level must be a mapping",
+            path.display()
+        ))),
+    }
+}
+
+/// Deserializes the merged tree. Going through text makes serde_yaml report
+/// the failing field's path (`limits.max_frame_bytes: invalid type …`).
+fn from_tree(tree: &Value) -> Result<Config, ConfigError> {
+    let text = serde_yaml::to_string(tree).map_err(|e| ConfigError(e.to_string()))?;
+    serde_yaml::from_str(&text).map_err(|e| ConfigError(e.to_string()))
+}
+
+/// Markdown table of every option, its flag, environment variable and default;
+/// docs/configuration.md embeds it and a test keeps the two in sync.
+pub fn options_markdown() -> String {
+    let defaults = serde_yaml::to_value(Config::default()).unwrap_or(Value::Null);
+    let mut out = String::from(
+        "| YAML path | flag | environment | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    out.push_str("| (none) | `--config` | `ROOMCAST_CONFIG` | none | YAML configuration file |\n");
+    for option in OPTIONS {
+        out.push_str(&format!(
+            "| `{}` | `--{}` | `{}` | `{}` | {} |\n",
+            option.path,
+            flag_name(option.path),
+            env_name(option.path),
+            describe_default(lookup(&defaults, option.path)),
+            option.help
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_exists_in_the_config_type() {
+        let defaults = serde_yaml::to_value(Config::default()).unwrap();
+        for option in OPTIONS {
+            assert!(lookup(&defaults, option.path).is_some(), "{}", option.path);
+        }
+    }
+
+    #[test]
+    fn names_derive_from_the_path() {
+        assert_eq!(
+            flag_name("limits.max_frame_bytes"),
+            "limits-max-frame-bytes"
+        );
+        assert_eq!(
+            env_name("limits.max_frame_bytes"),
+            "ROOMCAST_LIMITS_MAX_FRAME_BYTES"
+        );
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = Config::load_from([
+            "gw",
+            "--limits-max-frame-bytes",
+            "1024",
+            "--heartbeat-ms",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.max_frame_bytes, 1024);
+        assert_eq!(c.heartbeat_ms, 50);
+        assert_eq!(c.limits.max_rooms_per_connection, 256);
+    }
+
+    #[test]
+    fn lists_split_on_commas() {
+        let c = Config::load_from([
+            "gw",
+            "--auth-allowed-origins",
+            "https://a.example, https://b.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.auth.allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn text_options_stay_strings() {
+        let c = Config::load_from(["gw", "--auth-jwt-secret", "12345"]).unwrap();
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("12345"));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_field() {
+        let err = Config::load_from(["gw", "--limits-max-frame-bytes", "lots"]).unwrap_err();
+        assert!(err.to_string().contains("limits.max_frame_bytes"), "{err}");
+        let err = Config::load_from(["gw", "--listen", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err = Config::load_from(["gw", "--limits-outbound-queue-frames", "0"]).unwrap_err();
+        assert!(
+            err.to_string().contains("limits.outbound_queue_frames"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_sits_between_defaults_and_flags() {
+        let dir = std::env::temp_dir().join(format!("roomcast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gw.yaml");
+        std::fs::write(
+            &file,
+            "heartbeat_ms: 700\nlimits:\n  max_rooms_per_connection: 3\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let c = Config::load_from(["gw", "--config", path, "--heartbeat-ms", "900"]).unwrap();
+        assert_eq!(c.heartbeat_ms, 900, "flag beats file");
+        assert_eq!(c.limits.max_rooms_per_connection, 3, "file beats default");
+        std::fs::write(&file, "limits:\n  max_rooms_per_conection: 3\n").unwrap();
+        let err = Config::load_from(["gw", "--config", path]).unwrap_err();
+        assert!(err.to_string().contains("max_rooms_per_conection"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exclusive_keys_are_rejected() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = Some("s".into());
+        c.auth.jwt_public_key = Some("k".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.jwt_public_key")
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! The gateway's shared state: its open connections and who is in which room
+//! (and which connections belong to which user), with local fan-out.
+//!
+//! Membership is sharded twice so no lookup or join serializes all
+//! connections: a concurrent map from topic to its members, and inside each
+//! topic a read-write lock that fan-out only ever takes for reading. Bus
+//! interest follows local membership: the first local member of a topic
+//! subscribes the gateway to it on the bus, the last one to go unsubscribes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+
+use crate::bus::{Bus, BusError, Topic};
+use crate::metrics::Metrics;
+use crate::outbound::Outbound;
+use crate::room::RoomName;
+
+/// Process-unique connection number.
+pub type ConnId = u64;
+
+/// One open WebSocket connection, as the rest of the gateway sees it.
+#[derive(Debug)]
+pub struct Conn {
+    /// Map key; never sent to clients.
+    pub id: ConnId,
+    /// The session id sent in `welcome`.
+    pub session: Arc<str>,
+    /// The user id (token `sub`, or the session id when anonymous).
+    pub user: Arc<str>,
+    /// Frames waiting to be written to this connection.
+    pub outbound: Outbound,
+}
+
+/// Members of one topic and the state of the gateway's bus subscription to it.
+#[derive(Debug, Default)]
+struct Members {
+    conns: RwLock<HashMap<ConnId, Arc<Conn>>>,
+    /// Held across bus (un)subscribe calls so joins and leaves of one topic
+    /// see a consistent subscription; other topics are unaffected.
+    interest: tokio::sync::Mutex<Interest>,
+}
+
+#[derive(Debug, Default)]
+struct Interest {
+    /// The bus subscription is live.
+    subscribed: bool,
+    /// Removed from the map: a joiner holding this entry must look again.
+    retired: bool,
+}
+
+impl Members {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Arc<Conn>>> {
+        // Updates are single inserts/removes, so a poisoned map is still consistent.
+        self.conns.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Arc<Conn>>> {
+        self.conns.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How [`Hub::add`] treats a bus that cannot subscribe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum OnBusError {
+    /// Refuse the membership (a join answers `unavailable`).
+    Refuse,
+    /// Record it anyway, unsubscribed (a connection's own user topic: local
+    /// delivery still works, and the subscription can be restored later).
+    Keep,
+}
+
+/// Connections and memberships of this gateway.
+#[derive(Debug)]
+pub struct Hub {
+    topics: DashMap<Topic, Arc<Members>>,
+    conns: DashMap<ConnId, Arc<Conn>>,
+    next_id: AtomicU64,
+    bus: Bus,
+    metrics: Arc<Metrics>,
+    /// Woken whenever a connection goes away.
+    gone: Notify,
+}
+
+impl Hub {
+    /// An empty hub on `bus`.
+    pub fn new(bus: Bus, metrics: Arc<Metrics>) -> Self {
+        metrics.bus_up.store(i64::from(bus.is_up()), Relaxed);
+        Self {
+            topics: DashMap::new(),
+            conns: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            bus,
+            metrics,
+            gone: Notify::new(),
+        }
+    }
+
+    /// The bus this hub relays through.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// A fresh connection number.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// Registers an open connection and makes it reachable by its user id.
+    pub async fn connect(&self, conn: &Arc<Conn>) {
+        self.conns.insert(conn.id, conn.clone());
+        self.metrics.connections.fetch_add(1, Relaxed);
+        self.metrics.connections_opened.fetch_add(1, Relaxed);
+        let topic = Topic::User(conn.user.clone());
+        if let Err(e) = self.add(&topic, conn, OnBusError::Keep).await {
+            tracing::warn!(user = %conn.user, error = %e, "user subscription not live on the bus");
+        }
+    }
+
+    /// Forgets a connection: leaves its rooms and its user topic.
+    pub async fn disconnect(&self, conn: &Conn, rooms: impl IntoIterator<Item = RoomName>) {
+        for room in rooms {
+            self.remove(&Topic::Room(room), conn.id).await;
+        }
+        self.remove(&Topic::User(conn.user.clone()), conn.id).await;
+        if self.conns.remove(&conn.id).is_some() {
+            self.metrics.connections.fetch_sub(1, Relaxed);
+        }
+        self.gone.notify_waiters();
+    }
+
+    /// Resolves once no connection is open, or at `deadline`.
+    pub async fn wait_empty(&self, deadline: Instant) {
+        loop {
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.conns.is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = gone => {}
+                _ = sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Adds `conn` to `room`; returns once the room's bus subscription is live.
+    pub async fn join(&self, room: &RoomName, conn: &Arc<Conn>) -> Result<(), BusError> {
+        self.add(&Topic::Room(room.clone()), conn, OnBusError::Refuse)
+            .await?;
+        self.metrics.joins.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Removes `conn` from `room` (a no-op when it is not a member).
+    pub async fn leave(&self, room: &RoomName, conn: ConnId) {
+        self.remove(&Topic::Room(room.clone()), conn).await;
+    }
+
+    async fn add(
+        &self,
+        topic: &Topic,
+        conn: &Arc<Conn>,
+        on_error: OnBusError,
+    ) -> Result<(), BusError> {
+        loop {
+            let members = self
+                .topics
+                .entry(topic.clone())
+                .or_default()
+                .value()
+                .clone();
+            let mut interest = members.interest.lock().await;
+            if interest.retired {
+                continue;
+            }
+            let mut outcome = Ok(());
+            if !interest.subscribed {
+                match self.bus.subscribe(topic).await {
+                    Ok(()) => {
+                        interest.subscribed = true;
+                        self.metrics.bus_subscriptions.fetch_add(1, Relaxed);
+                    }
+                    Err(e) if on_error == OnBusError::Keep => outcome = Err(e),
+                    Err(e) => {
+                        if members.read().is_empty() {
+                            self.retire(topic, &members, &mut interest);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            let first = {
+                let mut conns = members.write();
+                let first = conns.is_empty();
+                conns.insert(conn.id, conn.clone());
+                first
+            };
+            if first && matches!(topic, Topic::Room(_)) {
+                self.metrics.rooms.fetch_add(1, Relaxed);
+            }
+            return outcome;
+        }
+    }
+
+    async fn remove(&self, topic: &Topic, conn: ConnId) {
+        let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
+            return;
+        };
+        let mut interest = members.interest.lock().await;
+        let emptied = {
+            let mut conns = members.write();
+            conns.remove(&conn).is_some() && conns.is_empty()
+        };
+        if !emptied || interest.retired {
+            return;
+        }
+        if matches!(topic, Topic::Room(_)) {
+            self.metrics.rooms.fetch_sub(1, Relaxed);
+        }
+        if interest.subscribed {
+            self.bus.unsubscribe(topic).await;
+            interest.subscribed = false;
+            self.metrics.bus_subscriptions.fetch_sub(1, Relaxed);
+        }
+        self.retire(topic, &members, &mut interest);
+    }
+
+    fn retire(&self, topic: &Topic, members: &Arc<Members>, interest: &mut Interest) {
+        interest.retired = true;
+        self.topics
+            .remove_if(topic, |_, current| Arc::ptr_eq(current, members));
+    }
+
+    /// Delivers an encoded frame to this gateway's members of `topic`, except
+    /// `skip`. Every recipient's queue shares `frame`'s bytes. Returns how
+    /// many connections it was queued for.
+    pub fn deliver(&self, topic: &Topic, frame: &Utf8Bytes, skip: Option<ConnId>) -> usize {
+        let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
+            return 0;
+        };
+        let conns = members.read();
+        conns
+            .values()
+            .filter(|c| Some(c.id) != skip)
+            .filter(|c| c.outbound.push(frame.clone()))
+            .count()
+    }
+
+    /// Delivers to `topic`'s members on every gateway: locally, then through
+    /// the bus. Fails without delivering anything while the bus is down.
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        frame: Utf8Bytes,
+        skip: Option<ConnId>,
+    ) -> Result<(), BusError> {
+        if !self.bus.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.deliver(topic, &frame, skip);
+        self.bus.publish(topic, &frame).await
+    }
+
+    /// Distinct user ids joined to `room` on this gateway.
+    pub fn local_members(&self, room: &RoomName) -> Vec<String> {
+        let Some(members) = self
+            .topics
+            .get(&Topic::Room(room.clone()))
+            .map(|e| e.value().clone())
+        else {
+            return Vec::new();
+        };
+        let mut users: Vec<String> = members
+            .read()
+            .values()
+            .map(|c| c.user.to_string())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
+    /// Distinct user ids joined to `room` across the cluster.
+    pub async fn presence(&self, room: &RoomName) -> Result<Vec<String>, BusError> {
+        let mut users = self.bus.remote_members(room).await?;
+        users.extend(self.local_members(room));
+        users.sort_unstable();
+        users.dedup();
+        Ok(users)
+    }
+
+    /// Every open connection (for a drain).
+    pub fn connections(&self) -> Vec<Arc<Conn>> {
+        self.conns.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::QueueLimits;
+    use std::collections::VecDeque;
+
+    fn hub() -> (Hub, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        (Hub::new(Bus::Local, metrics.clone()), metrics)
+    }
+
+    fn conn(hub: &Hub, user: &str, metrics: &Arc<Metrics>) -> Arc<Conn> {
+        let id = hub.next_conn_id();
+        Arc::new(Conn {
+            id,
+            session: format!("s{id}").into(),
+            user: user.into(),
+            outbound: Outbound::new(
+                QueueLimits {
+                    frames: 16,
+                    bytes: 1 << 20,
+                },
+                metrics.clone(),
+            ),
+        })
+    }
+
+    fn drain(c: &Conn) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        c.outbound.next(&mut batch);
+        batch.iter().map(|f| f.as_str().to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn fan_out_reaches_members_except_the_skipped_one() {
+        let (hub, m) = hub();
+        let room = RoomName::parse("r").unwrap();
+        let (a, b, c) = (
+            conn(&hub, "a", &m),
+            conn(&hub, "b", &m),
+            conn(&hub, "c", &m),
+        );
+        for x in [&a, &b, &c] {
+            hub.connect(x).await;
+        }
+        hub.join(&room, &a).await.unwrap();
+        hub.join(&room, &b).await.unwrap();
+        let sent = hub.deliver(&Topic::Room(room.clone()), &"m".into(), Some(a.id));
+        assert_eq!(sent, 1);
+        assert!(drain(&a).is_empty());
+        assert_eq!(drain(&b), ["m"]);
+        assert!(drain(&c).is_empty());
+    }
+
+    #[tokio::test]
+    async fn membership_drives_subscriptions_and_room_count() {
+        let (hub, m) = hub();
+        let room = RoomName::parse("r").unwrap();
+        let (a, b) = (conn(&hub, "u", &m), conn(&hub, "u", &m));
+        hub.connect(&a).await;
+        hub.connect(&b).await;
+        assert_eq!(
+            m.bus_subscriptions.load(Relaxed),
+            1,
+            "one user topic for two connections"
+        );
+        hub.join(&room, &a).await.unwrap();
+        hub.join(&room, &a).await.unwrap();
+        hub.join(&room, &b).await.unwrap();
+        assert_eq!(m.rooms.load(Relaxed), 1);
+        assert_eq!(m.bus_subscriptions.load(Relaxed), 2);
+        assert_eq!(hub.local_members(&room), ["u"], "distinct users");
+        hub.leave(&room, a.id).await;
+        assert_eq!(m.bus_subscriptions.load(Relaxed), 2);
+        hub.leave(&room, b.id).await;
+        hub.leave(&room, b.id).await;
+        assert_eq!(m.rooms.load(Relaxed), 0);
+        assert_eq!(m.bus_subscriptions.load(Relaxed), 1);
+        hub.disconnect(&a, []).await;
+        hub.disconnect(&b, []).await;
+        assert_eq!(m.bus_subscriptions.load(Relaxed), 0);
+        assert_eq!(m.connections.load(Relaxed), 0);
+        assert!(hub.topics.is_empty(), "no empty topic lingers");
+    }
+
+    #[tokio::test]
+    async fn concurrent_joins_and_leaves_leave_consistent_state() {
+        let (hub, m) = hub();
+        let hub = Arc::new(hub);
+        let room = RoomName::parse("busy").unwrap();
+        let conns: Vec<_> = (0..32).map(|i| conn(&hub, &format!("u{i}"), &m)).collect();
+        let mut tasks = Vec::new();
+        for c in conns.clone() {
+            let (hub, room) = (hub.clone(), room.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..20 {
+                    hub.join(&room, &c).await.unwrap();
+                    hub.leave(&room, c.id).await;
+                }
+                hub.join(&room, &c).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(hub.local_members(&room).len(), 32);
+        assert_eq!(m.rooms.load(Relaxed), 1);
+        assert_eq!(m.bus_subscriptions.load(Relaxed), 1);
+    }
+}

@@ -1,0 +1,607 @@
+//! The v1 wire protocol: decoding client frames and encoding server frames.
+//!
+//! Pure functions only. A client frame is decoded into a [`Request`] without
+//! ever parsing its `data` (it stays a borrowed raw JSON slice), and every
+//! failure maps to a contract [`ErrorCode`]. Server frames are written
+//! straight into strings so a `message` is encoded exactly once per publish.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::room::{self, RoomName};
+
+/// Subprotocol a client may offer; the server then selects it.
+pub const SUBPROTOCOL: &str = "roomcast.v1";
+
+/// Longest string `id` a client may send.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// The contract's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Not JSON, not an object, unknown `type`, missing or mistyped field.
+    BadRequest,
+    /// Room name outside `^[A-Za-z0-9_:@/-]{1,128}$`.
+    InvalidRoom,
+    /// Room not allowed by the token's `rooms` claim.
+    Forbidden,
+    /// Publish/send rate exceeded; the frame was dropped.
+    RateLimited,
+    /// The connection has joined as many rooms as allowed.
+    TooManyRooms,
+    /// `data` larger than allowed.
+    PayloadTooLarge,
+    /// The cluster bus is down; the frame was not delivered.
+    Unavailable,
+    /// A server-side failure.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in a fixed order (metrics index them by position).
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidRoom,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyRooms,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Position in [`ErrorCode::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A failed request: the code and a human-readable message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Contract error code.
+    pub code: ErrorCode,
+    /// Explanation for humans; never parsed by clients.
+    pub message: Cow<'static, str>,
+}
+
+impl Failure {
+    /// A failure with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+/// A client frame's `id`, kept as the exact JSON text the client sent so the
+/// echo is byte-for-byte (an integer or a string of at most 64 bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestId(Box<str>);
+
+impl RequestId {
+    /// The id as JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a client asked for.
+#[derive(Debug, Clone)]
+pub enum Op<'a> {
+    /// Subscribe to a room.
+    Join(RoomName),
+    /// Unsubscribe from a room.
+    Leave(RoomName),
+    /// Publish `data` to a room.
+    Publish {
+        /// Target room.
+        room: RoomName,
+        /// Raw JSON, passed through unparsed.
+        data: &'a RawValue,
+        /// Whether the sender receives its own message.
+        echo: bool,
+    },
+    /// Direct message to every connection of a user.
+    Send {
+        /// Target user id.
+        to: Cow<'a, str>,
+        /// Raw JSON, passed through unparsed.
+        data: &'a RawValue,
+    },
+    /// Distinct members of a room across the cluster.
+    Presence(RoomName),
+    /// Application-level ping.
+    Ping,
+}
+
+/// A decoded client frame: its `id` (if any, and valid) and the operation,
+/// or the failure to answer with.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The frame's id, echoed in the answer.
+    pub id: Option<RequestId>,
+    /// The operation, or why the frame was refused.
+    pub op: Result<Op<'a>, Failure>,
+}
+
+/// Every field a client frame may carry, each left raw so one mistyped field
+/// does not lose the others (notably the `id` the error must echo).
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(borrow, rename = "type", default, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    room: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    echo: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    to: Option<&'a RawValue>,
+}
+
+/// A field that is present is `Some`, even when its value is `null`
+/// (`"data": null` is a valid payload; serde's default would read it as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+/// Decodes one text frame. Never panics; any input yields either an
+/// operation or a contract error.
+pub fn decode(text: &str) -> Request<'_> {
+    let raw = match parse_object(text) {
+        Ok(raw) => raw,
+        Err(failure) => {
+            return Request {
+                id: None,
+                op: Err(failure),
+            };
+        }
+    };
+    let id = match raw.id.map(parse_id).transpose() {
+        Ok(id) => id,
+        Err(failure) => {
+            return Request {
+                id: None,
+                op: Err(failure),
+            };
+        }
+    };
+    let op = required_str(raw.kind, "type").and_then(|kind| decode_op(&kind, &raw));
+    Request { id, op }
+}
+
+/// Decodes an HTTP API body as the operation `kind` (`"publish"`, `"send"`):
+/// the same fields and rules as the frame of that type, without `type`.
+pub fn decode_as<'a>(kind: &str, text: &'a str) -> Result<Op<'a>, Failure> {
+    decode_op(kind, &parse_object(text)?)
+}
+
+fn parse_object(text: &str) -> Result<RawFrame<'_>, Failure> {
+    serde_json::from_str(text).map_err(|e| {
+        Failure::bad(if e.is_data() {
+            "frame must be a JSON object with no duplicate fields"
+        } else {
+            "frame is not valid JSON"
+        })
+    })
+}
+
+fn decode_op<'a>(kind: &str, raw: &RawFrame<'a>) -> Result<Op<'a>, Failure> {
+    match kind {
+        "join" => Ok(Op::Join(room_field(raw.room)?)),
+        "leave" => Ok(Op::Leave(room_field(raw.room)?)),
+        "publish" => {
+            let room = room_field(raw.room)?;
+            let data = data_field(raw.data)?;
+            let echo = match raw.echo {
+                None => true,
+                Some(v) => match serde_json::from_str::<Option<bool>>(v.get()) {
+                    Ok(b) => b.unwrap_or(true),
+                    Err(_) => return Err(Failure::bad("field `echo` must be a boolean")),
+                },
+            };
+            Ok(Op::Publish { room, data, echo })
+        }
+        "send" => {
+            let to = required_str(raw.to, "to")?;
+            if to.is_empty() {
+                return Err(Failure::bad("field `to` must not be empty"));
+            }
+            Ok(Op::Send {
+                to,
+                data: data_field(raw.data)?,
+            })
+        }
+        "presence" => Ok(Op::Presence(room_field(raw.room)?)),
+        "ping" => Ok(Op::Ping),
+        _ => Err(Failure::bad("unknown frame type")),
+    }
+}
+
+fn parse_id(raw: &RawValue) -> Result<RequestId, Failure> {
+    let text = raw.get();
+    let valid = match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text)
+            .map(|s| s.len() <= MAX_ID_BYTES)
+            .unwrap_or(false),
+        Some(b'-' | b'0'..=b'9') => serde_json::from_str::<serde_json::Number>(text)
+            .map(|n| n.is_i64() || n.is_u64())
+            .unwrap_or(false),
+        _ => false,
+    };
+    if valid {
+        Ok(RequestId(text.into()))
+    } else {
+        Err(Failure::bad(
+            "field `id` must be an integer or a string of at most 64 bytes",
+        ))
+    }
+}
+
+fn required_str<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<Cow<'a, str>, Failure> {
+    let Some(raw) = raw else {
+        return Err(Failure::bad(format!("missing field `{field}`")));
+    };
+    // Borrow when the string has no escapes; allocate only when it must.
+    if let Ok(s) = serde_json::from_str::<&'a str>(raw.get()) {
+        return Ok(Cow::Borrowed(s));
+    }
+    serde_json::from_str::<String>(raw.get())
+        .map(Cow::Owned)
+        .map_err(|_| Failure::bad(format!("field `{field}` must be a string")))
+}
+
+fn room_field(raw: Option<&RawValue>) -> Result<RoomName, Failure> {
+    let name = required_str(raw, "room")?;
+    room::RoomName::parse(&name).ok_or_else(|| {
+        Failure::new(
+            ErrorCode::InvalidRoom,
+            "room must match ^[A-Za-z0-9_:@/-]{1,128}$",
+        )
+    })
+}
+
+fn data_field(raw: Option<&RawValue>) -> Result<&RawValue, Failure> {
+    raw.ok_or_else(|| Failure::bad("missing field `data`"))
+}
+
+/// Appends `value` to `out` as a JSON string literal.
+pub fn push_json_str(out: &mut String, value: &str) {
+    // Serializing a &str into a String cannot fail; fall back to an empty
+    // literal rather than panic if it ever did.
+    match serde_json::to_string(value) {
+        Ok(s) => out.push_str(&s),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+/// `{"type":"welcome",…}`.
+pub fn welcome(session: &str, user: &str, node: &str, heartbeat_ms: u64) -> String {
+    let mut out = String::with_capacity(96 + session.len() + user.len() + node.len());
+    out.push_str(r#"{"type":"welcome","session":"#);
+    push_json_str(&mut out, session);
+    out.push_str(r#","user":"#);
+    push_json_str(&mut out, user);
+    out.push_str(r#","node":"#);
+    push_json_str(&mut out, node);
+    let _ = write!(out, r#","heartbeat_ms":{heartbeat_ms}}}"#);
+    out
+}
+
+/// `{"type":"message",…}`: encoded once per publish, shared by every recipient.
+pub fn message(room: &RoomName, from: Option<&str>, data: &RawValue) -> String {
+    let data = data.get();
+    let mut out =
+        String::with_capacity(48 + room.as_str().len() + data.len() + from.map_or(4, str::len));
+    out.push_str(r#"{"type":"message","room":"#);
+    push_json_str(&mut out, room.as_str());
+    out.push_str(r#","from":"#);
+    match from {
+        Some(user) => push_json_str(&mut out, user),
+        None => out.push_str("null"),
+    }
+    out.push_str(r#","data":"#);
+    out.push_str(data);
+    out.push('}');
+    out
+}
+
+/// `{"type":"direct",…}`.
+pub fn direct(from: Option<&str>, data: &RawValue) -> String {
+    let data = data.get();
+    let mut out = String::with_capacity(40 + data.len() + from.map_or(4, str::len));
+    out.push_str(r#"{"type":"direct","from":"#);
+    match from {
+        Some(user) => push_json_str(&mut out, user),
+        None => out.push_str("null"),
+    }
+    out.push_str(r#","data":"#);
+    out.push_str(data);
+    out.push('}');
+    out
+}
+
+/// `{"type":"ok","id":…}` plus `extra`, a pre-encoded `"key":value` list (may be empty).
+pub fn ok(id: &RequestId, extra: &str) -> String {
+    let mut out = String::with_capacity(24 + id.as_json().len() + extra.len());
+    out.push_str(r#"{"type":"ok","id":"#);
+    out.push_str(id.as_json());
+    if !extra.is_empty() {
+        out.push(',');
+        out.push_str(extra);
+    }
+    out.push('}');
+    out
+}
+
+/// `{"type":"error",…}`, with the `id` when the frame had a valid one.
+pub fn error(id: Option<&RequestId>, failure: &Failure) -> String {
+    let mut out = String::with_capacity(64 + failure.message.len());
+    out.push_str(r#"{"type":"error","#);
+    if let Some(id) = id {
+        out.push_str(r#""id":"#);
+        out.push_str(id.as_json());
+        out.push(',');
+    }
+    out.push_str(r#""code":""#);
+    out.push_str(failure.code.as_str());
+    out.push_str(r#"","message":"#);
+    push_json_str(&mut out, &failure.message);
+    out.push('}');
+    out
+}
+
+/// The `members` field of a presence answer.
+pub fn members_field(members: &[String]) -> String {
+    let mut out = String::from(r#""members":["#);
+    for (i, m) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, m);
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn op(text: &str) -> Result<Op<'_>, Failure> {
+        decode(text).op
+    }
+
+    fn code(text: &str) -> ErrorCode {
+        op(text).unwrap_err().code
+    }
+
+    #[test]
+    fn decodes_every_operation() {
+        assert!(
+            matches!(op(r#"{"type":"join","room":"a"}"#), Ok(Op::Join(r)) if r.as_str() == "a")
+        );
+        assert!(matches!(
+            op(r#"{"type":"leave","room":"a"}"#),
+            Ok(Op::Leave(_))
+        ));
+        assert!(matches!(
+            op(r#"{"type":"presence","room":"a"}"#),
+            Ok(Op::Presence(_))
+        ));
+        assert!(matches!(op(r#"{"type":"ping"}"#), Ok(Op::Ping)));
+        match op(r#"{"type":"publish","room":"a","data":{"x":[1, 2]}}"#) {
+            Ok(Op::Publish { data, echo, .. }) => {
+                assert_eq!(
+                    data.get(),
+                    r#"{"x":[1, 2]}"#,
+                    "data passes through byte for byte"
+                );
+                assert!(echo);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            op(r#"{"type":"publish","room":"a","data":1,"echo":false}"#),
+            Ok(Op::Publish { echo: false, .. })
+        ));
+        assert!(
+            matches!(op(r#"{"type":"send","to":"u\"1","data":null}"#), Ok(Op::Send { to, .. }) if to == "u\"1")
+        );
+    }
+
+    #[test]
+    fn ids_are_echoed_exactly() {
+        assert_eq!(
+            decode(r#"{"type":"ping","id":7}"#).id.unwrap().as_json(),
+            "7"
+        );
+        assert_eq!(
+            decode(r#"{"type":"ping","id":-7}"#).id.unwrap().as_json(),
+            "-7"
+        );
+        assert_eq!(
+            decode(r#"{"type":"ping","id":"a\"b"}"#)
+                .id
+                .unwrap()
+                .as_json(),
+            r#""a\"b""#
+        );
+        let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(65));
+        assert_eq!(decode(&long).op.unwrap_err().code, ErrorCode::BadRequest);
+        assert!(decode(&long).id.is_none());
+        for bad in ["1.5", "true", "null", "[1]", "{}"] {
+            let frame = format!(r#"{{"type":"ping","id":{bad}}}"#);
+            assert_eq!(code(&frame), ErrorCode::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_field_keeps_the_id() {
+        let r = decode(r#"{"type":"join","room":5,"id":"x"}"#);
+        assert_eq!(r.id.unwrap().as_json(), r#""x""#);
+        assert_eq!(r.op.unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn malformed_frames_are_bad_requests() {
+        for frame in [
+            "",
+            "nope",
+            "[]",
+            "1",
+            "null",
+            r#""join""#,
+            r#"{"type":1}"#,
+            r#"{}"#,
+            r#"{"type":"dance"}"#,
+            r#"{"type":"join"}"#,
+            r#"{"type":"publish","room":"a"}"#,
+            r#"{"type":"send","data":1}"#,
+            r#"{"type":"send","to":"","data":1}"#,
+            r#"{"type":"publish","room":"a","data":1,"echo":"no"}"#,
+            r#"{"type":"ping","type":"ping"}"#,
+        ] {
+            assert_eq!(code(frame), ErrorCode::BadRequest, "{frame}");
+        }
+    }
+
+    #[test]
+    fn room_names_follow_the_rule() {
+        for bad in ["", "a.b", "a*", ">", "a b", "é", "a\u{0}"] {
+            let frame = format!(
+                r#"{{"type":"join","room":{}}}"#,
+                serde_json::to_string(bad).unwrap()
+            );
+            assert_eq!(code(&frame), ErrorCode::InvalidRoom, "{bad:?}");
+        }
+        let long = format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(129));
+        assert_eq!(code(&long), ErrorCode::InvalidRoom);
+        let max = format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(128));
+        assert!(op(&max).is_ok());
+        assert!(op(r#"{"type":"join","room":"A-z_0:9@x/y"}"#).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert!(matches!(
+            op(r#"{"type":"ping","extra":{"deep":[1]}}"#),
+            Ok(Op::Ping)
+        ));
+    }
+
+    #[test]
+    fn server_frames_are_valid_json() {
+        let room = RoomName::parse("r").unwrap();
+        let data = RawValue::from_string(r#"{"t":"x"}"#.into()).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_str(&message(&room, Some("u\"x"), &data)).unwrap();
+        assert_eq!(m["from"], "u\"x");
+        assert_eq!(m["data"]["t"], "x");
+        let m: serde_json::Value = serde_json::from_str(&message(&room, None, &data)).unwrap();
+        assert!(m["from"].is_null());
+        let id = decode(r#"{"type":"ping","id":"q"}"#).id.unwrap();
+        let e: serde_json::Value = serde_json::from_str(&error(
+            Some(&id),
+            &Failure::new(ErrorCode::Forbidden, "no \"way\""),
+        ))
+        .unwrap();
+        assert_eq!(e["id"], "q");
+        assert_eq!(e["code"], "forbidden");
+        let ok: serde_json::Value =
+            serde_json::from_str(&ok(&id, &members_field(&["a".into(), "b".into()]))).unwrap();
+        assert_eq!(ok["members"], serde_json::json!(["a", "b"]));
+        let w: serde_json::Value = serde_json::from_str(&welcome("s", "u", "n", 5)).unwrap();
+        assert_eq!(w["heartbeat_ms"], 5);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let r = decode(&text);
+            if let Err(f) = r.op {
+                prop_assert!(ErrorCode::ALL.contains(&f.code));
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in arb_json()) {
+            let text = value.to_string();
+            let r = decode(&text);
+            match r.op {
+                Ok(_) => prop_assert!(value.is_object()),
+                Err(f) => prop_assert!(matches!(f.code, ErrorCode::BadRequest | ErrorCode::InvalidRoom)),
+            }
+        }
+
+        #[test]
+        fn frames_with_a_type_field_never_panic(
+            kind in prop_oneof![
+                Just("join".to_owned()), Just("leave".to_owned()), Just("publish".to_owned()),
+                Just("send".to_owned()), Just("presence".to_owned()), Just("ping".to_owned()), ".*",
+            ],
+            room in arb_json(), data in arb_json(), id in arb_json(), to in arb_json(), echo in arb_json(),
+        ) {
+            let frame = serde_json::json!({"type": kind, "room": room, "data": data, "id": id, "to": to, "echo": echo});
+            let text = frame.to_string();
+            let r = decode(&text);
+            if let Err(f) = r.op {
+                prop_assert!(matches!(f.code, ErrorCode::BadRequest | ErrorCode::InvalidRoom));
+            }
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".{0,80}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::hash_map(
+                    "(type|room|data|id|to|echo|[a-z]{1,6})",
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}

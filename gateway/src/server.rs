@@ -1,0 +1,326 @@
+//! The gateway process: its shared state, its two listeners and their routes.
+//!
+//! Public listener: `GET /ws` (upgrade, after origin, auth, drain and
+//! capacity checks), the HTTP API (`api.rs`) and the demo page. Admin
+//! listener: `/metrics`, `/healthz`, `/readyz` and `POST /drain`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::auth::{Authenticator, bearer};
+use crate::bus::Bus;
+use crate::config::{Config, ConfigError};
+use crate::drain::Drain;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbound::Close;
+use crate::protocol::SUBPROTOCOL;
+use crate::{api, session};
+
+/// Read buffer of each WebSocket. Small, because most connections are idle
+/// most of the time; large frames are read in several steps.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes buffered before a write reaches the socket; a flush always writes.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// State every request and session shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// This gateway's name (`welcome.node`).
+    pub node: String,
+    /// Connections and memberships.
+    pub hub: Arc<Hub>,
+    /// Upgrade and HTTP API checks.
+    pub auth: Authenticator,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// Drain state.
+    pub drain: Arc<Drain>,
+}
+
+impl Shared {
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        !self.drain.is_draining() && self.hub.bus().is_up()
+    }
+
+    /// Starts the drain (SIGTERM and `POST /drain`); false if already draining.
+    pub fn start_drain(&self) -> bool {
+        let period = Duration::from_secs(self.config.drain_seconds);
+        self.drain.start(self.hub.clone(), &self.metrics, period)
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {field} = {addr}: {source}")]
+    Bind {
+        /// The config field naming the address.
+        field: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    public_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds both listeners and starts serving.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        config.validate()?;
+        let auth = Authenticator::from_config(&config.auth)?;
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(Bus::Local, metrics.clone()));
+        let bind = |field, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    field,
+                    addr,
+                    source,
+                })
+        };
+        let public = bind("listen", config.listen).await?;
+        let admin = bind("admin_listen", config.admin_listen).await?;
+        let public_addr = local_addr(&public, "listen", config.listen)?;
+        let admin_addr = local_addr(&admin, "admin_listen", config.admin_listen)?;
+        if config.auth.api_key.is_none() && !public_addr.ip().is_loopback() {
+            tracing::warn!(%public_addr, "auth.api_key is not set: POST /v1/publish and /v1/send are open to anyone who can reach the listener");
+        }
+        let shared = Arc::new(Shared {
+            node: config.node(),
+            config,
+            hub,
+            auth,
+            metrics,
+            drain: Arc::new(Drain::default()),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let serve = |listener: TcpListener, router: Router, mut stopped: watch::Receiver<bool>| {
+            tokio::spawn(async move {
+                let listener = listener.tap_io(|tcp| {
+                    // Frames are small and latency matters more than packet count.
+                    let _ = tcp.set_nodelay(true);
+                });
+                let result = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "listener failed");
+                }
+            })
+        };
+        let servers = vec![
+            serve(public, public_router(shared.clone()), stopped.clone()),
+            serve(admin, admin_router(shared.clone()), stopped),
+        ];
+        Ok(Gateway {
+            shared,
+            public_addr,
+            admin_addr,
+            stop,
+            servers,
+        })
+    }
+
+    /// Address of the public listener (useful with port 0).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// Address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// This gateway's node name.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Starts the drain, as `POST /drain` does; false if already draining.
+    pub fn start_drain(&self) -> bool {
+        self.shared.start_drain()
+    }
+
+    /// Resolves once a started drain has finished.
+    pub async fn drained(&self) {
+        self.shared.drain.finished().await
+    }
+
+    /// Stops both listeners and closes every connection (1001), waiting at
+    /// most [`session::CLOSE_TIMEOUT`] for them to go.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for conn in self.shared.hub.connections() {
+            conn.outbound.close(Close::GOING_AWAY);
+        }
+        self.shared
+            .hub
+            .wait_empty(Instant::now() + session::CLOSE_TIMEOUT)
+            .await;
+        for server in self.servers {
+            let _ = tokio::time::timeout(session::CLOSE_TIMEOUT, server).await;
+        }
+    }
+}
+
+fn local_addr(
+    listener: &TcpListener,
+    field: &'static str,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        field,
+        addr,
+        source,
+    })
+}
+
+fn public_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(demo))
+        .route("/ws", get(upgrade))
+        .merge(api::router(&shared))
+        .with_state(shared)
+}
+
+fn admin_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/drain", post(drain))
+        .with_state(shared)
+}
+
+/// The demo chat page, embedded in the binary.
+async fn demo() -> Html<&'static str> {
+    Html(include_str!("demo/index.html"))
+}
+
+#[derive(Deserialize)]
+struct UpgradeQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws`: every check that can refuse a client happens here, before the
+/// upgrade, so a refused client never gets a WebSocket.
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<UpgradeQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let refuse = |status: StatusCode, message: &'static str| {
+        shared.metrics.upgrades_refused.fetch_add(1, Relaxed);
+        (status, message).into_response()
+    };
+    if shared.drain.is_draining() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: connect to another gateway\n",
+        );
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !shared.auth.origin_allowed(origin) {
+        return refuse(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
+    let query_token = query.as_ref().ok().and_then(|q| q.token.as_deref());
+    let identity = match shared.auth.authenticate(header_token.or(query_token)) {
+        Ok(identity) => identity,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade refused");
+            return refuse(StatusCode::UNAUTHORIZED, "invalid or missing token\n");
+        }
+    };
+    let max = shared.config.limits.max_connections;
+    if max > 0 && shared.hub.connection_count() >= max {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached\n",
+        );
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let limits = &shared.config.limits;
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(
+            WRITE_BUFFER_BYTES + limits.max_frame_bytes.max(limits.max_payload_bytes) * 2,
+        )
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "upgrade failed"))
+        .on_upgrade(move |socket| session::run(socket, shared, identity))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if shared.drain.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "cluster bus unavailable\n").into_response()
+    }
+}
+
+async fn drain(State(shared): State<Arc<Shared>>) -> Response {
+    shared.start_drain();
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"draining": true})),
+    )
+        .into_response()
+}
