@@ -576,6 +576,31 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// docs/configuration.md embeds the generated option table. To refresh it:
+    /// `ROOMCAST_BLESS=1 cargo test -p roomcast-gateway --lib config`.
+    #[test]
+    fn the_documented_options_are_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let (begin, end) = (
+            "(generated from gateway/src/config.rs; a test keeps it in sync) -->\n",
+            "<!-- options:end -->",
+        );
+        let start = doc.find(begin).expect("begin marker") + begin.len();
+        let stop = doc.find(end).expect("end marker");
+        let expected = options_markdown();
+        if doc[start..stop] != expected {
+            if std::env::var_os("ROOMCAST_BLESS").is_some() {
+                std::fs::write(path, format!("{}{expected}{}", &doc[..start], &doc[stop..]))
+                    .unwrap();
+            } else {
+                panic!(
+                    "docs/configuration.md is stale; run ROOMCAST_BLESS=1 cargo test -p roomcast-gateway --lib config"
+                );
+            }
+        }
+    }
+
     #[test]
     fn exclusive_keys_are_rejected() {
         let mut c = Config::default();

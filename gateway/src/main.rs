@@ -1,6 +1,7 @@
 //! `roomcast-gateway`: loads the configuration, serves until SIGTERM or
 //! SIGINT, then drains (1012 closes spread over `drain_seconds`) and exits 0.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use roomcast_gateway::{Config, Gateway};
@@ -29,6 +30,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let (mut term, mut int) = match (

@@ -1,0 +1,39 @@
+# Roomcast: the two commands are `make run` and `make test`.
+CARGO ?= cargo
+TOOLS := $(CURDIR)/.tools
+
+.PHONY: run test deps fmt lint unit build release clean help
+
+help:
+	@echo "make run    start a gateway on 127.0.0.1:8080 (admin 127.0.0.1:9090) with the demo page"
+	@echo "make test   install what the tests need, then fmt, clippy and every test"
+
+## Start one gateway on the in-process bus, with its demo page at http://127.0.0.1:8080/
+run:
+	$(CARGO) run --release --locked -p roomcast-gateway -- --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090
+
+## Everything CI runs.
+test: deps fmt lint unit
+
+deps:
+	@scripts/install-deps
+
+fmt:
+	$(CARGO) fmt --all --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	PATH="$(TOOLS)/bin:$$PATH" $(CARGO) nextest run --workspace --locked --profile ci
+	$(CARGO) test --workspace --doc --locked
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --workspace --release --locked
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS)
