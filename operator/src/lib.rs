@@ -1,0 +1,5 @@
+//! Roomcast operator: reconciles `RealtimeCluster` resources into gateway Deployments,
+//! Services and PodDisruptionBudgets, and scales them on WebSocket connection counts.
+
+pub mod crd;
+pub mod desired;

@@ -1,0 +1,3 @@
+//! The `roomcast-operator` binary.
+
+fn main() {}
