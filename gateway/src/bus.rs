@@ -15,6 +15,15 @@ use axum::extract::ws::Utf8Bytes;
 
 use crate::room::RoomName;
 
+/// Whether `token` can stand as one NATS subject token: non-empty, and only
+/// letters, digits, `_` and `-` (no `.`, `*`, `>` or whitespace).
+pub fn is_subject_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// What traffic is addressed to: a room, or every connection of a user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {

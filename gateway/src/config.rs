@@ -34,6 +34,8 @@ pub struct Config {
     pub limits: Limits,
     /// Client authentication and the HTTP API key.
     pub auth: Auth,
+    /// The NATS cluster bus; without a URL the gateway runs alone.
+    pub nats: Nats,
 }
 
 /// Limits that keep every connection's cost bounded.
@@ -78,6 +80,52 @@ pub struct Auth {
     pub allowed_origins: Vec<String>,
 }
 
+/// NATS connection settings. `url` empty means the in-process bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Nats {
+    /// Server URLs; several (comma-separated) for a NATS cluster. Empty: in-process bus.
+    pub url: Vec<String>,
+    /// Subject namespace: gateways with the same cluster name form one cluster.
+    pub cluster_name: String,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// User/password authentication: the user.
+    pub user: Option<String>,
+    /// User/password authentication: the password.
+    pub password: Option<String>,
+    /// A `.creds` file (JWT + NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the servers with.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub tls_key_file: Option<PathBuf>,
+    /// Require TLS even for `nats://` URLs.
+    pub tls_required: bool,
+    /// How long presence and join confirmations wait for other gateways.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Nats {
+    fn default() -> Self {
+        Self {
+            url: Vec::new(),
+            cluster_name: "roomcast".into(),
+            token: None,
+            user: None,
+            password: None,
+            credentials_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+            request_timeout_ms: 1000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -89,6 +137,7 @@ impl Default for Config {
             log_level: "info".into(),
             limits: Limits::default(),
             auth: Auth::default(),
+            nats: Nats::default(),
         }
     }
 }
@@ -229,6 +278,53 @@ const OPTIONS: &[Opt] = &[
         Kind::List,
         "Comma-separated browser origins allowed to upgrade (empty: any)",
     ),
+    opt(
+        "nats.url",
+        Kind::List,
+        "NATS server URLs, comma-separated (empty: in-process bus, no cluster)",
+    ),
+    opt(
+        "nats.cluster_name",
+        Kind::Text,
+        "Subject namespace; gateways with the same name form one cluster",
+    ),
+    opt("nats.token", Kind::Text, "NATS token authentication"),
+    opt("nats.user", Kind::Text, "NATS user (with nats.password)"),
+    opt(
+        "nats.password",
+        Kind::Text,
+        "NATS password (with nats.user)",
+    ),
+    opt(
+        "nats.credentials_file",
+        Kind::Text,
+        "NATS .creds file (JWT and NKey seed)",
+    ),
+    opt(
+        "nats.tls_ca_file",
+        Kind::Text,
+        "PEM CA certificate to verify NATS servers",
+    ),
+    opt(
+        "nats.tls_cert_file",
+        Kind::Text,
+        "PEM client certificate for NATS mutual TLS",
+    ),
+    opt(
+        "nats.tls_key_file",
+        Kind::Text,
+        "PEM client key for NATS mutual TLS",
+    ),
+    opt(
+        "nats.tls_required",
+        Kind::Scalar,
+        "Require TLS to NATS even for nats:// URLs",
+    ),
+    opt(
+        "nats.request_timeout_ms",
+        Kind::Scalar,
+        "How long presence and join confirmation wait for other gateways",
+    ),
 ];
 
 /// A configuration that could not be loaded; the message names the field.
@@ -250,7 +346,18 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = command().get_matches_from(args);
+        let matches = match command().try_get_matches_from(args) {
+            Ok(matches) => matches,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                ) =>
+            {
+                e.exit()
+            }
+            Err(e) => return Err(ConfigError(e.to_string().trim().to_owned())),
+        };
         let mut tree = match matches.get_one::<PathBuf>("config") {
             Some(path) => read_file(path)?,
             None => Value::Mapping(Mapping::new()),
@@ -313,6 +420,7 @@ impl Config {
         if self.auth.api_key.as_deref() == Some("") {
             return Err(ConfigError("auth.api_key must not be empty".into()));
         }
+        self.validate_nats()?;
         if let Some(origin) = self
             .auth
             .allowed_origins
@@ -321,6 +429,37 @@ impl Config {
         {
             return Err(ConfigError(format!(
                 "auth.allowed_origins has an empty entry ({origin:?})"
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_nats(&self) -> Result<(), ConfigError> {
+        let nats = &self.nats;
+        if nats.request_timeout_ms == 0 {
+            return Err(ConfigError(
+                "nats.request_timeout_ms must be greater than 0 (got 0)".into(),
+            ));
+        }
+        if !crate::bus::is_subject_token(&nats.cluster_name) {
+            return Err(ConfigError(format!(
+                "nats.cluster_name must be a NATS subject token of letters, digits, '_' or '-' (got {:?})",
+                nats.cluster_name
+            )));
+        }
+        if nats.user.is_some() != nats.password.is_some() {
+            return Err(ConfigError(
+                "nats.user and nats.password go together: set both or neither".into(),
+            ));
+        }
+        if nats.tls_cert_file.is_some() != nats.tls_key_file.is_some() {
+            return Err(ConfigError(
+                "nats.tls_cert_file and nats.tls_key_file go together: set both or neither".into(),
+            ));
+        }
+        if let Some(url) = nats.url.iter().find(|u| !valid_nats_url(u)) {
+            return Err(ConfigError(format!(
+                "nats.url has {url:?}, which is not a nats://, tls:// or host:port address"
             )));
         }
         Ok(())
@@ -337,6 +476,19 @@ impl Config {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "roomcast".into())
     }
+}
+
+/// Whether `url` looks like a NATS server address (`nats://host:port`,
+/// `tls://…`, or bare `host:port`), optionally with credentials.
+fn valid_nats_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("nats://")
+        .or_else(|| url.strip_prefix("tls://"))
+        .or_else(|| url.strip_prefix("ws://"))
+        .or_else(|| url.strip_prefix("wss://"))
+        .unwrap_or(url);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    !host.is_empty() && !host.contains(['/', ' ', ','])
 }
 
 /// The flag of an option: `limits.max_frame_bytes` → `limits-max-frame-bytes`.
@@ -377,7 +529,10 @@ pub fn command() -> Command {
             .action(ArgAction::Set)
             .value_name("VALUE")
             .help(format!("{} [default: {default}]", option.help));
-        if option.path.starts_with("auth.jwt_secret") || option.path == "auth.api_key" {
+        if matches!(
+            option.path,
+            "auth.jwt_secret" | "auth.api_key" | "nats.token" | "nats.password"
+        ) {
             arg = arg.hide_env_values(true);
         }
         cmd = cmd.arg(arg);
@@ -598,6 +753,29 @@ mod tests {
                     "docs/configuration.md is stale; run ROOMCAST_BLESS=1 cargo test -p roomcast-gateway --lib config"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn nats_settings_are_checked() {
+        let c = Config::load_from([
+            "gw",
+            "--nats-url",
+            "nats://a:4222,tls://b:4223",
+            "--nats-cluster-name",
+            "prod-1",
+        ])
+        .unwrap();
+        assert_eq!(c.nats.url, ["nats://a:4222", "tls://b:4223"]);
+        for (flag, value, field) in [
+            ("--nats-cluster-name", "a.b", "nats.cluster_name"),
+            ("--nats-cluster-name", "*", "nats.cluster_name"),
+            ("--nats-url", "nats://a b", "nats.url"),
+            ("--nats-user", "u", "nats.password"),
+            ("--nats-request-timeout-ms", "0", "nats.request_timeout_ms"),
+        ] {
+            let err = Config::load_from(["gw", flag, value]).unwrap_err();
+            assert!(err.to_string().contains(field), "{flag} {value}: {err}");
         }
     }
 
