@@ -234,7 +234,7 @@ fn resource(
                 Arc::clone(&app.store),
                 req,
                 app.bookmark_interval,
-            )?))
+            )))
         }
         (Method::GET, None) => Ok(Reply::Json(
             StatusCode::OK,

@@ -94,23 +94,35 @@ fn bookmark(req: &WatchRequest, rv: u64, initial_end: bool) -> Bytes {
 }
 
 /// Opens a watch on the store: returns the receiving end of the response body's chunks.
+///
+/// A resourceVersion older than the retained history is not an HTTP error: as upstream, the
+/// response is a stream holding one `ERROR` event with code 410, which makes clients relist.
 pub fn open(
     store: Arc<Mutex<Store>>,
     req: WatchRequest,
     bookmark_interval: Duration,
-) -> Result<mpsc::Receiver<Bytes>, ApiError> {
-    let (first, rx, start_rv) = {
-        let guard = lock(&store);
-        let (first, rx) = guard.watch(&req.kind, req.from)?;
-        let start_rv = match req.from {
-            WatchFrom::Snapshot => guard.rv(),
-            WatchFrom::After(rv) => first.last().map_or(rv, |e| e.rv).max(rv),
-        };
-        (first, rx, start_rv)
-    };
+) -> mpsc::Receiver<Bytes> {
     let (tx, out) = mpsc::channel(256);
-    tokio::spawn(run(store, req, bookmark_interval, first, rx, start_rv, tx));
-    Ok(out)
+    let started = {
+        let guard = lock(&store);
+        guard.watch(&req.kind, req.from).map(|(first, rx)| {
+            let start_rv = match req.from {
+                WatchFrom::Snapshot => guard.rv(),
+                WatchFrom::After(rv) => first.last().map_or(rv, |e| e.rv).max(rv),
+            };
+            (first, rx, start_rv)
+        })
+    };
+    match started {
+        Ok((first, rx, start_rv)) => {
+            tokio::spawn(run(store, req, bookmark_interval, first, rx, start_rv, tx));
+        }
+        Err(error) => {
+            // The channel is fresh and has room for one chunk.
+            let _ = tx.try_send(error_line(&error));
+        }
+    }
+    out
 }
 
 /// Events waiting in `rx` plus the resourceVersion they bring the watcher up to, read under the
