@@ -1,5 +1,7 @@
 //! Roomcast operator: reconciles `RealtimeCluster` resources into gateway Deployments,
 //! Services and PodDisruptionBudgets, and scales them on WebSocket connection counts.
 
+pub mod autoscale;
 pub mod crd;
 pub mod desired;
+pub mod metrics;
