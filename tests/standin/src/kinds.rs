@@ -54,8 +54,12 @@ impl ResourceKind {
         }
     }
 
-    /// Storage identity: objects are shared by all versions of a (group, plural).
+    /// Storage identity: objects are shared by all versions of a (group, plural), and the two
+    /// Event APIs share the core group's store.
     pub fn storage_key(&self) -> (String, String) {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return (String::new(), self.plural.clone());
+        }
         (self.group.clone(), self.plural.clone())
     }
 }

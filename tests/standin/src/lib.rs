@@ -28,6 +28,7 @@ mod routes;
 mod selector;
 mod server;
 mod store;
+mod versions;
 mod watch;
 
 use std::net::SocketAddr;

@@ -12,6 +12,7 @@ use crate::kinds::{ResourceKind, builtin_kinds, kinds_from_crd};
 use crate::lifecycle::{self, Stamp, Subresource};
 use crate::patch;
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::versions;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -227,9 +228,7 @@ impl Store {
 
     /// An object as served at this kind's version.
     fn present(kind: &ResourceKind, object: &Value) -> Value {
-        let mut v = object.clone();
-        v["apiVersion"] = json!(kind.api_version());
-        v
+        versions::present(kind, object)
     }
 
     /// GET one object (or its scale view).
@@ -263,8 +262,8 @@ impl Store {
             .into_iter()
             .flat_map(|t| t.values())
             .filter(|o| namespace.is_none_or(|ns| meta_str(o, "namespace") == Some(ns)))
-            .filter(|o| labels.matches(o) && fields.matches(o))
             .map(|o| Self::present(kind, o))
+            .filter(|o| labels.matches(o) && fields.matches(o))
             .collect();
         json!({
             "kind": format!("{}List", kind.kind),
@@ -487,7 +486,7 @@ impl Store {
         mut body: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let old = self.lookup(kind, namespace, name)?.clone();
+        let old = Self::present(kind, self.lookup(kind, namespace, name)?);
         let new = if sub == Subresource::Scale {
             let paths = kind
                 .scale
@@ -558,7 +557,7 @@ impl Store {
             ));
         }
         let old = match self.lookup(kind, namespace, name) {
-            Ok(o) => o.clone(),
+            Ok(o) => Self::present(kind, o),
             Err(_) if patch_kind == PatchKind::Apply && sub == Subresource::Main => {
                 return self
                     .apply_create(kind, namespace, name, body, opts)
@@ -702,7 +701,7 @@ impl Store {
         preconditions: &Value,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let object = self.lookup(kind, namespace, name)?.clone();
+        let object = Self::present(kind, self.lookup(kind, namespace, name)?);
         if let Some(uid) = preconditions.get("uid").and_then(Value::as_str)
             && meta_str(&object, "uid") != Some(uid)
         {

@@ -10,6 +10,7 @@ use crate::errors::ApiError;
 use crate::kinds::ResourceKind;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventType, Store, WatchFrom};
+use crate::versions;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,6 +63,7 @@ pub fn visible(req: &WatchRequest, event: &Event) -> Option<(EventType, Value)> 
         return None;
     }
     let selected = |o: &Value| {
+        let o = &versions::present(&req.kind, o);
         let ns_ok = req
             .namespace
             .as_deref()
@@ -77,9 +79,7 @@ pub fn visible(req: &WatchRequest, event: &Event) -> Option<(EventType, Value)> 
         _ => return None,
     };
     // An object leaving the selection is sent in its new state, as upstream does.
-    let mut object = (*event.object).clone();
-    object["apiVersion"] = json!(req.kind.api_version());
-    Some((event_type, object))
+    Some((event_type, versions::present(&req.kind, &event.object)))
 }
 
 fn bookmark(req: &WatchRequest, rv: u64, initial_end: bool) -> Bytes {

@@ -561,3 +561,59 @@ async fn runtime_watcher_with_streaming_lists() {
     ))
     .await;
 }
+
+#[tokio::test]
+async fn recorder_events_are_listed_through_both_event_apis() {
+    bounded(async {
+        use kube::Resource;
+        use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+        let (_standin, client) = standin().await;
+        let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+        let owner: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "rc"}})).expect("cm");
+        let owner = cms
+            .create(&PostParams::default(), &owner)
+            .await
+            .expect("owner");
+        let reporter = Reporter {
+            controller: "roomcast-operator".into(),
+            instance: None,
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "ScaledUp".into(),
+            note: Some("2 -> 3".into()),
+            action: "Scale".into(),
+            secondary: None,
+        };
+        let reference = owner.object_ref(&());
+        recorder
+            .publish(&event, &reference)
+            .await
+            .expect("first publish");
+        recorder
+            .publish(&event, &reference)
+            .await
+            .expect("repeat publish (series patch)");
+
+        let new_api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::default_namespaced(client.clone());
+        let events = new_api
+            .list(&ListParams::default())
+            .await
+            .expect("events.k8s.io list")
+            .items;
+        assert_eq!(events.len(), 1, "a repeat is a series on the same event");
+        assert_eq!(events[0].reason.as_deref(), Some("ScaledUp"));
+        assert!(events[0].series.is_some());
+
+        let core_api: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client);
+        let by_object = ListParams::default().fields("involvedObject.name=rc");
+        let core = core_api.list(&by_object).await.expect("core list").items;
+        assert_eq!(core.len(), 1);
+        assert_eq!(core[0].message.as_deref(), Some("2 -> 3"));
+        assert_eq!(core[0].involved_object.name.as_deref(), Some("rc"));
+    })
+    .await;
+}
