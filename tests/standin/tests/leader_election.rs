@@ -1,0 +1,93 @@
+//! Leader election with kube-lease-manager (the operator's choice) against the stand-in: its
+//! lock relies on server-side apply conflicts and strategic merge patches of a Lease.
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_lease_manager::LeaseManagerBuilder;
+use std::time::Duration;
+use tokio::sync::watch;
+
+async fn client(standin: &kube_standin::Running) -> Client {
+    let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig).expect("kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
+    Client::try_from(config).expect("client builds")
+}
+
+/// Waits until a leadership flag has the wanted value.
+async fn until(flag: &mut watch::Receiver<bool>, wanted: bool) {
+    flag.wait_for(|v| *v == wanted)
+        .await
+        .expect("lease manager alive");
+}
+
+#[tokio::test]
+async fn one_of_two_candidates_leads_and_the_other_takes_over_on_release() {
+    tokio::time::timeout(Duration::from_secs(40), async {
+        let standin = kube_standin::start().await.expect("stand-in starts");
+        let client = client(&standin).await;
+        let candidate = |identity: &str| {
+            LeaseManagerBuilder::new(client.clone(), "roomcast-operator")
+                .with_identity(identity)
+                .with_duration(3)
+                .with_grace(1)
+                .build()
+        };
+        let (a, b) = (
+            candidate("a").await.expect("a"),
+            candidate("b").await.expect("b"),
+        );
+        let (mut a_leads, a_task) = a.watch().await;
+        let (mut b_leads, b_task) = b.watch().await;
+
+        // Exactly one becomes leader.
+        tokio::select! {
+            () = until(&mut a_leads, true) => {}
+            () = until(&mut b_leads, true) => {}
+        }
+        let (mut leader, leader_task, mut follower) = if *a_leads.borrow() {
+            (a_leads, a_task, b_leads)
+        } else {
+            (b_leads, b_task, a_leads)
+        };
+        assert!(!*follower.borrow(), "both candidates claim leadership");
+
+        // The leader steps down (its receiver goes away, so it releases the lease); the other takes over.
+        drop(leader.borrow_and_update());
+        drop(leader);
+        leader_task
+            .await
+            .expect("leader task")
+            .expect("released cleanly");
+        until(&mut follower, true).await;
+    })
+    .await
+    .expect("test exceeded its deadline");
+}
+
+#[tokio::test]
+async fn a_crashed_leaders_lease_expires_and_the_other_takes_over() {
+    tokio::time::timeout(Duration::from_secs(40), async {
+        let standin = kube_standin::start().await.expect("stand-in starts");
+        let client = client(&standin).await;
+        let candidate = |identity: &str| {
+            LeaseManagerBuilder::new(client.clone(), "roomcast-operator")
+                .with_identity(identity)
+                .with_duration(2)
+                .with_grace(1)
+                .build()
+        };
+        let (mut a_leads, a_task) = candidate("a").await.expect("a").watch().await;
+        until(&mut a_leads, true).await;
+        let (mut b_leads, _b_task) = candidate("b").await.expect("b").watch().await;
+        assert!(!*b_leads.borrow());
+
+        // Abort without releasing: b must wait for expiry, force-release and then lock.
+        a_task.abort();
+        let _ = a_task.await;
+        until(&mut b_leads, true).await;
+    })
+    .await
+    .expect("test exceeded its deadline");
+}
