@@ -1,6 +1,9 @@
 //! The stand-in driven by kube-rs (kube 5): typed APIs, patches, subresources, cascade deletion,
 //! discovery of custom resources, raw watches and the kube-runtime watcher.
 
+mod common;
+
+use common::client;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -9,7 +12,6 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Client, Discovery};
 use kube_standin::{Config, Running};
@@ -19,19 +21,8 @@ use std::time::Duration;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs a test body with a deadline, so a hung watch fails instead of stalling the suite.
 async fn bounded<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("test exceeded its deadline");
-}
-
-async fn client(standin: &Running) -> Client {
-    let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig).expect("kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig loads");
-    Client::try_from(config).expect("client builds")
+    common::bounded(TEST_TIMEOUT, body).await;
 }
 
 async fn standin_with(config: Config) -> (Running, Client) {

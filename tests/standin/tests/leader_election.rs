@@ -1,18 +1,25 @@
 //! Leader election with kube-lease-manager (the operator's choice) against the stand-in: its
 //! lock relies on server-side apply conflicts and strategic merge patches of a Lease.
 
+mod common;
+
+use common::{bounded, client};
 use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube_lease_manager::LeaseManagerBuilder;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use std::time::Duration;
 use tokio::sync::watch;
 
-async fn client(standin: &kube_standin::Running) -> Client {
-    let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig).expect("kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+const TEST_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// A leadership candidate on the shared lease.
+async fn candidate(client: &Client, identity: &str, duration: u64) -> LeaseManager {
+    LeaseManagerBuilder::new(client.clone(), "roomcast-operator")
+        .with_identity(identity)
+        .with_duration(duration)
+        .with_grace(1)
+        .build()
         .await
-        .expect("kubeconfig loads");
-    Client::try_from(config).expect("client builds")
+        .expect("lease manager builds")
 }
 
 /// Waits until a leadership flag has the wanted value.
@@ -24,20 +31,11 @@ async fn until(flag: &mut watch::Receiver<bool>, wanted: bool) {
 
 #[tokio::test]
 async fn one_of_two_candidates_leads_and_the_other_takes_over_on_release() {
-    tokio::time::timeout(Duration::from_secs(40), async {
+    bounded(TEST_TIMEOUT, async {
         let standin = kube_standin::start().await.expect("stand-in starts");
         let client = client(&standin).await;
-        let candidate = |identity: &str| {
-            LeaseManagerBuilder::new(client.clone(), "roomcast-operator")
-                .with_identity(identity)
-                .with_duration(3)
-                .with_grace(1)
-                .build()
-        };
-        let (a, b) = (
-            candidate("a").await.expect("a"),
-            candidate("b").await.expect("b"),
-        );
+        let candidate = |identity| candidate(&client, identity, 3);
+        let (a, b) = (candidate("a").await, candidate("b").await);
         let (mut a_leads, a_task) = a.watch().await;
         let (mut b_leads, b_task) = b.watch().await;
 
@@ -62,25 +60,18 @@ async fn one_of_two_candidates_leads_and_the_other_takes_over_on_release() {
             .expect("released cleanly");
         until(&mut follower, true).await;
     })
-    .await
-    .expect("test exceeded its deadline");
+    .await;
 }
 
 #[tokio::test]
 async fn a_crashed_leaders_lease_expires_and_the_other_takes_over() {
-    tokio::time::timeout(Duration::from_secs(40), async {
+    bounded(TEST_TIMEOUT, async {
         let standin = kube_standin::start().await.expect("stand-in starts");
         let client = client(&standin).await;
-        let candidate = |identity: &str| {
-            LeaseManagerBuilder::new(client.clone(), "roomcast-operator")
-                .with_identity(identity)
-                .with_duration(2)
-                .with_grace(1)
-                .build()
-        };
-        let (mut a_leads, a_task) = candidate("a").await.expect("a").watch().await;
+        let candidate = |identity| candidate(&client, identity, 2);
+        let (mut a_leads, a_task) = candidate("a").await.watch().await;
         until(&mut a_leads, true).await;
-        let (mut b_leads, _b_task) = candidate("b").await.expect("b").watch().await;
+        let (mut b_leads, _b_task) = candidate("b").await.watch().await;
         assert!(!*b_leads.borrow());
 
         // Abort without releasing: b must wait for expiry, force-release and then lock.
@@ -88,6 +79,5 @@ async fn a_crashed_leaders_lease_expires_and_the_other_takes_over() {
         let _ = a_task.await;
         until(&mut b_leads, true).await;
     })
-    .await
-    .expect("test exceeded its deadline");
+    .await;
 }
