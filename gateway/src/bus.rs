@@ -6,13 +6,21 @@
 //! by the hub (see `hub.rs`); the bus only carries traffic to *other*
 //! gateways, so every client publish costs at most one bus publish.
 //!
-//! Today there is the in-process bus: a gateway running alone, whose every
-//! subscription is trivially live and which has no peers to reach.
+//! - [`Bus::Local`]: the in-process bus of a gateway running alone; every
+//!   subscription is trivially live and there are no peers.
+//! - [`Bus::Nats`]: gateways relayed over NATS (`nats.rs`).
 
-use std::sync::Arc;
+mod nats;
+pub mod peers;
+
+use std::sync::{Arc, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 
+pub use self::nats::NatsBus;
+use crate::config::{ConfigError, Nats};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::room::RoomName;
 
 /// Whether `token` can stand as one NATS subject token: non-empty, and only
@@ -46,43 +54,80 @@ pub enum BusError {
 pub enum Bus {
     /// In-process: this gateway alone, no NATS.
     Local,
+    /// Relayed over NATS.
+    Nats(Arc<NatsBus>),
 }
 
 impl Bus {
+    /// The bus the configuration asks for: NATS when `nats.url` is set, else
+    /// in-process. A NATS bus connects in the background; until it is
+    /// connected the gateway is not ready.
+    pub async fn from_config(
+        nats: &Nats,
+        node: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Bus, ConfigError> {
+        if nats.url.is_empty() {
+            return Ok(Bus::Local);
+        }
+        Ok(Bus::Nats(NatsBus::connect(nats, node, metrics).await?))
+    }
+
+    /// Lets the bus deliver what it receives into `hub` (called once, by `Hub::new`).
+    pub fn attach(&self, hub: Weak<Hub>) {
+        match self {
+            Bus::Local => {}
+            Bus::Nats(bus) => bus.attach(hub),
+        }
+    }
+
     /// Whether the bus is reachable (it drives `/readyz` and `unavailable`).
     pub fn is_up(&self) -> bool {
         match self {
             Bus::Local => true,
+            Bus::Nats(bus) => bus.is_up(),
         }
     }
 
     /// Starts receiving `topic`'s traffic from other gateways. Returns once
     /// the subscription is live in the whole cluster, which is what lets a
     /// join's `ok` promise delivery of anything published afterwards.
-    pub async fn subscribe(&self, _topic: &Topic) -> Result<(), BusError> {
+    pub async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
         match self {
             Bus::Local => Ok(()),
+            Bus::Nats(bus) => bus.subscribe(topic).await,
         }
     }
 
     /// Stops receiving `topic`'s traffic.
-    pub async fn unsubscribe(&self, _topic: &Topic) {
+    pub async fn unsubscribe(&self, topic: &Topic) {
         match self {
             Bus::Local => {}
+            Bus::Nats(bus) => bus.unsubscribe(topic),
         }
     }
 
     /// Sends an encoded frame for `topic` to the other gateways.
-    pub async fn publish(&self, _topic: &Topic, _frame: &Utf8Bytes) -> Result<(), BusError> {
+    pub async fn publish(&self, topic: &Topic, frame: &Utf8Bytes) -> Result<(), BusError> {
         match self {
             Bus::Local => Ok(()),
+            Bus::Nats(bus) => bus.publish(topic, frame).await,
         }
     }
 
     /// Distinct user ids joined to `room` on the other gateways.
-    pub async fn remote_members(&self, _room: &RoomName) -> Result<Vec<String>, BusError> {
+    pub async fn remote_members(&self, room: &RoomName) -> Result<Vec<String>, BusError> {
         match self {
             Bus::Local => Ok(Vec::new()),
+            Bus::Nats(bus) => bus.remote_members(room).await,
+        }
+    }
+
+    /// Leaves the cluster: stops relaying and closes the connection.
+    pub async fn shutdown(&self) {
+        match self {
+            Bus::Local => {}
+            Bus::Nats(bus) => bus.shutdown().await,
         }
     }
 }

@@ -88,16 +88,45 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// An empty hub on `bus`.
-    pub fn new(bus: Bus, metrics: Arc<Metrics>) -> Self {
-        metrics.bus_up.store(i64::from(bus.is_up()), Relaxed);
-        Self {
+    /// An empty hub on `bus`, which delivers what it receives into it.
+    pub fn new(bus: Bus, metrics: Arc<Metrics>) -> Arc<Self> {
+        if matches!(bus, Bus::Local) {
+            metrics.bus_up.store(1, Relaxed);
+        }
+        let hub = Arc::new(Self {
             topics: DashMap::new(),
             conns: DashMap::new(),
             next_id: AtomicU64::new(1),
             bus,
             metrics,
             gone: Notify::new(),
+        });
+        hub.bus.attach(Arc::downgrade(&hub));
+        hub
+    }
+
+    /// Subscribes every topic that has local members but no live bus
+    /// subscription (users who connected while the bus was down). Called
+    /// when the bus connection comes back; subscriptions that were live
+    /// are restored by the bus client itself.
+    pub async fn restore_subscriptions(&self) {
+        let topics: Vec<(Topic, Arc<Members>)> = self
+            .topics
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (topic, members) in topics {
+            let mut interest = members.interest.lock().await;
+            if interest.subscribed || interest.retired || members.read().is_empty() {
+                continue;
+            }
+            match self.bus.subscribe(&topic).await {
+                Ok(()) => {
+                    interest.subscribed = true;
+                    self.metrics.bus_subscriptions.fetch_add(1, Relaxed);
+                }
+                Err(e) => tracing::warn!(?topic, error = %e, "subscription not restored"),
+            }
         }
     }
 
@@ -313,7 +342,7 @@ mod tests {
     use crate::outbound::QueueLimits;
     use std::collections::VecDeque;
 
-    fn hub() -> (Hub, Arc<Metrics>) {
+    fn hub() -> (Arc<Hub>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
         (Hub::new(Bus::Local, metrics.clone()), metrics)
     }
@@ -395,7 +424,6 @@ mod tests {
     #[tokio::test]
     async fn concurrent_joins_and_leaves_leave_consistent_state() {
         let (hub, m) = hub();
-        let hub = Arc::new(hub);
         let room = RoomName::parse("busy").unwrap();
         let conns: Vec<_> = (0..32).map(|i| conn(&hub, &format!("u{i}"), &m)).collect();
         let mut tasks = Vec::new();

@@ -42,6 +42,12 @@ pub struct Metrics {
     pub bus_up: AtomicI64,
     /// Bus subscriptions held by this gateway (rooms and users with local members).
     pub bus_subscriptions: AtomicI64,
+    /// Messages received from other gateways.
+    pub bus_messages_in: AtomicU64,
+    /// Messages published to other gateways.
+    pub bus_messages_out: AtomicU64,
+    /// Times the bus connection was restored after a loss.
+    pub bus_reconnects: AtomicU64,
 }
 
 impl Metrics {
@@ -163,6 +169,24 @@ impl Metrics {
             "roomcast_bus_subscriptions",
             "Bus subscriptions held (rooms and users with local members).",
             self.bus_subscriptions.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomcast_bus_messages_in_total",
+            "Messages received from other gateways.",
+            self.bus_messages_in.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomcast_bus_messages_out_total",
+            "Messages published to other gateways.",
+            self.bus_messages_out.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "roomcast_bus_reconnects_total",
+            "Times the bus connection was restored after a loss.",
+            self.bus_reconnects.load(Relaxed),
         );
         out
     }

@@ -103,7 +103,9 @@ impl Gateway {
         config.validate()?;
         let auth = Authenticator::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(Bus::Local, metrics.clone()));
+        let node = config.node();
+        let bus = Bus::from_config(&config.nats, &node, metrics.clone()).await?;
+        let hub = Hub::new(bus, metrics.clone());
         let bind = |field, addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -121,7 +123,7 @@ impl Gateway {
             tracing::warn!(%public_addr, "auth.api_key is not set: POST /v1/publish and /v1/send are open to anyone who can reach the listener");
         }
         let shared = Arc::new(Shared {
-            node: config.node(),
+            node,
             config,
             hub,
             auth,
@@ -197,6 +199,7 @@ impl Gateway {
         for server in self.servers {
             let _ = tokio::time::timeout(session::CLOSE_TIMEOUT, server).await;
         }
+        self.shared.hub.bus().shutdown().await;
     }
 }
 

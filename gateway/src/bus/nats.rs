@@ -1,0 +1,481 @@
+//! The NATS bus: gateways relayed over a NATS server or cluster.
+//!
+//! Subjects, under the configured cluster name `<c>`:
+//! - `<c>.room.<room>`: a room's messages. A gateway subscribes only while it
+//!   has a local member (interest-based routing), so it receives only the
+//!   traffic of rooms it hosts. Room names cannot contain `.`, `*`, `>` or
+//!   whitespace, so a room is always exactly one subject token.
+//! - `<c>.user.<hex of user id>`: direct messages to a user's connections.
+//! - `<c>.ctl.hello|bye|presence|sync`: the control plane every gateway
+//!   subscribes to: peer discovery, presence scatter-gather and the
+//!   cluster-wide confirmation of a new subscription.
+//!
+//! The connection uses NATS no-echo: a gateway never receives its own
+//! publishes, because the hub has already delivered them locally. The payload
+//! of a room or user message is the encoded client frame, fanned out as is.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::{Client, ConnectOptions, Event, Subscriber};
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+
+use super::peers::{HELLO_INTERVAL, Peers};
+use super::{BusError, Topic};
+use crate::config::{ConfigError, Nats};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::room::RoomName;
+
+/// User ids longer than this are hashed into their subject token, which
+/// keeps subjects short whatever a token's `sub` holds.
+const MAX_HEX_USER_BYTES: usize = 128;
+
+/// The subject token of a user id: its bytes in hex, or for long ids `h`
+/// and a 64-bit FNV-1a hash (a collision only ever costs a wasted delivery
+/// attempt: the receiving gateway delivers by the full id).
+pub fn user_token(user: &str) -> String {
+    if user.is_empty() {
+        // Never a real id (ids are non-empty), but a subject token must not be empty.
+        return "_".into();
+    }
+    if user.len() <= MAX_HEX_USER_BYTES {
+        return user.bytes().map(|b| format!("{b:02x}")).collect();
+    }
+    let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("h{hash:016x}")
+}
+
+/// The subject of a topic under cluster name `prefix`.
+pub fn subject(prefix: &str, topic: &Topic) -> String {
+    match topic {
+        Topic::Room(room) => format!("{prefix}.room.{room}"),
+        Topic::User(user) => format!("{prefix}.user.{}", user_token(user)),
+    }
+}
+
+/// A gateway's connection to the NATS cluster.
+#[derive(Debug)]
+pub struct NatsBus {
+    client: Client,
+    prefix: String,
+    /// Random per process: tells this gateway's hellos from a restarted one's.
+    instance: String,
+    request_timeout: Duration,
+    metrics: Arc<Metrics>,
+    hub: OnceLock<Weak<Hub>>,
+    peers: Mutex<Peers>,
+    /// One message pump per subscribed topic; aborting it unsubscribes.
+    pumps: Mutex<HashMap<Topic, JoinHandle<()>>>,
+    /// Control-plane tasks (hello, presence, sync, events).
+    control: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single map operation: a poisoned map is consistent.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl NatsBus {
+    /// Connects in the background (retrying forever) and starts the control plane.
+    pub async fn connect(
+        config: &Nats,
+        node: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<NatsBus>, ConfigError> {
+        let (events_tx, events_rx) = tokio::sync::mpsc::channel::<Event>(64);
+        let mut options = ConnectOptions::new()
+            .name(format!("roomcast-gateway {node}"))
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .ping_interval(Duration::from_secs(10))
+            .connection_timeout(Duration::from_secs(5))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100u64.saturating_mul(1 << attempts.min(6)).min(5_000))
+            })
+            .event_callback(move |event| {
+                let events = events_tx.clone();
+                async move {
+                    // Events only steer readiness and restoration; if the
+                    // queue is full the next event carries the same news.
+                    let _ = events.try_send(event);
+                }
+            })
+            .require_tls(config.tls_required);
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(path) = &config.credentials_file {
+            options = options.credentials_file(path).await.map_err(|e| {
+                ConfigError(format!("nats.credentials_file {}: {e}", path.display()))
+            })?;
+        }
+        for (field, path) in [
+            ("nats.tls_ca_file", &config.tls_ca_file),
+            ("nats.tls_cert_file", &config.tls_cert_file),
+            ("nats.tls_key_file", &config.tls_key_file),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(ConfigError(format!(
+                    "{field} {}: no such file",
+                    path.display()
+                )));
+            }
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options
+            .connect(config.url.clone())
+            .await
+            .map_err(|e| ConfigError(format!("nats.url {:?}: {e}", config.url)))?;
+        metrics.bus_up.store(0, Relaxed);
+        let bus = Arc::new(NatsBus {
+            client,
+            prefix: config.cluster_name.clone(),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            metrics,
+            hub: OnceLock::new(),
+            peers: Mutex::new(Peers::default()),
+            pumps: Mutex::new(HashMap::new()),
+            control: Mutex::new(Vec::new()),
+        });
+        let tasks = vec![
+            tokio::spawn(watch_events(Arc::downgrade(&bus), events_rx)),
+            tokio::spawn(say_hello(Arc::downgrade(&bus))),
+        ];
+        lock(&bus.control).extend(tasks);
+        Ok(bus)
+    }
+
+    /// Lets the bus deliver into `hub`.
+    pub fn attach(self: &Arc<Self>, hub: Weak<Hub>) {
+        let _ = self.hub.set(hub);
+    }
+
+    /// Whether the NATS connection is up.
+    pub fn is_up(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    fn ctl(&self, what: &str) -> String {
+        format!("{}.ctl.{what}", self.prefix)
+    }
+
+    /// Subscribes to `topic` and returns once the subscription is confirmed
+    /// by the server (flush) and by every known peer gateway (so their NATS
+    /// servers, on a NATS cluster, have seen the interest too).
+    pub async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
+        if !self.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        let subscriber = self
+            .client
+            .subscribe(subject(&self.prefix, topic))
+            .await
+            .map_err(|_| BusError::Unavailable)?;
+        let hub = self.hub.get().cloned().unwrap_or_default();
+        let pump = tokio::spawn(pump(subscriber, topic.clone(), hub, self.metrics.clone()));
+        if !matches!(
+            tokio::time::timeout(self.request_timeout, self.client.flush()).await,
+            Ok(Ok(()))
+        ) {
+            pump.abort();
+            return Err(BusError::Unavailable);
+        }
+        if let Some(previous) = lock(&self.pumps).insert(topic.clone(), pump) {
+            previous.abort();
+        }
+        let peers = self.live_peers();
+        if peers > 0 {
+            let confirmed = self
+                .gather(&self.ctl("sync"), Bytes::new(), peers)
+                .await
+                .map_or(0, |r| r.len());
+            if confirmed < peers {
+                tracing::debug!(
+                    ?topic,
+                    confirmed,
+                    peers,
+                    "subscription confirmed by fewer gateways than known"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops `topic`'s subscription.
+    pub fn unsubscribe(&self, topic: &Topic) {
+        if let Some(pump) = lock(&self.pumps).remove(topic) {
+            pump.abort();
+        }
+    }
+
+    /// Publishes an encoded frame for `topic`.
+    pub async fn publish(&self, topic: &Topic, frame: &Utf8Bytes) -> Result<(), BusError> {
+        if !self.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.client
+            .publish(subject(&self.prefix, topic), Bytes::from(frame.clone()))
+            .await
+            .map_err(|_| BusError::Unavailable)?;
+        self.metrics.bus_messages_out.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Asks every live peer for its local members of `room`, waiting at most
+    /// `nats.request_timeout_ms`; peers that do not answer in time are left out.
+    pub async fn remote_members(&self, room: &RoomName) -> Result<Vec<String>, BusError> {
+        if !self.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        let peers = self.live_peers();
+        if peers == 0 {
+            return Ok(Vec::new());
+        }
+        let replies = self
+            .gather(
+                &self.ctl("presence"),
+                Bytes::from(room.as_str().to_owned()),
+                peers,
+            )
+            .await?;
+        let mut members = Vec::new();
+        for reply in replies {
+            match serde_json::from_slice::<Vec<String>>(&reply.payload) {
+                Ok(list) => members.extend(list),
+                Err(e) => tracing::warn!(error = %e, "malformed presence reply ignored"),
+            }
+        }
+        Ok(members)
+    }
+
+    fn live_peers(&self) -> usize {
+        lock(&self.peers).live(Instant::now())
+    }
+
+    /// Publishes a request to `subject` and collects up to `expected` replies
+    /// within the request timeout.
+    async fn gather(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        expected: usize,
+    ) -> Result<Vec<async_nats::Message>, BusError> {
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|_| BusError::Unavailable)?;
+        self.client
+            .publish_with_reply(subject.to_owned(), inbox, payload)
+            .await
+            .map_err(|_| BusError::Unavailable)?;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut collected = Vec::with_capacity(expected);
+        while collected.len() < expected {
+            match tokio::time::timeout_at(deadline, replies.next()).await {
+                Ok(Some(reply)) => collected.push(reply),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(collected)
+    }
+
+    /// Says goodbye, stops every task and drains the connection.
+    pub async fn shutdown(&self) {
+        let _ = self
+            .client
+            .publish(self.ctl("bye"), Bytes::from(self.instance.clone()))
+            .await;
+        for (_, pump) in lock(&self.pumps).drain() {
+            pump.abort();
+        }
+        for task in lock(&self.control).drain(..) {
+            task.abort();
+        }
+        let _ = tokio::time::timeout(self.request_timeout, self.client.drain()).await;
+    }
+
+    /// Subscribes the control plane (once connected: `subscribe` needs no
+    /// server, but these must be live before the first hello goes out).
+    async fn start_control_plane(self: &Arc<Self>) -> Result<(), BusError> {
+        let mut tasks = Vec::new();
+        for what in ["hello", "bye", "presence", "sync"] {
+            let subscriber = self
+                .client
+                .subscribe(self.ctl(what))
+                .await
+                .map_err(|_| BusError::Unavailable)?;
+            tasks.push(tokio::spawn(answer(Arc::downgrade(self), what, subscriber)));
+        }
+        lock(&self.control).extend(tasks);
+        Ok(())
+    }
+
+    async fn hello(&self, ask_back: bool) {
+        let payload = if ask_back {
+            format!("{}?", self.instance)
+        } else {
+            self.instance.clone()
+        };
+        let _ = self
+            .client
+            .publish(self.ctl("hello"), Bytes::from(payload))
+            .await;
+    }
+}
+
+/// Delivers a subscription's messages to the hub's local members of `topic`.
+async fn pump(mut subscriber: Subscriber, topic: Topic, hub: Weak<Hub>, metrics: Arc<Metrics>) {
+    while let Some(message) = subscriber.next().await {
+        metrics.bus_messages_in.fetch_add(1, Relaxed);
+        let Some(hub) = hub.upgrade() else { return };
+        match Utf8Bytes::try_from(message.payload) {
+            Ok(frame) => {
+                hub.deliver(&topic, &frame, None);
+            }
+            Err(_) => tracing::warn!(?topic, "bus message that is not UTF-8 dropped"),
+        }
+    }
+}
+
+/// Serves one control subject.
+async fn answer(bus: Weak<NatsBus>, what: &'static str, mut subscriber: Subscriber) {
+    while let Some(message) = subscriber.next().await {
+        let Some(bus) = bus.upgrade() else { return };
+        let payload = String::from_utf8_lossy(&message.payload);
+        match what {
+            "hello" => {
+                let (instance, ask_back) = match payload.strip_suffix('?') {
+                    Some(instance) => (instance, true),
+                    None => (payload.as_ref(), false),
+                };
+                let new = lock(&bus.peers).heard(instance, Instant::now());
+                if new {
+                    tracing::info!(peer = instance, "gateway joined the cluster");
+                }
+                if ask_back {
+                    bus.hello(false).await;
+                }
+            }
+            "bye" => lock(&bus.peers).forget(&payload),
+            "presence" => {
+                let members = match (
+                    RoomName::parse(&payload),
+                    bus.hub.get().and_then(Weak::upgrade),
+                ) {
+                    (Some(room), Some(hub)) => hub.local_members(&room),
+                    _ => Vec::new(),
+                };
+                if let Some(reply) = message.reply {
+                    let body = serde_json::to_vec(&members).unwrap_or_else(|_| b"[]".to_vec());
+                    let _ = bus.client.publish(reply, Bytes::from(body)).await;
+                }
+            }
+            _ => {
+                if let Some(reply) = message.reply {
+                    let _ = bus.client.publish(reply, Bytes::new()).await;
+                }
+            }
+        }
+    }
+}
+
+/// Announces this gateway every [`HELLO_INTERVAL`].
+async fn say_hello(bus: Weak<NatsBus>) {
+    let mut every = tokio::time::interval(HELLO_INTERVAL);
+    loop {
+        every.tick().await;
+        let Some(bus) = bus.upgrade() else { return };
+        if bus.is_up() {
+            bus.hello(false).await;
+        }
+    }
+}
+
+/// Follows the connection: readiness metrics, the control plane on first
+/// connect, and restoring subscriptions that could not be made while down.
+async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receiver<Event>) {
+    let mut connected_before = false;
+    while let Some(event) = events.recv().await {
+        let Some(bus) = bus.upgrade() else { return };
+        match event {
+            Event::Connected => {
+                bus.metrics.bus_up.store(1, Relaxed);
+                if connected_before {
+                    bus.metrics.bus_reconnects.fetch_add(1, Relaxed);
+                    tracing::info!("NATS connection restored");
+                } else {
+                    connected_before = true;
+                    tracing::info!("connected to NATS");
+                    if bus.start_control_plane().await.is_err() {
+                        tracing::warn!(
+                            "control plane not subscribed; presence will only see this gateway"
+                        );
+                    }
+                }
+                bus.hello(true).await;
+                if let Some(hub) = bus.hub.get().and_then(Weak::upgrade) {
+                    hub.restore_subscriptions().await;
+                }
+            }
+            Event::Disconnected => {
+                bus.metrics.bus_up.store(0, Relaxed);
+                tracing::warn!(
+                    "NATS connection lost; clients stay connected, the bus is unavailable"
+                );
+            }
+            Event::SlowConsumer(sid) => {
+                tracing::warn!(sid, "NATS subscription fell behind; messages dropped")
+            }
+            other => tracing::info!(event = %other, "NATS event"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_subjects_are_one_token_per_room() {
+        let room = RoomName::parse("chat:1/a@b-c_d").unwrap();
+        let s = subject("prod", &Topic::Room(room));
+        assert_eq!(s, "prod.room.chat:1/a@b-c_d");
+        assert_eq!(s.split('.').count(), 3);
+        assert!(!s.contains(['*', '>', ' ']));
+    }
+
+    #[test]
+    fn user_subjects_never_carry_the_raw_id() {
+        let s = subject("c", &Topic::User("a.b *>".into()));
+        assert_eq!(s, "c.user.612e62202a3e");
+        let long = "x".repeat(500);
+        let t = user_token(&long);
+        assert!(t.starts_with('h') && t.len() == 17);
+        assert_eq!(t, user_token(&long), "stable");
+        assert_ne!(t, user_token(&"y".repeat(500)));
+        assert_eq!(user_token(""), "_");
+    }
+}
