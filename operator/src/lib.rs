@@ -4,4 +4,8 @@
 pub mod autoscale;
 pub mod crd;
 pub mod desired;
+pub mod drain;
 pub mod metrics;
+pub mod pods;
+pub mod status;
+pub mod telemetry;
