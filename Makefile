@@ -2,15 +2,21 @@
 CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 
-.PHONY: run test deps fmt lint unit build release clean help
+.PHONY: run demo-cluster test deps fmt lint unit build release clean help
 
 help:
 	@echo "make run    start a gateway on 127.0.0.1:8080 (admin 127.0.0.1:9090) with the demo page"
 	@echo "make test   install what the tests need, then fmt, clippy and every test"
+	@echo "make demo-cluster   nats-server + two gateways on 8080 and 8081"
 
 ## Start one gateway on the in-process bus, with its demo page at http://127.0.0.1:8080/
 run:
 	$(CARGO) run --release --locked -p roomcast-gateway -- --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090
+
+## A local nats-server and two gateways (8080/8081, admin 9090/9091), to watch messages cross gateways.
+demo-cluster: deps
+	$(CARGO) build --release --locked -p roomcast-gateway
+	scripts/demo-cluster
 
 ## Everything CI runs.
 test: deps fmt lint unit
