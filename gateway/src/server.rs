@@ -103,9 +103,6 @@ impl Gateway {
         config.validate()?;
         let auth = Authenticator::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::default());
-        let node = config.node();
-        let bus = Bus::from_config(&config.nats, &node, metrics.clone()).await?;
-        let hub = Hub::new(bus, metrics.clone());
         let bind = |field, addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -119,6 +116,9 @@ impl Gateway {
         let admin = bind("admin_listen", config.admin_listen).await?;
         let public_addr = local_addr(&public, "listen", config.listen)?;
         let admin_addr = local_addr(&admin, "admin_listen", config.admin_listen)?;
+        let node = config.node();
+        let bus = Bus::from_config(&config.nats, &node, metrics.clone()).await?;
+        let hub = Hub::new(bus, metrics.clone());
         if config.auth.api_key.is_none() && !public_addr.ip().is_loopback() {
             tracing::warn!(%public_addr, "auth.api_key is not set: POST /v1/publish and /v1/send are open to anyone who can reach the listener");
         }

@@ -194,15 +194,17 @@ impl NatsBus {
             .map_err(|_| BusError::Unavailable)?;
         let hub = self.hub.get().cloned().unwrap_or_default();
         let pump = tokio::spawn(pump(subscriber, topic.clone(), hub, self.metrics.clone()));
+        // Registered before any await, so a caller that gives up mid-way
+        // leaves a pump the next subscribe or unsubscribe will find.
+        if let Some(previous) = lock(&self.pumps).insert(topic.clone(), pump) {
+            previous.abort();
+        }
         if !matches!(
             tokio::time::timeout(self.request_timeout, self.client.flush()).await,
             Ok(Ok(()))
         ) {
-            pump.abort();
+            self.unsubscribe(topic);
             return Err(BusError::Unavailable);
-        }
-        if let Some(previous) = lock(&self.pumps).insert(topic.clone(), pump) {
-            previous.abort();
         }
         let peers = self.live_peers();
         if peers > 0 {

@@ -54,7 +54,11 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The object's `metadata` map, created (and the object made an object) if missing or malformed.
 fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.is_object() {
+        *object = json!({});
+    }
     if !object.get("metadata").is_some_and(Value::is_object) {
         object["metadata"] = json!({});
     }
