@@ -1,0 +1,1 @@
+//! Roomcast load generator (work in progress).
