@@ -2,12 +2,13 @@
 CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 
-.PHONY: run demo-cluster test deps fmt lint unit build release clean help
+.PHONY: run demo-cluster bench test deps fmt lint unit build release clean help
 
 help:
 	@echo "make run    start a gateway on 127.0.0.1:8080 (admin 127.0.0.1:9090) with the demo page"
 	@echo "make test   install what the tests need, then fmt, clippy and every test"
 	@echo "make demo-cluster   nats-server + two gateways on 8080 and 8081"
+	@echo "make bench  benchmarks against the Node.js baseline, into docs/benchmarks.md"
 
 ## Start one gateway on the in-process bus, with its demo page at http://127.0.0.1:8080/
 run:
@@ -17,6 +18,11 @@ run:
 demo-cluster: deps
 	$(CARGO) build --release --locked -p roomcast-gateway
 	scripts/demo-cluster
+
+## Benchmarks: Roomcast (2 gateways + NATS) against the Node.js baseline; writes docs/benchmarks.md.
+bench: deps
+	$(CARGO) build --release --locked -p roomcast-gateway -p roomcast-bench
+	scripts/bench
 
 ## Everything CI runs.
 test: deps fmt lint unit
