@@ -259,6 +259,7 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
             "remove" => {
                 remove(&mut work, path)?;
             }
+            "replace" if path.is_empty() => work = value()?,
             "replace" => {
                 remove(&mut work, path)?;
                 add(&mut work, path, value()?)?;

@@ -1,9 +1,10 @@
 //! The `kube-standin` binary: binds, writes the kubeconfig, announces its address, serves.
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 #[tokio::test]
@@ -38,14 +39,10 @@ async fn binary_announces_address_and_writes_kubeconfig() {
             "{kubeconfig}"
         );
 
-        let mut conn = TcpStream::connect(addr).await.expect("connect");
-        conn.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("request");
-        let mut response = String::new();
-        conn.read_to_string(&mut response).await.expect("response");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.contains("\"gitVersion\""), "{response}");
+        let addr = addr.parse().expect("socket address");
+        let (code, body) = common::request(addr, "GET", "/version", "application/json", "").await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"gitVersion\""), "{body}");
 
         child.kill().await.expect("stop");
         let _ = std::fs::remove_file(&path);

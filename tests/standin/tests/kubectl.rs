@@ -2,6 +2,8 @@
 //! OpenAPI documents): client-side and server-side apply, get, get -w, patch, scale, delete,
 //! CRDs and their custom resources, namespaces.
 
+mod common;
+
 use kube_standin::Running;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -89,9 +91,7 @@ impl Drop for Harness {
 }
 
 async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("test exceeded its deadline");
+    common::bounded(TEST_TIMEOUT, body).await;
 }
 
 fn deployment(image: &str, replicas: u32) -> String {
