@@ -2,9 +2,12 @@
 //! Services and PodDisruptionBudgets, and scales them on WebSocket connection counts.
 
 pub mod autoscale;
+pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod drain;
+#[cfg(test)]
+mod fixtures;
 pub mod metrics;
 pub mod pods;
 pub mod status;

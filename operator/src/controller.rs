@@ -1,0 +1,1157 @@
+//! The reconciler: for each `RealtimeCluster`, validate the spec, decide replicas (builtin
+//! autoscaler and drain-first scale-down, or the `scale` subresource in External mode),
+//! server-side apply the owned objects, write status and publish events. Errors back off
+//! per object, exponentially, and the backoff resets on the next success.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::autoscale::{self, Observation, Policy, Reason};
+use crate::crd::{AutoscalingMode, RealtimeCluster, RealtimeClusterStatus, ScaleDownProgress};
+use crate::desired::{self, Defaults, Desired, DesiredError};
+use crate::drain::{self, Step};
+use crate::metrics::AdminClient;
+use crate::pods::{self, GatewayPod, Readings};
+use crate::status::{self, METRICS_AVAILABLE, READY, SCALING, State};
+use crate::telemetry::{Direction, Telemetry};
+
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "roomcast-operator";
+/// Requeue while a scale-down waits for victims to accept their drain.
+pub const DRAIN_RETRY: Duration = Duration::from_secs(5);
+/// First error backoff; doubles per consecutive failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest error backoff.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Knobs of the reconciler.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Object defaults (image).
+    pub defaults: Defaults,
+    /// Resync and autoscaling period.
+    pub sync_period: Duration,
+    /// Admin port of gateway pods, unless a pod's annotation says otherwise.
+    pub admin_port: u16,
+    /// How long victims may fail to accept `POST /drain` before replicas drop anyway.
+    pub drain_deadline: SignedDuration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            defaults: Defaults::default(),
+            sync_period: Duration::from_secs(15),
+            admin_port: 9090,
+            drain_deadline: SignedDuration::from_secs(60),
+        }
+    }
+}
+
+/// Shared state of the reconciler.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Event publisher.
+    pub recorder: Recorder,
+    /// Gateway admin client.
+    pub admin: AdminClient,
+    /// Knobs.
+    pub settings: Settings,
+    /// Operator metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// Consecutive failures per object (namespace, name), for the backoff.
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Context {
+    /// A context around `client`.
+    pub fn new(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            admin: AdminClient::new(Duration::from_secs(2)),
+            settings,
+            telemetry,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_failure(&self, key: (String, String)) -> u32 {
+        let Ok(mut map) = self.failures.lock() else {
+            return 0;
+        };
+        let n = map.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn reset_failures(&self, key: &(String, String)) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+/// Failures of a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a call.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Objects could not be built.
+    #[error(transparent)]
+    Desired(#[from] DesiredError),
+    /// Status could not be encoded.
+    #[error("encoding status: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Backoff after `failures` consecutive errors: 1 s, 2 s, 4 s ... capped at 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+fn key(rtc: &RealtimeCluster) -> (String, String) {
+    (rtc.namespace().unwrap_or_default(), rtc.name_any())
+}
+
+/// Reconciles one cluster; on success its error backoff resets.
+pub async fn reconcile(rtc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.telemetry.reconciled();
+    let action = reconcile_cluster(&rtc, &ctx).await?;
+    ctx.reset_failures(&key(&rtc));
+    Ok(action)
+}
+
+/// Requeues a failed object with its own exponential backoff.
+pub fn error_policy(rtc: Arc<RealtimeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.telemetry.failed();
+    let failures = ctx.record_failure(key(&rtc));
+    let wait = backoff(failures);
+    tracing::warn!(cluster = %rtc.name_any(), %error, failures, ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// What the replica logic settled on for this sync.
+struct Plan {
+    replicas: Option<i32>,
+    connections: Option<i64>,
+    scaled: Option<(i32, i32)>,
+    scaling: (State, &'static str, String),
+    metrics: (State, &'static str, String),
+    history: Option<crate::crd::AutoscalerHistory>,
+    scale_down: Option<ScaleDownProgress>,
+    requeue: Duration,
+    events: Vec<Event>,
+}
+
+impl Plan {
+    fn hold(replicas: Option<i32>, requeue: Duration) -> Self {
+        Plan {
+            replicas,
+            connections: None,
+            scaled: None,
+            scaling: (State::False, "Steady", String::new()),
+            metrics: (State::Unknown, "NotRead", String::new()),
+            history: None,
+            scale_down: None,
+            requeue,
+            events: Vec::new(),
+        }
+    }
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    }
+}
+
+async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<Action, Error> {
+    let namespace = rtc
+        .namespace()
+        .ok_or(DesiredError::MissingMetadata("namespace"))?;
+    let name = rtc.name_any();
+    let now = Timestamp::now();
+    let generation = rtc.metadata.generation;
+    let old = rtc.status.clone().unwrap_or_default();
+    let clusters: Api<RealtimeCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    if let Err(invalid) = rtc.spec.validate() {
+        let mut st = old.clone();
+        st.observed_generation = generation;
+        let already = status::condition(&old, READY)
+            .is_some_and(|c| c.reason == status::INVALID_SPEC && c.message == invalid.0);
+        status::set_condition(
+            &mut st.conditions,
+            READY,
+            State::False,
+            status::INVALID_SPEC,
+            invalid.0.clone(),
+            generation,
+            now,
+        );
+        write_status(&clusters, &name, &st).await?;
+        if !already {
+            publish(
+                ctx,
+                rtc,
+                event(
+                    EventType::Warning,
+                    status::INVALID_SPEC,
+                    "Validate",
+                    invalid.0,
+                ),
+            )
+            .await;
+        }
+        return Ok(Action::requeue(ctx.settings.sync_period));
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = deployments.get_opt(&name).await?;
+    let current = existing
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas);
+    let ready_replicas = existing
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+
+    let plan = match rtc.spec.autoscaling.mode {
+        AutoscalingMode::External => {
+            // The scale subresource writes spec.replicas; pass it on, decide nothing.
+            let mut plan = Plan::hold(rtc.spec.replicas, ctx.settings.sync_period);
+            plan.scaling = (
+                State::False,
+                "ExternalAutoscaling",
+                "replicas come from the scale subresource".into(),
+            );
+            plan.metrics = (
+                State::Unknown,
+                "ExternalAutoscaling",
+                "the operator does not read metrics in External mode".into(),
+            );
+            plan
+        }
+        AutoscalingMode::Builtin => {
+            builtin(rtc, ctx, &clusters, &namespace, &name, current, &old, now).await?
+        }
+    };
+
+    let objects = desired::build(rtc, &ctx.settings.defaults, plan.replicas)?;
+    apply_all(ctx, &namespace, &objects).await?;
+
+    let replicas = plan.replicas.or(current).unwrap_or(0);
+    let mut st = RealtimeClusterStatus {
+        observed_generation: generation,
+        replicas: Some(replicas),
+        ready_replicas: Some(ready_replicas),
+        ready: Some(format!("{ready_replicas}/{replicas}")),
+        connections: plan.connections,
+        last_scale_time: if plan.scaled.is_some() {
+            Some(Time(now))
+        } else {
+            old.last_scale_time.clone()
+        },
+        selector: Some(desired::selector_string(&name)),
+        conditions: old.conditions.clone(),
+        autoscaler: plan.history.clone(),
+        scale_down: plan.scale_down.clone(),
+    };
+    let all_ready = existing.is_some() && ready_replicas >= replicas;
+    let (ready_reason, ready_message) = if existing.is_none() {
+        (
+            "Creating",
+            "the gateway Deployment is being created".to_string(),
+        )
+    } else if all_ready {
+        (
+            "AllReplicasReady",
+            format!("{ready_replicas}/{replicas} replicas ready"),
+        )
+    } else {
+        (
+            "ReplicasNotReady",
+            format!("{ready_replicas}/{replicas} replicas ready"),
+        )
+    };
+    status::set_condition(
+        &mut st.conditions,
+        READY,
+        State::from_bool(all_ready),
+        ready_reason,
+        ready_message,
+        generation,
+        now,
+    );
+    let (s, reason, message) = plan.scaling.clone();
+    status::set_condition(
+        &mut st.conditions,
+        SCALING,
+        s,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    let (s, reason, message) = plan.metrics.clone();
+    status::set_condition(
+        &mut st.conditions,
+        METRICS_AVAILABLE,
+        s,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    if st != old {
+        write_status(&clusters, &name, &st).await?;
+    }
+    ctx.telemetry.set_replicas(&namespace, &name, replicas);
+    if let Some((from, to)) = plan.scaled {
+        ctx.telemetry.scaled(if to > from {
+            Direction::Up
+        } else {
+            Direction::Down
+        });
+    }
+    for ev in plan.events {
+        publish(ctx, rtc, ev).await;
+    }
+    Ok(Action::requeue(plan.requeue))
+}
+
+/// The builtin autoscaler's part of a sync: read pods, continue or start a scale-down,
+/// or move replicas as the HPA rules say.
+#[allow(clippy::too_many_arguments)]
+async fn builtin(
+    rtc: &RealtimeCluster,
+    ctx: &Context,
+    clusters: &Api<RealtimeCluster>,
+    namespace: &str,
+    name: &str,
+    current: Option<i32>,
+    old: &RealtimeClusterStatus,
+    now: Timestamp,
+) -> Result<Plan, Error> {
+    let spec = &rtc.spec.autoscaling;
+    let policy = Policy::from(spec);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let listed = pods_api
+        .list(&ListParams::default().labels(&desired::selector_string(name)))
+        .await?;
+    let gateway_pods: Vec<GatewayPod> = listed
+        .items
+        .iter()
+        .map(|p| GatewayPod::from_pod(p, ctx.settings.admin_port))
+        .collect();
+    let readings = pods::read_connections(&ctx.admin, &gateway_pods).await;
+    ctx.telemetry.scrape_failed(readings.failures.len());
+    let mut plan = Plan::hold(current, ctx.settings.sync_period);
+    plan.connections = Some(i64::try_from(readings.total()).unwrap_or(i64::MAX));
+    plan.metrics = metrics_condition(&gateway_pods, &readings);
+    plan.history = old.autoscaler.clone();
+    // Warn when ready pods cannot be read (not merely because none is ready yet).
+    if plan.metrics.1 == "ScrapeFailed"
+        && status::condition(old, METRICS_AVAILABLE).is_none_or(|c| c.reason != "ScrapeFailed")
+    {
+        plan.events.push(event(
+            EventType::Warning,
+            "MetricsUnavailable",
+            "Scrape",
+            plan.metrics.2.clone(),
+        ));
+    }
+
+    let Some(current) = current else {
+        // First sync: start at the lower bound; the autoscaler takes over next time.
+        plan.replicas = Some(policy.min_replicas);
+        plan.scaling = (State::False, "Creating", "starting at minReplicas".into());
+        return Ok(plan);
+    };
+
+    if let Some(progress) = old.scale_down.clone() {
+        return continue_scale_down(
+            ctx,
+            &pods_api,
+            &gateway_pods,
+            &readings,
+            progress,
+            plan,
+            now,
+        )
+        .await;
+    }
+
+    let obs = Observation {
+        current,
+        reported_pods: u32::try_from(readings.connections.len()).unwrap_or(u32::MAX),
+        connections: readings.total(),
+    };
+    let history = old.autoscaler.clone().unwrap_or_default();
+    let decision = autoscale::decide(&policy, &obs, &history, now);
+    plan.history = Some(decision.history.clone());
+    let detail = format!(
+        "{} connections over {} reporting pods, target {} per pod",
+        obs.connections, obs.reported_pods, policy.target_per_pod
+    );
+    if decision.replicas < current {
+        let k = usize::try_from(current - decision.replicas).unwrap_or(0);
+        let victims = drain::choose_victims(&readings.connections, k);
+        if victims.is_empty() {
+            plan.scaling = (State::False, "NoVictims", "no pod can be drained".into());
+            return Ok(plan);
+        }
+        let progress = drain::begin(current, victims, now);
+        // Record the scale-down before any side effect, so a restart resumes this one.
+        let mut st = old.clone();
+        st.scale_down = Some(progress.clone());
+        st.autoscaler = Some(decision.history);
+        write_status(clusters, name, &st).await?;
+        plan.events.push(event(
+            EventType::Normal,
+            "DrainStarted",
+            "Scale",
+            format!(
+                "scaling {} -> {}: draining {} ({detail})",
+                progress.from,
+                progress.to,
+                progress.victims.join(", ")
+            ),
+        ));
+        return continue_scale_down(
+            ctx,
+            &pods_api,
+            &gateway_pods,
+            &readings,
+            progress,
+            plan,
+            now,
+        )
+        .await;
+    }
+    plan.replicas = Some(decision.replicas);
+    if decision.replicas > current {
+        plan.scaled = Some((current, decision.replicas));
+        plan.scaling = (
+            State::True,
+            Reason::ScaleUp.as_str(),
+            format!("{current} -> {}", decision.replicas),
+        );
+        plan.events.push(event(
+            EventType::Normal,
+            "ScaleUp",
+            "Scale",
+            format!("scaled {current} -> {} ({detail})", decision.replicas),
+        ));
+    } else {
+        plan.scaling = (State::False, decision.reason.as_str(), detail);
+    }
+    Ok(plan)
+}
+
+/// Lowers deletion costs of the victims, drains them, and lowers replicas once they all
+/// accepted (or the deadline passed); otherwise keeps replicas and retries soon.
+async fn continue_scale_down(
+    ctx: &Context,
+    pods_api: &Api<Pod>,
+    gateway_pods: &[GatewayPod],
+    readings: &Readings,
+    progress: ScaleDownProgress,
+    mut plan: Plan,
+    now: Timestamp,
+) -> Result<Plan, Error> {
+    let costs = drain::deletion_costs(gateway_pods, &readings.connections, &progress.victims);
+    drain::apply_costs(pods_api, gateway_pods, &costs).await?;
+    let outcomes = drain::drain_victims(&ctx.admin, gateway_pods, &progress.victims).await;
+    let step = drain::next_step(&progress, &outcomes, now, ctx.settings.drain_deadline);
+    let (from, to) = (progress.from, progress.to);
+    match step {
+        Step::Lower | Step::LowerAfterTimeout(_) => {
+            if let Step::LowerAfterTimeout(pending) = &step {
+                plan.events.push(event(
+                    EventType::Warning,
+                    "DrainTimeout",
+                    "Drain",
+                    format!(
+                        "lowering replicas although {} did not drain",
+                        pending.join(", ")
+                    ),
+                ));
+            }
+            plan.replicas = Some(to);
+            plan.scaled = Some((from, to));
+            plan.scale_down = None;
+            plan.scaling = (State::True, "ScaleDown", format!("{from} -> {to}"));
+            plan.events.push(event(
+                EventType::Normal,
+                "ScaleDown",
+                "Scale",
+                format!(
+                    "scaled {from} -> {to} after draining {}",
+                    progress.victims.join(", ")
+                ),
+            ));
+        }
+        Step::Wait(pending) => {
+            ctx.telemetry.drain_failed(pending.len());
+            let reasons: Vec<String> = pending
+                .iter()
+                .map(|p| match outcomes.get(p) {
+                    Some(drain::DrainOutcome::Failed(e)) => format!("{p}: {e}"),
+                    _ => p.clone(),
+                })
+                .collect();
+            plan.events.push(event(
+                EventType::Warning,
+                "DrainFailed",
+                "Drain",
+                reasons.join("; "),
+            ));
+            plan.replicas = Some(from);
+            plan.scale_down = Some(progress);
+            plan.scaling = (
+                State::True,
+                "Draining",
+                format!("waiting for {} to accept the drain", pending.join(", ")),
+            );
+            plan.requeue = DRAIN_RETRY;
+        }
+    }
+    Ok(plan)
+}
+
+fn metrics_condition(pods: &[GatewayPod], readings: &Readings) -> (State, &'static str, String) {
+    let ready = pods.iter().filter(|p| p.ready).count();
+    let read = readings.connections.len();
+    if read > 0 {
+        (
+            State::True,
+            "MetricsRead",
+            format!("{read} of {ready} ready pods reported"),
+        )
+    } else if ready == 0 {
+        (
+            State::False,
+            "NoReadyPods",
+            "no ready gateway pod to read".into(),
+        )
+    } else {
+        let first = readings
+            .failures
+            .iter()
+            .next()
+            .map(|(p, e)| format!(" ({p}: {e})"))
+            .unwrap_or_default();
+        (
+            State::False,
+            "ScrapeFailed",
+            format!("none of {ready} ready pods could be read{first}"),
+        )
+    }
+}
+
+async fn apply<K>(api: Api<K>, object: &K) -> Result<(), Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(object)).await?;
+    Ok(())
+}
+
+async fn apply_all(ctx: &Context, namespace: &str, objects: &Desired) -> Result<(), Error> {
+    let client = &ctx.client;
+    apply(
+        Api::<Deployment>::namespaced(client.clone(), namespace),
+        &objects.deployment,
+    )
+    .await?;
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    apply(services.clone(), &objects.service).await?;
+    apply(services, &objects.admin_service).await?;
+    apply(
+        Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace),
+        &objects.pdb,
+    )
+    .await
+}
+
+async fn write_status(
+    api: &Api<RealtimeCluster>,
+    name: &str,
+    st: &RealtimeClusterStatus,
+) -> Result<(), Error> {
+    let patch = status::merge_patch(st)?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch_status(name, &params, &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Publishes an event; a failure (RBAC, API hiccup) is logged, never fatal.
+async fn publish(ctx: &Context, rtc: &RealtimeCluster, ev: Event) {
+    if let Err(e) = ctx.recorder.publish(&ev, &rtc.object_ref(&())).await {
+        tracing::warn!(reason = %ev.reason, error = %e, "cannot publish event");
+    }
+}
+
+/// Which namespaces the operator watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace.
+    All,
+    /// One namespace.
+    Namespace(String),
+}
+
+fn scoped<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Scope::All => Api::all(client.clone()),
+        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: &Scope,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = &ctx.client;
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=roomcast-operator");
+    Controller::new(
+        scoped::<RealtimeCluster>(client, scope),
+        watcher::Config::default(),
+    )
+    .owns(scoped::<Deployment>(client, scope), owned.clone())
+    .owns(scoped::<Service>(client, scope), owned.clone())
+    .owns(scoped::<PodDisruptionBudget>(client, scope), owned)
+    .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+            Err(e) => tracing::debug!(error = %e, "reconcile attempt failed"),
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, FakeGateway, cluster, deployment, not_found, pod, pod_list};
+    use http::{Method, StatusCode};
+    use serde_json::{Value, json};
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+        assert_eq!(backoff(0), Duration::from_secs(1));
+    }
+
+    const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/apps/deployments/chat";
+    const PODS: &str = "/api/v1/namespaces/apps/pods";
+    const SERVICE: &str = "/api/v1/namespaces/apps/services/chat";
+    const ADMIN_SERVICE: &str = "/api/v1/namespaces/apps/services/chat-admin";
+    const PDB: &str = "/apis/policy/v1/namespaces/apps/poddisruptionbudgets/chat";
+    const STATUS: &str = "/apis/roomcast.dev/v1alpha1/namespaces/apps/realtimeclusters/chat/status";
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/apps/events";
+
+    fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+    }
+
+    fn assert_apply(call: &fixtures::Call) {
+        assert!(
+            call.uri.contains("fieldManager=roomcast-operator"),
+            "{}",
+            call.uri
+        );
+        assert!(call.uri.contains("force=true"), "{}", call.uri);
+    }
+
+    /// Expects the four server-side applies; returns the Deployment that was applied.
+    async fn expect_applies(api: &mut fixtures::ApiServerVerifier) -> Value {
+        let call = api.next().await.expect(Method::PATCH, DEPLOYMENT);
+        assert_apply(&call);
+        let applied = call.body.clone();
+        assert_eq!(applied["kind"], "Deployment");
+        call.echo();
+        for path in [SERVICE, ADMIN_SERVICE] {
+            let call = api.next().await.expect(Method::PATCH, path);
+            assert_apply(&call);
+            assert_eq!(call.body["kind"], "Service");
+            call.echo();
+        }
+        let call = api.next().await.expect(Method::PATCH, PDB);
+        assert_apply(&call);
+        assert_eq!(call.body["spec"]["maxUnavailable"], 1);
+        call.echo();
+        applied
+    }
+
+    async fn run_reconcile(
+        rtc: RealtimeCluster,
+        ctx: Arc<Context>,
+        script: impl std::future::Future<Output = fixtures::ApiServerVerifier>,
+    ) -> Result<Action, Error> {
+        // The script hands the mock server back, so it lives until the reconcile ends: an
+        // unexpected extra request then hangs and trips this timeout instead of passing.
+        tokio::time::timeout(Duration::from_secs(10), async move {
+            let (result, _api) = tokio::join!(reconcile(Arc::new(rtc), ctx), script);
+            result
+        })
+        .await
+        .expect("reconcile timed out")
+    }
+
+    #[tokio::test]
+    async fn new_cluster_applies_every_object_then_writes_status() {
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let rtc = cluster(json!({"nats": {"url": "nats://nats:4222"}}), None);
+        let script = async move {
+            api.next()
+                .await
+                .expect(Method::GET, DEPLOYMENT)
+                .respond(StatusCode::NOT_FOUND, &not_found());
+            let list = api.next().await.expect(Method::GET, PODS);
+            assert!(list.uri.contains("labelSelector="), "{}", list.uri);
+            list.respond(StatusCode::OK, &pod_list(vec![]));
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 2, "starts at minReplicas");
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            let status = call.body["status"].clone();
+            call.respond(
+                StatusCode::OK,
+                &serde_json::to_value(cluster(json!({"nats": {"url": "n"}}), None)).unwrap(),
+            );
+            assert_eq!(status["observedGeneration"], 3);
+            assert_eq!(status["replicas"], 2);
+            assert_eq!(status["ready"], "0/2");
+            assert_eq!(
+                status["selector"],
+                "app.kubernetes.io/instance=chat,app.kubernetes.io/name=roomcast-gateway"
+            );
+            assert_eq!(condition(&status, "Ready")["status"], "False");
+            assert_eq!(condition(&status, "Scaling")["status"], "False");
+            assert_eq!(condition(&status, "MetricsAvailable")["status"], "False");
+            assert!(status["lastScaleTime"].is_null());
+            api
+        };
+        let action = run_reconcile(rtc, ctx.clone(), script).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+        assert!(
+            ctx.telemetry
+                .render()
+                .contains("roomcast_operator_replicas{namespace=\"apps\",name=\"chat\"} 2")
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_spec_writes_status_and_an_event_and_touches_nothing_else() {
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {"minReplicas": 5, "maxReplicas": 3}}),
+            None,
+        );
+        let script = async move {
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            let ready = condition(&call.body["status"], "Ready").clone();
+            call.respond(
+                StatusCode::OK,
+                &serde_json::to_value(cluster(json!({"nats": {"url": "n"}}), None)).unwrap(),
+            );
+            assert_eq!(ready["status"], "False");
+            assert_eq!(ready["reason"], "InvalidSpec");
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("minReplicas (5)")
+            );
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "InvalidSpec");
+            assert_eq!(event.body["type"], "Warning");
+            event.echo();
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn api_errors_fail_the_reconcile_and_back_off_per_object() {
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let rtc = cluster(json!({"nats": {"url": "n"}}), None);
+        let script = async move {
+            api.next().await.expect(Method::GET, DEPLOYMENT).respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "InternalError", "code": 500, "message": "boom"}),
+            );
+            api
+        };
+        let err = run_reconcile(rtc.clone(), ctx.clone(), script)
+            .await
+            .unwrap_err();
+        let rtc = Arc::new(rtc);
+        assert_eq!(
+            error_policy(rtc.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(1))
+        );
+        assert_eq!(
+            error_policy(rtc.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(2))
+        );
+        assert_eq!(
+            error_policy(rtc.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(4))
+        );
+        ctx.reset_failures(&key(&rtc));
+        assert_eq!(
+            error_policy(rtc, &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(1))
+        );
+        assert!(
+            ctx.telemetry
+                .render()
+                .contains("roomcast_operator_reconcile_errors_total 4")
+        );
+    }
+
+    #[tokio::test]
+    async fn external_mode_passes_scale_replicas_and_never_scrapes() {
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {"mode": "External"}}),
+            None,
+        );
+        let script = async move {
+            api.next()
+                .await
+                .expect(Method::GET, DEPLOYMENT)
+                .respond(StatusCode::NOT_FOUND, &not_found());
+            let applied = expect_applies(&mut api).await;
+            assert!(applied["spec"].get("replicas").is_none(), "{applied}");
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            let status = call.body["status"].clone();
+            call.respond(
+                StatusCode::OK,
+                &serde_json::to_value(cluster(json!({"nats": {"url": "n"}}), None)).unwrap(),
+            );
+            assert_eq!(condition(&status, "MetricsAvailable")["status"], "Unknown");
+            assert!(status["connections"].is_null());
+            api
+        };
+        run_reconcile(rtc, ctx.clone(), script).await.unwrap();
+
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {"mode": "External"}, "replicas": 7}),
+            None,
+        );
+        let script = async move {
+            api.next()
+                .await
+                .expect(Method::GET, DEPLOYMENT)
+                .respond(StatusCode::OK, &deployment(3));
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 7);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert_eq!(call.body["status"]["replicas"], 7);
+            call.respond(
+                StatusCode::OK,
+                &serde_json::to_value(cluster(json!({"nats": {"url": "n"}}), None)).unwrap(),
+            );
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn scale_up_follows_connections_and_records_an_event() {
+        let gw: Vec<FakeGateway> =
+            vec![FakeGateway::start(450).await, FakeGateway::start(450).await];
+        let pods: Vec<Value> = gw
+            .iter()
+            .enumerate()
+            .map(|(i, g)| pod(&format!("chat-{i}"), true, g.port, "0"))
+            .collect();
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {"minReplicas": 1, "targetConnectionsPerPod": 100}}),
+            None,
+        );
+        let script = async move {
+            api.next()
+                .await
+                .expect(Method::GET, DEPLOYMENT)
+                .respond(StatusCode::OK, &deployment(2));
+            api.next()
+                .await
+                .expect(Method::GET, PODS)
+                .respond(StatusCode::OK, &pod_list(pods));
+            let applied = expect_applies(&mut api).await;
+            // 900 connections / 100 = 9, rate-limited to max(2*2, 2+4) = 6.
+            assert_eq!(applied["spec"]["replicas"], 6);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            let status = call.body["status"].clone();
+            call.respond(
+                StatusCode::OK,
+                &serde_json::to_value(cluster(json!({"nats": {"url": "n"}}), None)).unwrap(),
+            );
+            assert_eq!(status["connections"], 900);
+            assert_eq!(status["replicas"], 6);
+            assert!(status["lastScaleTime"].is_string());
+            assert_eq!(condition(&status, "Scaling")["status"], "True");
+            assert_eq!(condition(&status, "MetricsAvailable")["status"], "True");
+            assert_eq!(status["autoscaler"]["scaleUps"][0]["replicas"], 4);
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "ScaleUp");
+            event.echo();
+            api
+        };
+        run_reconcile(rtc, ctx.clone(), script).await.unwrap();
+        assert!(ctx.telemetry.render().contains("direction=\"up\"} 1"));
+    }
+
+    fn scale_down_cluster(status: Option<Value>) -> RealtimeCluster {
+        cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {
+                "minReplicas": 1, "targetConnectionsPerPod": 100, "scaleDownStabilizationSeconds": 0}}),
+            status,
+        )
+    }
+
+    #[tokio::test]
+    async fn scale_down_drains_the_least_loaded_pods_before_lowering_replicas() {
+        let (a, b, c) = (
+            FakeGateway::start(0).await,
+            FakeGateway::start(5).await,
+            FakeGateway::start(10).await,
+        );
+        let pods = vec![
+            pod("a", true, a.port, "0"),
+            pod("b", true, b.port, "0"),
+            pod("c", true, c.port, "0"),
+        ];
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let rtc = scale_down_cluster(None);
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let script = async move {
+            api.next()
+                .await
+                .expect(Method::GET, DEPLOYMENT)
+                .respond(StatusCode::OK, &deployment(3));
+            api.next()
+                .await
+                .expect(Method::GET, PODS)
+                .respond(StatusCode::OK, &pod_list(pods));
+            // The scale-down is recorded before any pod is touched.
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            let progress = call.body["status"]["scaleDown"].clone();
+            call.respond(StatusCode::OK, &echo_rtc);
+            assert_eq!(progress["from"], 3);
+            assert_eq!(progress["to"], 1);
+            assert_eq!(progress["victims"], json!(["a", "b"]));
+            for (name, cost) in [
+                ("a", i32::MIN.to_string()),
+                ("b", i32::MIN.to_string()),
+                ("c", "10".to_string()),
+            ] {
+                let call = api
+                    .next()
+                    .await
+                    .expect(Method::PATCH, &format!("{PODS}/{name}"));
+                assert_eq!(
+                    call.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
+                    cost
+                );
+                call.respond(
+                    StatusCode::OK,
+                    &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
+                );
+            }
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 1);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            let status = call.body["status"].clone();
+            call.respond(StatusCode::OK, &echo_rtc);
+            assert!(status["scaleDown"].is_null(), "{status}");
+            assert_eq!(status["replicas"], 1);
+            assert!(status["lastScaleTime"].is_string());
+            for reason in ["DrainStarted", "ScaleDown"] {
+                let event = api.next().await.expect(Method::POST, EVENTS);
+                assert_eq!(event.body["reason"], reason);
+                event.echo();
+            }
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
+        assert_eq!((a.drains(), b.drains(), c.drains()), (1, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_recorded_scale_down_is_resumed_not_repeated() {
+        let (a, b, c) = (
+            FakeGateway::start(0).await,
+            FakeGateway::start(0).await,
+            FakeGateway::start(10).await,
+        );
+        let min = i32::MIN.to_string();
+        // `a` got its cost before the restart and is draining (unready); `b` did not yet.
+        let pods = vec![
+            pod("a", false, a.port, &min),
+            pod("b", true, b.port, "0"),
+            pod("c", true, c.port, "0"),
+        ];
+        let rtc = scale_down_cluster(Some(json!({
+            "replicas": 3,
+            "scaleDown": {"from": 3, "to": 1, "victims": ["a", "b"], "started": "2026-11-23T07:00:00Z"}
+        })));
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let (ctx, mut api) = fixtures::context(Settings {
+            // The recorded start is long past; a generous deadline keeps this about resuming.
+            drain_deadline: SignedDuration::from_hours(24 * 365 * 10),
+            ..Settings::default()
+        });
+        let script = async move {
+            api.next()
+                .await
+                .expect(Method::GET, DEPLOYMENT)
+                .respond(StatusCode::OK, &deployment(3));
+            api.next()
+                .await
+                .expect(Method::GET, PODS)
+                .respond(StatusCode::OK, &pod_list(pods));
+            // No new decision and no new victims: straight to the costs still missing.
+            for (name, cost) in [("b", min.clone()), ("c", "10".to_string())] {
+                let call = api
+                    .next()
+                    .await
+                    .expect(Method::PATCH, &format!("{PODS}/{name}"));
+                assert_eq!(
+                    call.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
+                    cost
+                );
+                call.respond(
+                    StatusCode::OK,
+                    &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
+                );
+            }
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 1);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert!(call.body["status"]["scaleDown"].is_null());
+            assert_eq!(call.body["status"]["replicas"], 1);
+            call.respond(StatusCode::OK, &echo_rtc);
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "ScaleDown");
+            event.echo();
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
+        assert_eq!((a.drains(), b.drains(), c.drains()), (1, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_victim_that_refuses_the_drain_keeps_replicas_and_retries_soon() {
+        let (a, c) = (FakeGateway::start(0).await, FakeGateway::start(10).await);
+        // `b` has a closed admin port: its drain fails.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let min = i32::MIN.to_string();
+        let pods = vec![
+            pod("a", false, a.port, &min),
+            pod("b", false, closed_port, &min),
+            pod("c", true, c.port, "10"),
+        ];
+        let rtc = scale_down_cluster(Some(json!({
+            "replicas": 3,
+            "scaleDown": {"from": 3, "to": 1, "victims": ["a", "b"], "started": "2099-01-01T00:00:00Z"}
+        })));
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let script = async move {
+            api.next()
+                .await
+                .expect(Method::GET, DEPLOYMENT)
+                .respond(StatusCode::OK, &deployment(3));
+            api.next()
+                .await
+                .expect(Method::GET, PODS)
+                .respond(StatusCode::OK, &pod_list(pods));
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(
+                applied["spec"]["replicas"], 3,
+                "replicas stay until victims drain"
+            );
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert_eq!(
+                call.body["status"]["scaleDown"]["victims"],
+                json!(["a", "b"])
+            );
+            assert_eq!(
+                condition(&call.body["status"], "Scaling")["reason"],
+                "Draining"
+            );
+            call.respond(StatusCode::OK, &echo_rtc);
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "DrainFailed");
+            event.echo();
+            api
+        };
+        let action = run_reconcile(rtc, ctx, script).await.unwrap();
+        assert_eq!(action, Action::requeue(DRAIN_RETRY));
+        assert_eq!((a.drains(), c.drains()), (1, 0));
+    }
+}
