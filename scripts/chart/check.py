@@ -1,0 +1,675 @@
+"""Chart checks for charts/roomcast, run by scripts/check-chart.
+
+Lints the chart with the real Helm engine (helm-sdkpy, Helm v4 as a shared
+library), installs it for several value sets with HELM_DRIVER=memory against
+the project's Kubernetes API stand-in (kube-standin), validates every rendered
+object offline with kubernetes-validate (strict), and asserts on what matters:
+RBAC rules exactly, security contexts, CRD equality, image tags, wiring of the
+optional objects. Prints one line per failure and a closing tally; exits 1 on
+any failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+import values_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "roomcast"
+CRD_SOURCE = ROOT / "crds" / "realtimecluster.yaml"
+CRD_CHART = CHART / "crds" / "realtimecluster.yaml"
+# Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas bundled.
+VALIDATE_VERSIONS = ["1.29.0", "1.37.0"]
+STARTUP_DEADLINE_S = 30.0
+HELM_TIMEOUT_S = 60
+# CHECK_CHART_VERBOSE=1 prints every passed check too.
+VERBOSE = os.environ.get("CHECK_CHART_VERBOSE") == "1"
+
+# What the operator calls (operator/src/controller.rs, drain.rs, leader.rs; kube-runtime's
+# event Recorder). Server-side apply creating an object is authorized as
+# create, so the applied kinds need create + patch.
+CONTROLLER_RULES = [
+    {"apiGroups": ["roomcast.dev"], "resources": ["realtimeclusters"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["roomcast.dev"], "resources": ["realtimeclusters/status"], "verbs": ["patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "create", "patch"]},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+def lease_rules(lease: str) -> list[dict[str, Any]]:
+    return [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
+# Kinds the chart renders that the stand-in does not serve built in: registered as
+# CRDs (schemaless) before installing, so Helm can map and create them.
+STUB_KINDS = [
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "Cluster"),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "Cluster"),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", "Namespaced"),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "Namespaced"),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "Namespaced"),
+    ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors", "Namespaced"),
+    ("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors", "Namespaced"),
+]
+
+
+@dataclass
+class Tally:
+    passed: int = 0
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+            if VERBOSE:
+                print(f"ok   {name}", flush=True)
+        else:
+            self.failures.append(f"{name}: {detail}" if detail else name)
+            print(f"FAIL {name}" + (f": {detail}" if detail else ""), flush=True)
+        return ok
+
+    def run(self, name: str, fn: Callable[[], None]) -> None:
+        """Runs `fn`, which raises AssertionError (or anything) to fail."""
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - every failure is reported, none is fatal
+            self.check(name, False, f"{type(e).__name__}: {e}")
+        else:
+            self.check(name, True)
+
+
+# --- static checks ------------------------------------------------------------------
+
+
+def check_static(t: Tally) -> None:
+    t.check(
+        "crd: charts/roomcast/crds/realtimecluster.yaml is byte-identical to crds/realtimecluster.yaml",
+        CRD_CHART.read_bytes() == CRD_SOURCE.read_bytes(),
+        "they differ; run `scripts/check-chart --sync-crd` and commit the copy",
+    )
+    committed = json.loads((CHART / "values.schema.json").read_text())
+    t.check(
+        "values.schema.json is what scripts/chart/values_schema.py builds",
+        committed == values_schema.build(),
+        "stale; run `python3 scripts/chart/values_schema.py --write`",
+    )
+    open_paths = values_schema.open_objects(committed)
+    t.check(
+        "values.schema.json: additionalProperties set on every object",
+        not open_paths,
+        f"open objects at {open_paths[:5]}",
+    )
+    undocumented = undocumented_values((CHART / "values.yaml").read_text())
+    t.check("values.yaml: every value documented", not undocumented, f"undocumented: {undocumented}")
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    t.check("Chart.yaml: appVersion 0.1.0", chart.get("appVersion") == "0.1.0", repr(chart.get("appVersion")))
+
+
+KEY = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*):(.*)$")
+
+
+def undocumented_values(text: str) -> list[str]:
+    """Leaf keys of values.yaml without a comment above them or on a documented parent.
+
+    A comment starting with `# --` documents the value below it, including everything
+    nested in it (pass-through Kubernetes objects are documented as a whole).
+    """
+    stack: list[tuple[int, str, bool]] = []  # (indent, key, documented-as-a-whole)
+    missing: list[str] = []
+    previous = ""
+    lines = text.splitlines()
+    for n, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        m = KEY.match(line)
+        if m and not stripped.startswith("-"):
+            indent, key, rest = len(m.group(1)), m.group(2), m.group(3).strip()
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            commented = previous.startswith("#")
+            whole = previous.startswith("# --") or any(s[2] for s in stack)
+            path = ".".join([s[1] for s in stack] + [key])
+            nxt = next((x for x in lines[n + 1 :] if x.strip()), "")
+            nested = rest == "" and (len(nxt) - len(nxt.lstrip())) > indent
+            if not nested and not (commented or whole):
+                missing.append(path)
+            stack.append((indent, key, whole or (nested and previous.startswith("# --"))))
+        previous = stripped
+    return missing
+
+
+# --- the stand-in ------------------------------------------------------------------------
+
+
+class Standin:
+    """A kube-standin process on 127.0.0.1, with a kubeconfig file."""
+
+    def __init__(self, binary: Path, workdir: Path):
+        self.kubeconfig = workdir / "kubeconfig"
+        self.proc = subprocess.Popen(
+            [str(binary), "--listen", "127.0.0.1:0", "--kubeconfig-out", str(self.kubeconfig)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.url = ""
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        assert self.proc.stdout is not None
+        # The first line is printed once bound and the kubeconfig is written.
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = re.match(r"kube-standin listening (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                break
+        if not self.url:
+            self.stop()
+            raise RuntimeError("kube-standin did not report its address")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, None
+
+    def ensure_namespace(self, name: str) -> None:
+        status, _ = self.request(
+            "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        )
+        if status not in (200, 201, 409):
+            raise RuntimeError(f"cannot create namespace {name}: HTTP {status}")
+
+    def register_missing_kinds(self) -> list[str]:
+        """Registers STUB_KINDS the stand-in does not serve; returns their names."""
+        added = []
+        for group, version, kind, plural, scope in STUB_KINDS:
+            status, doc = self.request("GET", f"/apis/{group}/{version}")
+            served = status == 200 and any(r.get("kind") == kind for r in (doc or {}).get("resources", []))
+            if served:
+                continue
+            crd = {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.{group}"},
+                "spec": {
+                    "group": group,
+                    "scope": scope,
+                    "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": kind + "List"},
+                    "versions": [
+                        {
+                            "name": version,
+                            "served": True,
+                            "storage": True,
+                            "schema": {
+                                "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                            },
+                        }
+                    ],
+                },
+            }
+            status, _ = self.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            if status not in (200, 201):
+                raise RuntimeError(f"cannot register {kind} with the stand-in: HTTP {status}")
+            added.append(kind)
+        return added
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    values: dict[str, Any]
+    namespace: str
+    checks: Callable[[Tally, "Rendered"], None] | None = None
+    expect_error: str | None = None  # a substring of the install error
+
+
+@dataclass
+class Rendered:
+    scenario: Scenario
+    objects: list[dict[str, Any]]
+    notes: str
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o.get("kind") == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = self.of_kind(kind)
+        assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+        return found[0]
+
+
+async def install(helm: Any, standin: Standin, sc: Scenario) -> dict[str, Any]:
+    # Namespaces are created here: Helm's create_namespace validates against /openapi/v2,
+    # which the stand-in does not serve.
+    standin.ensure_namespace(sc.namespace)
+    config = helm.Configuration(namespace=sc.namespace, kubeconfig=str(standin.kubeconfig))
+    return await helm.Install(config).run(
+        sc.name,
+        str(CHART),
+        values=sc.values,
+        wait=False,
+        timeout=HELM_TIMEOUT_S,
+    )
+
+
+def app_version() -> str:
+    return str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def crd_schema() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD_SOURCE.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
+    schema = strict_structural(version["schema"]["openAPIV3Schema"])
+    # The API server adds these to every CRD's root schema.
+    schema.setdefault("properties", {}).update(
+        {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
+    )
+    return schema
+
+
+def strict_structural(node: Any) -> Any:
+    """A CRD structural schema as JSON Schema that rejects unknown fields, as the API server
+    does with strict field validation (it prunes or rejects what `properties` omit)."""
+    if isinstance(node, dict):
+        out = {k: strict_structural(v) for k, v in node.items()}
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        if node.get("nullable") and isinstance(node.get("type"), str):
+            out["type"] = [node["type"], "null"]
+        return out
+    if isinstance(node, list):
+        return [strict_structural(v) for v in node]
+    return node
+
+
+def validate_objects(t: Tally, rendered: Rendered) -> None:
+    import jsonschema
+    import kubernetes_validate
+
+    schema = crd_schema()
+    for obj in rendered.objects:
+        label = f"[{rendered.scenario.name}] {obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+        group = obj.get("apiVersion", "").split("/")[0]
+        if obj.get("apiVersion") == "roomcast.dev/v1alpha1":
+            errors = [
+                f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in jsonschema.Draft7Validator(schema).iter_errors(obj)
+            ]
+            t.check(f"{label} validates against the RealtimeCluster CRD schema", not errors, "; ".join(errors))
+            continue
+        if group == "monitoring.coreos.com":
+            t.notes.append(f"{label}: prometheus-operator kind, no schema offline; checked by assertions only")
+            continue
+        for version in VALIDATE_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except Exception as e:  # noqa: BLE001 - report any validation error
+                t.check(f"{label} is valid Kubernetes {version} (strict)", False, str(e).splitlines()[0])
+            else:
+                t.check(f"{label} is valid Kubernetes {version} (strict)", True)
+
+
+# --- assertions --------------------------------------------------------------------------
+
+
+def common_checks(t: Tally, r: Rendered) -> None:
+    sc = r.scenario
+    appv = app_version()
+    ns = sc.namespace
+    watch = sc.values.get("watchNamespace", "")
+    cluster_scoped_kinds = {"ClusterRole", "ClusterRoleBinding"}
+
+    def deployment() -> dict[str, Any]:
+        return r.one("Deployment")
+
+    def pod() -> dict[str, Any]:
+        return deployment()["spec"]["template"]["spec"]
+
+    def container() -> dict[str, Any]:
+        return pod()["containers"][0]
+
+    def env() -> dict[str, str]:
+        return {e["name"]: e.get("value", "") for e in container().get("env", [])}
+
+    def namespaces() -> None:
+        for o in r.objects:
+            kind, meta = o["kind"], o["metadata"]
+            if kind in cluster_scoped_kinds:
+                assert "namespace" not in meta, f"{kind} {meta['name']} is cluster-scoped"
+            elif o["kind"] in ("Role", "RoleBinding") and not meta["name"].endswith("-leader-election"):
+                assert meta.get("namespace") == (watch or ns), f"{kind} {meta['name']} in {meta.get('namespace')}"
+            else:
+                assert meta.get("namespace") == ns, f"{kind} {meta['name']} in {meta.get('namespace')}"
+
+    def labels() -> None:
+        for o in r.objects:
+            got = o["metadata"].get("labels", {})
+            assert got.get("app.kubernetes.io/managed-by") == "Helm", f"{o['kind']} lacks managed-by"
+            assert got.get("app.kubernetes.io/instance") == sc.name, f"{o['kind']} lacks instance"
+
+    def deployment_shape() -> None:
+        d = deployment()
+        want = sc.values.get("replicaCount", 2)
+        assert d["spec"]["replicas"] == want, f"replicas {d['spec']['replicas']} != {want}"
+        selector = d["spec"]["selector"]["matchLabels"]
+        pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        assert all(pod_labels.get(k) == v for k, v in selector.items()), "selector does not match pod labels"
+        assert env()["ROOMCAST_OPERATOR_LEADER_ELECTION"] == "true", "leader election is off"
+        assert env()["ROOMCAST_OPERATOR_LEASE_NAMESPACE"] == ns
+        assert env().get("ROOMCAST_OPERATOR_NAMESPACE", "") == watch
+        assert pod()["serviceAccountName"] == r.one("ServiceAccount")["metadata"]["name"]
+        assert container()["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+    def env_names_known() -> None:
+        # Every variable the chart sets is a flag's `env` in operator/src/main.rs (or RUST_LOG),
+        # so a renamed flag cannot silently drop a setting. Extra env from values is exempt.
+        source = (ROOT / "operator" / "src" / "main.rs").read_text()
+        known = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', source)) | {"RUST_LOG"}
+        extra = {e["name"] for e in sc.values.get("operator", {}).get("extraEnv", [])}
+        unknown = sorted(set(env()) - known - extra)
+        assert not unknown, f"the operator reads no {unknown}"
+
+    def security() -> None:
+        p, c = pod()["securityContext"], container()["securityContext"]
+        assert p.get("runAsNonRoot") is True, "pod runAsNonRoot"
+        assert p.get("seccompProfile") == {"type": "RuntimeDefault"}, "pod seccompProfile"
+        assert c.get("runAsNonRoot") is True, "container runAsNonRoot"
+        assert c.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem"
+        assert c.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation"
+        assert c.get("capabilities") == {"drop": ["ALL"]}, f"capabilities {c.get('capabilities')}"
+        assert c.get("seccompProfile") == {"type": "RuntimeDefault"}, "container seccompProfile"
+        assert c.get("privileged") in (None, False), "privileged"
+        assert int(p.get("runAsUser", 0)) != 0, "runAsUser is root"
+
+    def resources() -> None:
+        res = container()["resources"]
+        assert res.get("requests", {}).get("cpu") and res["requests"].get("memory"), "requests"
+        assert res.get("limits", {}).get("memory"), "memory limit"
+
+    def images() -> None:
+        tag = sc.values.get("image", {}).get("tag") or appv
+        assert container()["image"] == f"ghcr.io/roomcast/roomcast-operator:{tag}", container()["image"]
+        gw_tag = sc.values.get("gatewayImage", {}).get("tag") or appv
+        want = f"ghcr.io/roomcast/roomcast-gateway:{gw_tag}"
+        assert env()["ROOMCAST_GATEWAY_IMAGE"] == want, env()["ROOMCAST_GATEWAY_IMAGE"]
+        for rtc in r.of_kind("RealtimeCluster"):
+            assert rtc["spec"]["image"] == want, rtc["spec"]["image"]
+
+    def rbac() -> None:
+        role_kind = "Role" if watch else "ClusterRole"
+        binding_kind = "RoleBinding" if watch else "ClusterRoleBinding"
+        roles = {(o["kind"], o["metadata"]["name"]): o for o in r.objects if o["kind"] in ("Role", "ClusterRole")}
+        operator = deployment()["metadata"]["name"]
+        controller = roles.get((role_kind, operator))
+        assert controller is not None, f"no {role_kind} {operator}"
+        assert controller["rules"] == CONTROLLER_RULES, f"controller rules differ: {controller['rules']}"
+        lease = roles.get(("Role", f"{operator}-leader-election"))
+        assert lease is not None, "no leader-election Role"
+        assert lease["rules"] == lease_rules("roomcast-operator"), f"lease rules differ: {lease['rules']}"
+        assert len(roles) == 2, f"unexpected roles {sorted(roles)}"
+        assert not r.of_kind("ClusterRole" if watch else "__none__"), "namespaced scope renders a ClusterRole"
+        sa = r.one("ServiceAccount")["metadata"]["name"]
+        bindings = [o for o in r.objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+        assert len(bindings) == 2, f"expected 2 bindings, found {len(bindings)}"
+        for bnd in bindings:
+            assert bnd["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": ns}], bnd["subjects"]
+            target = (bnd["roleRef"]["kind"], bnd["roleRef"]["name"])
+            assert target in roles, f"binding {bnd['metadata']['name']} refers to missing {target}"
+            if target[0] == role_kind and target[1] == operator:
+                assert bnd["kind"] == binding_kind, f"{bnd['kind']} binds a {role_kind}"
+        # Nothing grants wildcards or secrets.
+        for role in roles.values():
+            for rule in role["rules"]:
+                flat = rule["apiGroups"] + rule["resources"] + rule["verbs"]
+                assert "*" not in flat, f"wildcard in {role['metadata']['name']}"
+                assert "secrets" not in rule["resources"], "secrets access"
+
+    def notes() -> None:
+        assert "RealtimeCluster" in r.notes or "rtc" in r.notes, "NOTES.txt says nothing about RealtimeClusters"
+        assert "crds" in r.notes, "NOTES.txt does not mention CRD upgrades"
+
+    t.run(f"[{sc.name}] objects in the right namespaces", namespaces)
+    t.run(f"[{sc.name}] objects carry the release labels", labels)
+    t.run(f"[{sc.name}] operator Deployment: replicas, selector, leader election, probes", deployment_shape)
+    t.run(f"[{sc.name}] operator env matches roomcast-operator's flags", env_names_known)
+    t.run(f"[{sc.name}] secure defaults (non-root, read-only root, drop ALL, RuntimeDefault)", security)
+    t.run(f"[{sc.name}] resources set", resources)
+    t.run(f"[{sc.name}] image tags: values, else appVersion {appv}", images)
+    t.run(f"[{sc.name}] RBAC rules are exactly the operator's", rbac)
+    t.run(f"[{sc.name}] NOTES.txt rendered", notes)
+
+
+def defaults_checks(t: Tally, r: Rendered) -> None:
+    def absent() -> None:
+        for kind in ("ServiceMonitor", "PodMonitor", "NetworkPolicy", "RealtimeCluster"):
+            assert not r.of_kind(kind), f"{kind} rendered by default"
+
+    t.run("[defaults] optional objects are off", absent)
+
+
+def monitoring_checks(t: Tally, r: Rendered) -> None:
+    def wiring() -> None:
+        sm, pm, svc = r.one("ServiceMonitor"), r.one("PodMonitor"), r.one("Service")
+        sel = sm["spec"]["selector"]["matchLabels"]
+        assert all(svc["metadata"]["labels"].get(k) == v for k, v in sel.items()), "ServiceMonitor misses Service"
+        assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
+        assert sm["metadata"]["labels"].get("release") == "prom", "extra labels missing"
+        assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "roomcast-gateway"}
+        # Port name "admin" is the gateway container's admin port (operator/src/desired.rs).
+        assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
+        assert pm["spec"]["namespaceSelector"] == {"any": True}
+
+    t.run("[monitoring] ServiceMonitor selects the metrics Service; PodMonitor the gateway pods", wiring)
+
+
+def network_policy_checks(t: Tally, r: Rendered) -> None:
+    def wiring() -> None:
+        np = r.one("NetworkPolicy")
+        pod_labels = r.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+        sel = np["spec"]["podSelector"]["matchLabels"]
+        assert all(pod_labels.get(k) == v for k, v in sel.items()), "NetworkPolicy does not select the operator"
+        assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        ports = [p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])]
+        assert 9090 in ports and 53 in ports and 443 in ports, f"egress ports {ports}"
+        assert np["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+    t.run("[network-policy] NetworkPolicy selects the operator; egress to API, DNS, gateway admin", wiring)
+
+
+def example_checks(standin: Standin) -> Callable[[Tally, Rendered], None]:
+    def checks(t: Tally, r: Rendered) -> None:
+        def stored() -> None:
+            rtc = r.one("RealtimeCluster")
+            ns, name = r.scenario.namespace, rtc["metadata"]["name"]
+            status, got = standin.request("GET", f"/apis/roomcast.dev/v1alpha1/namespaces/{ns}/realtimeclusters/{name}")
+            assert status == 200, f"HTTP {status}: the CRD from crds/ was not installed or not served"
+            assert got["spec"]["nats"]["url"] == "nats://nats.apps:4222"
+            assert rtc["spec"]["autoscaling"]["minReplicas"] <= rtc["spec"]["autoscaling"]["maxReplicas"]
+
+        t.run("[example-cluster] Helm installed the CRD and the RealtimeCluster is served", stored)
+
+    return checks
+
+
+def namespaced_checks(t: Tally, r: Rendered) -> None:
+    def scope() -> None:
+        assert not r.of_kind("ClusterRole") and not r.of_kind("ClusterRoleBinding"), "cluster-wide RBAC"
+
+    t.run("[namespaced] no cluster-wide RBAC when watchNamespace is set", scope)
+
+
+def scenarios(standin: Standin) -> list[Scenario]:
+    return [
+        Scenario("defaults", {}, "roomcast-system", defaults_checks),
+        Scenario(
+            "monitoring",
+            {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}, "podMonitor": {"enabled": True}}},
+            "monitoring",
+            monitoring_checks,
+        ),
+        Scenario(
+            "network-policy",
+            {
+                "networkPolicy": {
+                    "enabled": True,
+                    "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                    "apiServer": [{"ipBlock": {"cidr": "10.96.0.1/32"}}],
+                }
+            },
+            "netpol",
+            network_policy_checks,
+        ),
+        Scenario(
+            "example-cluster",
+            {"exampleCluster": {"enabled": True, "natsUrl": "nats://nats.apps:4222"}},
+            "apps",
+            example_checks(standin),
+        ),
+        Scenario("namespaced", {"watchNamespace": "tenant-a"}, "tenant-a-operator", namespaced_checks),
+        Scenario(
+            "pinned-tags",
+            {"image": {"tag": "0.2.0"}, "gatewayImage": {"tag": "0.2.1"}, "replicaCount": 3},
+            "pinned",
+        ),
+        Scenario("rejects-unknown-value", {"imagee": {"tag": "x"}}, "bad1", expect_error="imagee"),
+        Scenario(
+            "rejects-unknown-nested-value",
+            {"securityContext": {"readOnlyRootFileSystem": True}},
+            "bad2",
+            expect_error="readOnlyRootFileSystem",
+        ),
+        Scenario(
+            "rejects-replicas-without-leader-election",
+            {"leaderElection": {"enabled": False}},
+            "bad3",
+            expect_error="leaderElection.enabled",
+        ),
+    ]
+
+
+async def check_helm(t: Tally, standin_bin: Path) -> None:
+    import helm_sdkpy as helm
+
+    with tempfile.TemporaryDirectory(prefix="check-chart-") as tmp:
+        standin = Standin(standin_bin, Path(tmp))
+        try:
+            config = helm.Configuration(namespace="default", kubeconfig=str(standin.kubeconfig))
+            lint = await helm.Lint(config).run(str(CHART))
+            # Severities: 1 info, 2 warning, 3 error (helm/pkg/lint/support).
+            bad = [m for m in lint.get("Messages") or [] if m.get("Severity", 0) >= 2]
+            t.check(
+                "helm lint: no warnings or errors",
+                not bad and not lint.get("Errors"),
+                f"{[(m.get('Path'), m.get('Err')) for m in bad]} {lint.get('Errors')}",
+            )
+            added = standin.register_missing_kinds()
+            if added:
+                t.notes.append(f"stand-in lacks {', '.join(added)}: registered as schemaless CRDs for the installs")
+            standin.ensure_namespace("tenant-a")
+            for sc in scenarios(standin):
+                await run_scenario(t, helm, standin, sc)
+        finally:
+            standin.stop()
+
+
+async def run_scenario(t: Tally, helm: Any, standin: Standin, sc: Scenario) -> None:
+    try:
+        result = await install(helm, standin, sc)
+    except Exception as e:  # noqa: BLE001 - an install error is a result here
+        if sc.expect_error:
+            t.check(
+                f"[{sc.name}] install refused, naming {sc.expect_error!r}",
+                sc.expect_error in str(e),
+                str(e)[:300],
+            )
+        else:
+            t.check(f"[{sc.name}] helm install", False, str(e)[:500])
+        return
+    if sc.expect_error:
+        t.check(f"[{sc.name}] install refused", False, "Helm accepted the values")
+        return
+    t.check(f"[{sc.name}] helm install", result.get("info", {}).get("status") == "deployed", str(result.get("info")))
+    objects = [o for o in yaml.safe_load_all(result.get("manifest", "")) if o]
+    rendered = Rendered(sc, objects, result.get("info", {}).get("notes", "") or "")
+    validate_objects(t, rendered)
+    common_checks(t, rendered)
+    if sc.checks:
+        sc.checks(t, rendered)
+
+
+def main() -> int:
+    standin_bin = Path(os.environ["KUBE_STANDIN"])
+    t = Tally()
+    check_static(t)
+    asyncio.run(check_helm(t, standin_bin))
+    crd = yaml.safe_load(CRD_CHART.read_text())
+    for version in VALIDATE_VERSIONS:
+        try:
+            import kubernetes_validate
+
+            kubernetes_validate.validate(crd, version, strict=True)
+        except Exception as e:  # noqa: BLE001
+            t.check(f"CRD is a valid Kubernetes {version} CustomResourceDefinition", False, str(e).splitlines()[0])
+        else:
+            t.check(f"CRD is a valid Kubernetes {version} CustomResourceDefinition", True)
+    for note in t.notes:
+        print(f"note: {note}")
+    print(f"chart checks: {t.passed} passed, {len(t.failures)} failed")
+    return 1 if t.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
