@@ -348,6 +348,54 @@ async fn a_peer_that_stops_answering_pings_is_closed_1008_within_two_intervals()
 }
 
 #[tokio::test]
+async fn pings_come_every_interval_and_pongs_keep_the_peer_alive() {
+    within(20, async {
+        let hb = 200u64;
+        let gw = start_with(|c| c.heartbeat_ms = hb).await;
+        let mut raw = RawClient::connect(gw.public).await;
+        let started = Instant::now();
+        let mut pings = 0;
+        // Six intervals: three times the silence that would close a dead peer.
+        while started.elapsed() < Duration::from_millis(hb * 6) {
+            match raw.next_frame(STEP).await {
+                Some(Frame::Ping) => {
+                    pings += 1;
+                    raw.send_pong().await;
+                }
+                Some(Frame::Text(_)) => continue,
+                other => panic!("a peer answering pings got {other:?}"),
+            }
+        }
+        assert!((4..=8).contains(&pings), "{pings} pings in 6 intervals");
+        gw.wait_metric("roomcast_connections", "", 1.0).await;
+        drop(raw);
+        gw.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn data_frames_count_as_life_for_a_peer_that_never_pongs() {
+    within(20, async {
+        let hb = 200u64;
+        let gw = start_with(|c| c.heartbeat_ms = hb).await;
+        let mut raw = RawClient::connect(gw.public).await;
+        assert_eq!(raw.recv_json().await["type"], "welcome");
+        // Not silent: a protocol ping every half interval, never a pong.
+        for n in 0..12 {
+            tokio::time::sleep(Duration::from_millis(hb / 2)).await;
+            raw.send_text(&json!({"type": "ping", "id": n}).to_string())
+                .await;
+            let reply = raw.recv_json().await;
+            assert_eq!(reply["id"], n, "{reply}");
+        }
+        drop(raw);
+        gw.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_peer_that_answers_pings_stays_connected_while_idle() {
     within(20, async {
         let hb = 300u64;

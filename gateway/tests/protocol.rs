@@ -47,10 +47,21 @@ async fn subprotocol_is_selected_when_offered_and_absent_otherwise() {
             .await
             .expect("upgrade with roomcast.v1");
         assert_eq!(with.subprotocol.as_deref(), Some("roomcast.v1"));
+        // Offered among others, it is still the one selected.
+        let among = Connect {
+            subprotocol: Some("chat.v2, roomcast.v1".into()),
+            ..Connect::default()
+        };
+        let mut listed = gw
+            .try_client(&among)
+            .await
+            .expect("upgrade offering chat.v2 and roomcast.v1");
+        assert_eq!(listed.subprotocol.as_deref(), Some("roomcast.v1"));
         let mut without = gw.client().await;
         assert_eq!(without.subprotocol, None);
-        // Both speak the same JSON protocol.
+        // All speak the same JSON protocol.
         with.ok(json!({"type": "ping"})).await;
+        listed.ok(json!({"type": "ping"})).await;
         without.ok(json!({"type": "ping"})).await;
         gw.stop().await;
     })

@@ -66,9 +66,18 @@ impl RawClient {
 
     /// Sends one masked text frame.
     pub async fn send_text(&mut self, text: &str) {
-        let payload = text.as_bytes();
+        self.send_frame(0x1, text.as_bytes()).await;
+    }
+
+    /// Sends an empty pong, as a live peer answers a ping.
+    pub async fn send_pong(&mut self) {
+        self.send_frame(0xA, b"").await;
+    }
+
+    /// Sends one masked, final frame with `opcode`.
+    async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x81u8];
+        let mut frame = vec![0x80 | opcode];
         match payload.len() {
             n if n < 126 => frame.push(0x80 | n as u8),
             n if n <= u16::MAX as usize => {
