@@ -39,6 +39,10 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Bytes buffered before a write reaches the socket; a flush always writes.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
+/// How long [`Gateway::shutdown`] waits for connections to finish their close
+/// handshakes. Unlike a drain, a shutdown does not wait for slow clients.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// State every request and session shares.
 #[derive(Debug)]
 pub struct Shared {
@@ -186,7 +190,7 @@ impl Gateway {
     }
 
     /// Stops both listeners and closes every connection (1001), waiting at
-    /// most [`session::CLOSE_TIMEOUT`] for them to go.
+    /// most [`SHUTDOWN_GRACE`] for them to go.
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         for conn in self.shared.hub.connections() {
@@ -194,10 +198,10 @@ impl Gateway {
         }
         self.shared
             .hub
-            .wait_empty(Instant::now() + session::CLOSE_TIMEOUT)
+            .wait_empty(Instant::now() + SHUTDOWN_GRACE)
             .await;
         for server in self.servers {
-            let _ = tokio::time::timeout(session::CLOSE_TIMEOUT, server).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
         }
         self.shared.hub.bus().shutdown().await;
     }
