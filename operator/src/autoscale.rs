@@ -85,6 +85,8 @@ pub enum Reason {
     Stabilized,
     /// A scale-up waits for the HPA scale-up rate limit.
     RateLimited,
+    /// The load asks for more or fewer pods than `[minReplicas, maxReplicas]` allows.
+    Bounded,
     /// Nothing to change.
     Steady,
 }
@@ -100,6 +102,7 @@ impl Reason {
             Reason::ScaleDown => "ScaleDown",
             Reason::Stabilized => "Stabilized",
             Reason::RateLimited => "RateLimited",
+            Reason::Bounded => "ReplicaBounds",
             Reason::Steady => "Steady",
         }
     }
@@ -233,6 +236,8 @@ pub fn decide(
         std::cmp::Ordering::Equal if matches!(reason, Reason::ScaleUp | Reason::ScaleDown) => {
             if rate_limited {
                 Reason::RateLimited
+            } else if recommendation == current {
+                Reason::Bounded
             } else {
                 Reason::Stabilized
             }
@@ -538,6 +543,17 @@ mod tests {
             t(0),
         );
         assert_eq!((d.replicas, d.reason), (6, Reason::RateLimited));
+    }
+
+    #[test]
+    fn a_recommendation_cut_by_the_bounds_says_so() {
+        let d = decide(
+            &policy(),
+            &obs(2, 2, 0),
+            &AutoscalerHistory::default(),
+            t(0),
+        );
+        assert_eq!((d.replicas, d.reason), (2, Reason::Bounded));
     }
 
     #[test]

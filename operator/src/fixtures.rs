@@ -90,12 +90,17 @@ impl ApiServerVerifier {
     }
 }
 
+/// A client talking to a mock API server.
+pub fn client() -> (Client, ApiServerVerifier) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), ApiServerVerifier(handle))
+}
+
 /// A reconciler context over a mock API server.
 pub fn context(settings: Settings) -> (Arc<Context>, ApiServerVerifier) {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, api) = client();
     let ctx = Context::new(client, settings, Arc::new(Telemetry::default()));
-    (Arc::new(ctx), ApiServerVerifier(handle))
+    (Arc::new(ctx), api)
 }
 
 /// A RealtimeCluster `chat` in namespace `apps` with the given spec.

@@ -8,6 +8,7 @@ pub mod desired;
 pub mod drain;
 #[cfg(test)]
 mod fixtures;
+pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod status;
