@@ -21,13 +21,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import yaml
+from typing import Any
 
 import values_schema
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "roomcast"
@@ -128,8 +128,33 @@ def check_static(t: Tally) -> None:
     )
     undocumented = undocumented_values((CHART / "values.yaml").read_text())
     t.check("values.yaml: every value documented", not undocumented, f"undocumented: {undocumented}")
+    for crate, binary in (("gateway", "roomcast-gateway"), ("operator", "roomcast-operator")):
+        t.run(
+            f"{crate}/Dockerfile: multi-stage, distroless nonroot, builds what make builds",
+            lambda c=crate, b=binary: check_dockerfile(c, b),
+        )
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     t.check("Chart.yaml: appVersion 0.1.0", chart.get("appVersion") == "0.1.0", repr(chart.get("appVersion")))
+
+
+def check_dockerfile(crate: str, binary: str) -> None:
+    """No container engine here: check the Dockerfile's text against the workspace."""
+    text = (ROOT / crate / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
+    assert froms[:1] == ["rust:1.95-bookworm"], f"builder {froms[:1]}"
+    assert froms[-1] == "gcr.io/distroless/cc-debian12:nonroot", f"runtime {froms[-1]}"
+    assert re.search(r"^USER\s+65532:65532\s*$", text, re.MULTILINE), "not USER 65532:65532"
+    assert f"cargo build --release --locked -p {binary}" in text, "cargo build command differs from make's"
+    manifest = (ROOT / crate / "Cargo.toml").read_text()
+    assert f'name = "{binary}"' in manifest, f"{crate}/Cargo.toml has no package/bin {binary}"
+    assert f"/usr/local/bin/{binary}" in text.split("FROM gcr.io")[-1], "binary not in the runtime stage"
+    members = re.search(r"members\s*=\s*\[([^\]]*)\]", (ROOT / "Cargo.toml").read_text())
+    ignored = [
+        l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")
+    ]
+    for member in re.findall(r'"([^"]+)"', members.group(1) if members else ""):
+        top = member.split("/")[0]
+        assert top not in ignored, f".dockerignore drops workspace member {member}"
 
 
 KEY = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*):(.*)$")
@@ -265,7 +290,7 @@ class Scenario:
     name: str
     values: dict[str, Any]
     namespace: str
-    checks: Callable[[Tally, "Rendered"], None] | None = None
+    checks: Callable[[Tally, Rendered], None] | None = None
     expect_error: str | None = None  # a substring of the install error
 
 
@@ -556,7 +581,12 @@ def scenarios(standin: Standin) -> list[Scenario]:
         Scenario("defaults", {}, "roomcast-system", defaults_checks),
         Scenario(
             "monitoring",
-            {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}, "podMonitor": {"enabled": True}}},
+            {
+                "metrics": {
+                    "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                    "podMonitor": {"enabled": True},
+                }
+            },
             "monitoring",
             monitoring_checks,
         ),
@@ -565,7 +595,9 @@ def scenarios(standin: Standin) -> list[Scenario]:
             {
                 "networkPolicy": {
                     "enabled": True,
-                    "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                    "metricsFrom": [
+                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                    ],
                     "apiServer": [{"ipBlock": {"cidr": "10.96.0.1/32"}}],
                 }
             },
@@ -650,10 +682,25 @@ async def run_scenario(t: Tally, helm: Any, standin: Standin, sc: Scenario) -> N
         sc.checks(t, rendered)
 
 
+def check_docs_examples(t: Tally) -> None:
+    """The Kubernetes objects in docs/kubernetes.md's YAML blocks are valid too."""
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    objects = []
+    for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL):
+        objects.extend(o for o in yaml.safe_load_all(block) if isinstance(o, dict) and "kind" in o)
+    t.check("docs/kubernetes.md has example objects", len(objects) >= 4, f"found {len(objects)}")
+    docs = Scenario("docs", {}, "")
+    validate_objects(t, Rendered(docs, [o for o in objects if o["apiVersion"] != "gateway.networking.k8s.io/v1"], ""))
+    for o in objects:
+        if o["apiVersion"] == "gateway.networking.k8s.io/v1":
+            t.notes.append(f"[docs] {o['kind']}/{o['metadata']['name']}: Gateway API kind, no schema offline")
+
+
 def main() -> int:
     standin_bin = Path(os.environ["KUBE_STANDIN"])
     t = Tally()
     check_static(t)
+    check_docs_examples(t)
     asyncio.run(check_helm(t, standin_bin))
     crd = yaml.safe_load(CRD_CHART.read_text())
     for version in VALIDATE_VERSIONS:

@@ -231,7 +231,7 @@ def _rewrite(node: Any) -> Any:
 
 
 def k8s_definitions() -> dict[str, Any]:
-    import importlib.resources as resources
+    from importlib import resources
 
     path = resources.files("kubernetes_validate").joinpath(
         f"kubernetes-json-schema/{K8S_SCHEMA_VERSION}-local-strict/_definitions.json"
