@@ -216,7 +216,9 @@ async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<Actio
             generation,
             now,
         );
-        write_status(&clusters, &name, &st).await?;
+        if st != old {
+            write_status(&clusters, &name, &st).await?;
+        }
         if !already {
             publish(
                 ctx,

@@ -191,10 +191,16 @@ impl Elector {
     pub async fn run(mut self, leader: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
         let renew_deadline = self.settings.duration * 2 / 3;
         loop {
-            let leading = match self.tick().await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease round failed");
+            // A hung API call must not keep a stale leader leading: bound each round.
+            let round = tokio::time::timeout(renew_deadline, self.tick()).await;
+            let leading = match round {
+                Ok(Ok(l)) => l,
+                outcome => {
+                    let error = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_string(),
+                    };
+                    tracing::warn!(%error, "lease round failed");
                     *leader.borrow()
                         && self
                             .last_renew
