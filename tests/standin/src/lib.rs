@@ -74,6 +74,7 @@ pub struct Running {
     /// The kubeconfig text.
     pub kubeconfig: String,
     remove_kubeconfig: bool,
+    store: Arc<Mutex<store::Store>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -84,8 +85,32 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
+    fn store(&self) -> std::sync::MutexGuard<'_, store::Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ends every open watch stream, as an API server restart would; clients re-watch from the
+    /// last resourceVersion they saw.
+    pub fn end_watches(&self) {
+        self.store().cut_watches();
+    }
+
+    /// Forgets the watch history, so re-watching from any earlier resourceVersion gets 410
+    /// Expired and clients must relist. Combine with [`Running::end_watches`] to force relists.
+    pub fn compact_history(&self) {
+        self.store().compact();
+    }
+
+    /// The current (latest) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.store().rv()
+    }
+
     /// Stops the server and waits until it has stopped (open watches are cut).
     pub async fn shutdown(mut self) {
+        self.end_watches();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -131,8 +156,9 @@ pub async fn start_with(config: Config) -> std::io::Result<Running> {
         .clone()
         .unwrap_or_else(|| temp_kubeconfig_path(addr));
     std::fs::write(&kubeconfig_path, &kubeconfig)?;
+    let store = Arc::new(Mutex::new(store::Store::new(config.history_limit)));
     let app = server::App {
-        store: Arc::new(Mutex::new(store::Store::new(config.history_limit))),
+        store: Arc::clone(&store),
         address: addr.to_string(),
         bookmark_interval: config.bookmark_interval,
     };
@@ -151,6 +177,7 @@ pub async fn start_with(config: Config) -> std::io::Result<Running> {
         kubeconfig_path,
         kubeconfig,
         remove_kubeconfig,
+        store,
         stop: Some(stop),
         task: Some(task),
     })

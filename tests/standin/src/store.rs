@@ -122,6 +122,7 @@ pub struct Store {
     history_limit: usize,
     compacted: u64,
     events: broadcast::Sender<Arc<Event>>,
+    cuts: tokio::sync::watch::Sender<u64>,
 }
 
 fn meta_str<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
@@ -158,6 +159,7 @@ impl Store {
     /// An empty store with the default namespaces; `history_limit` bounds the watch history.
     pub fn new(history_limit: usize) -> Self {
         let (events, _) = broadcast::channel(4096);
+        let (cuts, _) = tokio::sync::watch::channel(0);
         let mut store = Self {
             rv: 0,
             builtins: builtin_kinds(),
@@ -167,6 +169,7 @@ impl Store {
             history_limit: history_limit.max(1),
             compacted: 0,
             events,
+            cuts,
         };
         let namespaces = store
             .builtins
@@ -190,6 +193,26 @@ impl Store {
     /// The current (latest) resourceVersion.
     pub fn rv(&self) -> u64 {
         self.rv
+    }
+
+    /// Ends every open watch (clients resume from their last resourceVersion), as when an API
+    /// server restarts or a load balancer drops connections.
+    pub fn cut_watches(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// A signal that changes when [`Store::cut_watches`] is called.
+    pub fn watch_cuts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.cuts.subscribe()
+    }
+
+    /// Forgets the whole event history and moves the resourceVersion on (as unrelated writes
+    /// would): resuming a watch from any earlier resourceVersion then gets 410 Expired, and
+    /// clients must relist.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.rv += 1;
+        self.compacted = self.rv;
     }
 
     /// Every served resource type, built-in and custom.

@@ -106,16 +106,21 @@ pub fn open(
     let started = {
         let guard = lock(&store);
         guard.watch(&req.kind, req.from).map(|(first, rx)| {
-            let start_rv = match req.from {
+            let seen = match req.from {
                 WatchFrom::Snapshot => guard.rv(),
                 WatchFrom::After(rv) => first.last().map_or(rv, |e| e.rv).max(rv),
             };
-            (first, rx, start_rv)
+            Started {
+                first,
+                rx,
+                seen,
+                cut: guard.watch_cuts(),
+            }
         })
     };
     match started {
-        Ok((first, rx, start_rv)) => {
-            tokio::spawn(run(store, req, bookmark_interval, first, rx, start_rv, tx));
+        Ok(started) => {
+            tokio::spawn(run(store, req, bookmark_interval, started, tx));
         }
         Err(error) => {
             // The channel is fresh and has room for one chunk.
@@ -153,15 +158,31 @@ fn drain(
     Ok((events, guard.rv()))
 }
 
+/// A watch as opened under the store lock.
+struct Started {
+    /// Events to send before live ones.
+    first: Vec<Arc<Event>>,
+    /// Live events.
+    rx: broadcast::Receiver<Arc<Event>>,
+    /// The resourceVersion the watcher is up to once `first` is sent.
+    seen: u64,
+    /// Changes when the store ends all watches.
+    cut: tokio::sync::watch::Receiver<u64>,
+}
+
 async fn run(
     store: Arc<Mutex<Store>>,
     req: WatchRequest,
     bookmark_interval: Duration,
-    first: Vec<Arc<Event>>,
-    mut rx: broadcast::Receiver<Arc<Event>>,
-    mut seen: u64,
+    started: Started,
     tx: mpsc::Sender<Bytes>,
 ) {
+    let Started {
+        first,
+        mut rx,
+        mut seen,
+        mut cut,
+    } = started;
     let deadline = req.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + bookmark_interval,
@@ -199,6 +220,7 @@ async fn run(
         };
         let outcome = tokio::select! {
             () = tx.closed() => return,
+            _ = cut.changed() => return,
             () = timeout => return,
             _ = ticker.tick(), if req.bookmarks => drain(&store, &req, &mut rx, seen).map(|(events, rv)| (events, Some(rv))),
             received = rx.recv() => match received {

@@ -499,20 +499,7 @@ async fn runtime_watcher_sees_changes(config: watcher::Config) {
         .await
         .expect("pod");
     let mut events = watcher::watcher(pods.clone(), config).boxed();
-    let mut initial = Vec::new();
-    loop {
-        match events
-            .try_next()
-            .await
-            .expect("watcher")
-            .expect("stream open")
-        {
-            watcher::Event::Init => {}
-            watcher::Event::InitApply(p) => initial.push(p.metadata.name.unwrap_or_default()),
-            watcher::Event::InitDone => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let initial = initial_names(&mut events).await;
     assert_eq!(initial, ["before"]);
     pods.create(&PostParams::default(), &pod("after", "web"))
         .await
@@ -605,6 +592,94 @@ async fn recorder_events_are_listed_through_both_event_apis() {
         assert_eq!(core.len(), 1);
         assert_eq!(core[0].message.as_deref(), Some("2 -> 3"));
         assert_eq!(core[0].involved_object.name.as_deref(), Some("rc"));
+    })
+    .await;
+}
+
+/// Names delivered by one (re)list of a kube-runtime watcher, from `Init` to `InitDone`.
+async fn initial_names<S>(events: &mut S) -> Vec<String>
+where
+    S: futures_util::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Unpin,
+{
+    let mut names = Vec::new();
+    loop {
+        match events
+            .try_next()
+            .await
+            .expect("watcher")
+            .expect("stream open")
+        {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(p) => names.push(p.metadata.name.unwrap_or_default()),
+            watcher::Event::InitDone => return names,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The next watcher event that is not part of a (re)list.
+async fn next_live_event<S>(events: &mut S) -> watcher::Event<Pod>
+where
+    S: futures_util::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Unpin,
+{
+    loop {
+        match events
+            .try_next()
+            .await
+            .expect("watcher")
+            .expect("stream open")
+        {
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
+            live => return live,
+        }
+    }
+}
+
+#[tokio::test]
+async fn runtime_watcher_survives_cut_watches_and_compacted_history() {
+    bounded(async {
+        let (standin, client) = standin().await;
+        let pods: Api<Pod> = Api::default_namespaced(client);
+        let mut events = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
+        assert!(initial_names(&mut events).await.is_empty());
+
+        let create_pod = |name: &'static str| {
+            let pods = pods.clone();
+            async move {
+                pods.create(&PostParams::default(), &pod(name, "web"))
+                    .await
+                    .expect("pod");
+                name
+            }
+        };
+        let one = create_pod("one").await;
+        match next_live_event(&mut events).await {
+            watcher::Event::Apply(p) => assert_eq!(p.metadata.name.as_deref(), Some(one)),
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // The open watch ends; the watcher re-watches from its last resourceVersion.
+        standin.end_watches();
+        let two = create_pod("two").await;
+        match next_live_event(&mut events).await {
+            watcher::Event::Apply(p) => assert_eq!(p.metadata.name.as_deref(), Some(two)),
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // History gone too: the re-watch gets a 410 ERROR event, the watcher relists and carries on.
+        standin.compact_history();
+        standin.end_watches();
+        match events.try_next().await {
+            Err(watcher::Error::WatchError(status)) => assert_eq!(status.code, 410),
+            other => panic!("expected the 410, got {other:?}"),
+        }
+        let relisted = initial_names(&mut events).await;
+        assert_eq!(relisted, ["one", "two"]);
+        let three = create_pod("three").await;
+        match next_live_event(&mut events).await {
+            watcher::Event::Apply(p) => assert_eq!(p.metadata.name.as_deref(), Some(three)),
+            other => panic!("unexpected {other:?}"),
+        }
     })
     .await;
 }
