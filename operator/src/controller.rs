@@ -162,6 +162,8 @@ struct Plan {
     metrics: (State, &'static str, String),
     history: Option<crate::crd::AutoscalerHistory>,
     scale_down: Option<ScaleDownProgress>,
+    /// Ready gateway pods counted from the pod list, when the pods were listed.
+    ready_pods: Option<i32>,
     requeue: Duration,
     events: Vec<Event>,
 }
@@ -176,6 +178,7 @@ impl Plan {
             metrics: (State::Unknown, "NotRead", String::new()),
             history: None,
             scale_down: None,
+            ready_pods: None,
             requeue,
             events: Vec::new(),
         }
@@ -241,7 +244,7 @@ async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<Actio
         .as_ref()
         .and_then(|d| d.spec.as_ref())
         .and_then(|s| s.replicas);
-    let ready_replicas = existing
+    let deployment_ready = existing
         .as_ref()
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)
@@ -272,6 +275,9 @@ async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<Actio
     apply_all(ctx, &namespace, &objects).await?;
 
     let replicas = plan.replicas.or(current).unwrap_or(0);
+    // Ready gateways as the pods say when they were listed (the readiness the autoscaler
+    // used), else as the Deployment reports.
+    let ready_replicas = plan.ready_pods.unwrap_or(deployment_ready);
     let mut st = RealtimeClusterStatus {
         observed_generation: generation,
         replicas: Some(replicas),
@@ -378,6 +384,8 @@ async fn builtin(
     let readings = pods::read_connections(&ctx.admin, &gateway_pods).await;
     ctx.telemetry.scrape_failed(readings.failures.len());
     let mut plan = Plan::hold(current, ctx.settings.sync_period);
+    plan.ready_pods =
+        Some(i32::try_from(gateway_pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX));
     plan.connections = Some(i64::try_from(readings.total()).unwrap_or(i64::MAX));
     plan.metrics = metrics_condition(&gateway_pods, &readings);
     plan.history = old.autoscaler.clone();
@@ -1094,6 +1102,8 @@ mod tests {
             let call = api.next().await.expect(Method::PATCH, STATUS);
             assert!(call.body["status"]["scaleDown"].is_null());
             assert_eq!(call.body["status"]["replicas"], 1);
+            // Ready as the pods say (`a` is draining), not the Deployment's 3.
+            assert_eq!(call.body["status"]["readyReplicas"], 2);
             call.respond(StatusCode::OK, &echo_rtc);
             let event = api.next().await.expect(Method::POST, EVENTS);
             assert_eq!(event.body["reason"], "ScaleDown");
