@@ -16,7 +16,6 @@ fn dead_address() -> String {
 }
 
 #[tokio::test]
-#[ignore = "needs the NATS bus (issue 3); run with --run-ignored once it lands"]
 async fn an_unreachable_bus_makes_the_gateway_unready_and_frames_unavailable() {
     within(30, async {
         let url = dead_address();
