@@ -33,6 +33,17 @@ const OPTIONS: &[(&str, Option<&str>)] = &[
     ("auth-jwt-leeway-seconds", None),
     ("auth-api-key", None),
     ("auth-allowed-origins", None),
+    ("nats-url", None),
+    ("nats-cluster-name", None),
+    ("nats-token", None),
+    ("nats-user", None),
+    ("nats-password", None),
+    ("nats-credentials-file", None),
+    ("nats-tls-ca-file", None),
+    ("nats-tls-cert-file", None),
+    ("nats-tls-key-file", None),
+    ("nats-tls-required", None),
+    ("nats-request-timeout-ms", None),
 ];
 
 /// Splits `--help` output into one block per option, keyed by its long flag.
@@ -102,6 +113,20 @@ async fn help_lists_every_option_with_its_default_and_env_var() {
             blocks.iter().any(|(f, _)| f == "config"),
             "--config in --help"
         );
+        // Options added later are held to the same rule.
+        for (flag, block) in &blocks {
+            if ["help", "version", "config"].contains(&flag.as_str()) {
+                continue;
+            }
+            assert!(
+                block.contains("[default: "),
+                "--{flag} shows no default:\n{block}"
+            );
+            assert!(
+                block.contains(&env_of(flag)),
+                "--{flag} names no env var:\n{block}"
+            );
+        }
     })
     .await;
 }

@@ -189,6 +189,10 @@ async fn the_api_is_open_without_a_key_and_any_json_data_passes() {
             let m = a.recv_type("message").await;
             assert_eq!(m["data"], data);
         }
+        // Unknown fields are ignored.
+        let body = json!({"room": "open", "data": "extra", "priority": 1}).to_string();
+        assert_eq!(gw.post("/v1/publish", &body, None).await.0, 202);
+        assert_eq!(a.recv_type("message").await["data"], "extra");
         // A key nobody asked for is not a reason to refuse.
         let body = json!({"room": "open", "data": "keyed"}).to_string();
         assert_eq!(gw.post("/v1/publish", &body, Some("anything")).await.0, 202);

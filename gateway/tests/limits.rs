@@ -366,7 +366,7 @@ async fn pings_come_every_interval_and_pongs_keep_the_peer_alive() {
                 other => panic!("a peer answering pings got {other:?}"),
             }
         }
-        assert!((4..=8).contains(&pings), "{pings} pings in 6 intervals");
+        assert!((3..=8).contains(&pings), "{pings} pings in 6 intervals");
         gw.wait_metric("roomcast_connections", "", 1.0).await;
         drop(raw);
         gw.stop().await;
