@@ -1,0 +1,599 @@
+//! Real `nats-server` processes for the cluster tests: one server or a routed
+//! cluster on free loopback ports, stopped by PID, restartable on the same
+//! ports for outage tests, and read through its monitoring endpoint (routes,
+//! client subscriptions) to assert interest. Also gateways attached to them and
+//! a WebSocket client that keeps every frame's exact text.
+//!
+//! The binary is `$ROOMCAST_NATS_SERVER`, else `<workspace>/.tools/bin/nats-server`
+//! (installed by `scripts/install-deps`), else `nats-server` on `PATH`.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+pub mod scenarios;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::common::{self, Client, Connect, STEP, TestGateway, eventually, get_status, http, jwt};
+
+/// How long a server may take to come up, or a cluster to form its routes.
+pub const BOOT: Duration = Duration::from_secs(10);
+
+/// The `nats-server` binary the tests run. Fails the test, never skips it,
+/// when there is none.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ROOMCAST_NATS_SERVER") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "ROOMCAST_NATS_SERVER={} is not a file; unset it or run scripts/install-deps",
+            path.display()
+        );
+        return path;
+    }
+    let local = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.tools/bin/nats-server"
+    ));
+    if local.is_file() {
+        return local.to_path_buf();
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "nats-server not found (ROOMCAST_NATS_SERVER unset, no {}, none on PATH): \
+             run scripts/install-deps",
+            local.display()
+        )
+    })
+}
+
+/// The ports a server listens on, as its ports file reports them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ports {
+    /// Client connections.
+    pub client: u16,
+    /// HTTP monitoring.
+    pub monitor: u16,
+    /// Route connections, for a cluster member.
+    pub cluster: Option<u16>,
+}
+
+/// Parses the JSON ports file nats-server writes with `--ports_file_dir`:
+/// `{"nats":["nats://127.0.0.1:P"],"monitoring":["http://127.0.0.1:M"],"cluster":[…]}`.
+pub fn parse_ports(text: &str) -> Option<Ports> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let port = |key: &str| -> Option<u16> {
+        let url = v.get(key)?.get(0)?.as_str()?;
+        url.rsplit_once(':')?.1.parse().ok()
+    };
+    Some(Ports {
+        client: port("nats")?,
+        monitor: port("monitoring")?,
+        cluster: port("cluster"),
+    })
+}
+
+/// Cluster membership of one server: its routed peers.
+#[derive(Debug, Clone)]
+struct Membership {
+    cluster_name: String,
+    routes: Vec<String>,
+}
+
+/// One `nats-server` child process. Killed (SIGKILL, by PID) when dropped.
+pub struct NatsServer {
+    name: String,
+    child: Option<Child>,
+    dir: PathBuf,
+    membership: Option<Membership>,
+    /// Known once the server first started; restarts reuse them.
+    ports: Ports,
+}
+
+/// Distinguishes the temporary directories of servers in one test process.
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+impl NatsServer {
+    /// Starts a standalone server on free loopback ports and waits until it is healthy.
+    pub async fn start() -> NatsServer {
+        Self::launch("n0", None, None).await
+    }
+
+    /// Starts a server that may belong to a cluster. `None` ports mean "pick a free one".
+    async fn launch(
+        name: &str,
+        membership: Option<Membership>,
+        ports: Option<Ports>,
+    ) -> NatsServer {
+        let dir = std::env::temp_dir().join(format!(
+            "roomcast-nats-{}-{}-{name}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the server's temp dir");
+        let mut server = NatsServer {
+            name: name.to_owned(),
+            child: None,
+            dir,
+            membership,
+            ports: ports.unwrap_or(Ports {
+                client: 0,
+                monitor: 0,
+                cluster: None,
+            }),
+        };
+        server.spawn(ports.is_some()).await;
+        server
+    }
+
+    /// Spawns the process (fixed ports when `reuse`, else free ones) and waits
+    /// for its ports file and its `/healthz`.
+    async fn spawn(&mut self, reuse: bool) {
+        let port = |p: u16| if reuse { p.to_string() } else { "-1".into() };
+        let ports_dir = self.dir.join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("create the ports dir");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the server log");
+        let mut cmd = Command::new(binary());
+        cmd.args(["-a", "127.0.0.1", "-n", &self.name])
+            .args(["-p", &port(self.ports.client)])
+            .args(["-m", &port(self.ports.monitor)])
+            .arg("--ports_file_dir")
+            .arg(&ports_dir);
+        if let Some(m) = &self.membership {
+            let cluster_port = port(self.ports.cluster.unwrap_or(0));
+            cmd.args(["--cluster", &format!("nats://127.0.0.1:{cluster_port}")])
+                .args(["--cluster_name", &m.cluster_name]);
+            if !m.routes.is_empty() {
+                cmd.args(["--routes", &m.routes.join(",")]);
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary().display()));
+        let pid = child.id();
+        let ports_file = ports_dir.join(format!(
+            "{}_{pid}.ports",
+            binary()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let deadline = tokio::time::Instant::now() + BOOT;
+        let ports = loop {
+            if let Some(status) = child.try_wait().expect("poll nats-server") {
+                panic!(
+                    "nats-server {} exited at start ({status}):\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            let found = std::fs::read_to_string(&ports_file)
+                .ok()
+                .and_then(|t| parse_ports(&t));
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server {} wrote no ports file within {BOOT:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if reuse {
+            assert_eq!(ports, self.ports, "restarted on the same ports");
+        }
+        self.ports = ports;
+        self.child = Some(child);
+        let health = self.monitor_url("/healthz");
+        eventually(BOOT, &format!("{} /healthz", self.name), || async {
+            let ok = http().get(&health).send().await.ok()?.status() == 200;
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    /// The server's name (`-n`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `nats://127.0.0.1:<client port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.ports.client)
+    }
+
+    /// Its ports.
+    pub fn ports(&self) -> Ports {
+        self.ports
+    }
+
+    /// A URL on the monitoring listener.
+    pub fn monitor_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.monitor)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the process (SIGKILL to its PID), as a crash would, and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports (and routes) after [`stop`](Self::stop).
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn(true).await;
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("nats-server.log")
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// A monitoring endpoint as JSON.
+    pub async fn monitor(&self, path: &str) -> Value {
+        let url = self.monitor_url(path);
+        let resp = http()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(resp.status(), 200, "GET {url}");
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    }
+
+    /// The distinct servers this one has routes to (`/routez`). Servers pool
+    /// several route connections per peer, so connections are not counted.
+    pub async fn route_peers(&self) -> BTreeSet<String> {
+        route_peers(&self.monitor("/routez").await)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "nats-server {} log kept at {}",
+                self.name,
+                self.log_path().display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One client connection as `/connz?subs=1` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConn {
+    /// The name the client gave in CONNECT (may be empty).
+    pub name: String,
+    /// Subjects it subscribed, in the server's order.
+    pub subs: Vec<String>,
+}
+
+/// Reads the connections out of a `/connz?subs=1` document.
+pub fn client_conns(connz: &Value) -> Vec<ClientConn> {
+    let conns = connz["connections"].as_array().cloned().unwrap_or_default();
+    conns
+        .iter()
+        .map(|c| ClientConn {
+            name: c["name"].as_str().unwrap_or_default().to_owned(),
+            subs: c["subscriptions_list"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// How many subscriptions across `conns` are exactly `subject`.
+pub fn count_subscribers(conns: &[ClientConn], subject: &str) -> usize {
+    conns
+        .iter()
+        .flat_map(|c| &c.subs)
+        .filter(|s| *s == subject)
+        .count()
+}
+
+/// Every subscribed subject across `conns`, with multiplicity.
+pub fn all_subjects(conns: &[ClientConn]) -> Vec<String> {
+    let mut all: Vec<String> = conns.iter().flat_map(|c| c.subs.clone()).collect();
+    all.sort();
+    all
+}
+
+/// The distinct peer server ids in a `/routez` document.
+pub fn route_peers(routez: &Value) -> BTreeSet<String> {
+    routez["routes"]
+        .as_array()
+        .map(|routes| {
+            routes
+                .iter()
+                .filter_map(|r| r["remote_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A fully routed cluster of nats-servers.
+pub struct NatsCluster {
+    /// The members, in start order.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` routed servers (the others route to the first; the cluster
+    /// gossips the full mesh) and waits until each has a route to every other.
+    pub async fn start(n: usize) -> NatsCluster {
+        assert!(n >= 1, "a cluster has at least one node");
+        let seed = Membership {
+            cluster_name: "roomcast-test".into(),
+            routes: Vec::new(),
+        };
+        let first = NatsServer::launch("n0", Some(seed.clone()), None).await;
+        let seed_route = format!(
+            "nats://127.0.0.1:{}",
+            first
+                .ports()
+                .cluster
+                .expect("a cluster member has a route port")
+        );
+        let mut nodes = vec![first];
+        for i in 1..n {
+            let membership = Membership {
+                routes: vec![seed_route.clone()],
+                ..seed.clone()
+            };
+            nodes.push(NatsServer::launch(&format!("n{i}"), Some(membership), None).await);
+        }
+        let cluster = NatsCluster { nodes };
+        cluster.wait_routed().await;
+        cluster
+    }
+
+    /// Waits until every node routes to all the others.
+    pub async fn wait_routed(&self) {
+        let want = self.nodes.len() - 1;
+        for node in &self.nodes {
+            eventually(
+                BOOT,
+                &format!("{} routes to {want} peers", node.name),
+                || async { (node.route_peers().await.len() == want).then_some(()) },
+            )
+            .await;
+        }
+    }
+
+    /// Client URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+}
+
+/// Where the tests read NATS interest: the client subscriptions of one
+/// server or of every node of a cluster.
+pub trait Interest {
+    /// Every client connection with its subscriptions.
+    fn clients(&self) -> impl Future<Output = Vec<ClientConn>>;
+
+    /// How many client subscriptions are exactly `subject`.
+    fn subscribers(&self, subject: &str) -> impl Future<Output = usize> {
+        async move { count_subscribers(&self.clients().await, subject) }
+    }
+
+    /// Every subscribed subject, sorted, with multiplicity.
+    fn subjects(&self) -> impl Future<Output = Vec<String>> {
+        async move { all_subjects(&self.clients().await) }
+    }
+}
+
+impl Interest for NatsServer {
+    async fn clients(&self) -> Vec<ClientConn> {
+        client_conns(&self.monitor("/connz?subs=1&limit=10000").await)
+    }
+}
+
+impl Interest for NatsCluster {
+    async fn clients(&self) -> Vec<ClientConn> {
+        let mut all = Vec::new();
+        for node in &self.nodes {
+            all.extend(node.clients().await);
+        }
+        all
+    }
+}
+
+/// Waits until exactly `want` client subscriptions are `subject` (an
+/// unsubscribe after a disconnect is not acknowledged to anyone).
+pub async fn eventually_count(nats: &impl Interest, subject: &str, want: usize) {
+    eventually(
+        STEP,
+        &format!("{want} subscriptions to {subject}"),
+        || async { (nats.subscribers(subject).await == want).then_some(()) },
+    )
+    .await;
+}
+
+/// The NATS subject of a room in the gateway's design: `<cluster>.room.<room>`.
+pub fn room_subject(cluster: &str, room: &str) -> String {
+    format!("{cluster}.room.{room}")
+}
+
+/// The cluster name (subject namespace) the test gateways use.
+pub const CLUSTER: &str = "t1";
+
+/// Starts an in-process gateway named `node` on the NATS `urls` (in the
+/// [`CLUSTER`] namespace, with JWT users so one user can hold connections on
+/// several gateways) and waits until it reports ready.
+pub async fn gateway(node: &str, urls: Vec<String>) -> TestGateway {
+    gateway_with(node, urls, |_| {}).await
+}
+
+/// Like [`gateway`], with further configuration changes.
+pub async fn gateway_with(
+    node: &str,
+    urls: Vec<String>,
+    tweak: impl FnOnce(&mut roomcast_gateway::Config),
+) -> TestGateway {
+    let gw = common::start_with(|c| {
+        c.node_name = node.into();
+        c.nats.url = urls;
+        c.nats.cluster_name = CLUSTER.into();
+        c.auth.jwt_secret = Some(jwt::SECRET.into());
+        tweak(c);
+    })
+    .await;
+    wait_ready(&gw, 200).await;
+    gw
+}
+
+/// Gateways gw-a, gw-b, … the i-th attached to the NATS URLs `attachments[i]`.
+pub async fn gateways(attachments: Vec<Vec<String>>) -> Vec<TestGateway> {
+    let mut gws = Vec::new();
+    for (i, urls) in attachments.into_iter().enumerate() {
+        let name = format!("gw-{}", char::from(b'a' + i as u8));
+        gws.push(gateway(&name, urls).await);
+    }
+    gws
+}
+
+/// A bearer token for `user`, accepted by every test gateway.
+pub fn token(user: &str) -> String {
+    jwt::hs256(&jwt::claims(user))
+}
+
+/// Connects `user` to `gw`.
+pub async fn user(gw: &TestGateway, user: &str) -> Client {
+    let client = gw
+        .try_client(&Connect::bearer(&token(user)))
+        .await
+        .unwrap_or_else(|e| panic!("{user} refused by {}: {e}", gw.config.node_name));
+    assert_eq!(client.user(), user);
+    assert_eq!(client.welcome["node"], gw.config.node_name.as_str());
+    client
+}
+
+/// Waits until the gateway's `/readyz` answers `status`.
+pub async fn wait_ready(gw: &TestGateway, status: u16) {
+    let url = gw.admin_url("/readyz");
+    eventually(
+        BOOT,
+        &format!("/readyz {status} on {}", gw.admin),
+        || async { (get_status(&url).await == status).then_some(()) },
+    )
+    .await;
+}
+
+/// A metric that must be present, as a number.
+pub async fn metric(gw: &TestGateway, name: &str) -> f64 {
+    gw.metric(name, "")
+        .await
+        .unwrap_or_else(|| panic!("metric {name} missing on {}", gw.config.node_name))
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A client that returns each server frame's exact text, to prove that `data`
+/// arrives byte for byte as it was sent.
+pub struct TextClient {
+    ws: Ws,
+}
+
+impl TextClient {
+    /// Upgrades as `user` and returns the client with the welcome frame's text.
+    pub async fn connect(gw: &TestGateway, user: &str) -> (TextClient, String) {
+        let mut req = gw.ws_url().into_client_request().expect("ws URL");
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", token(user))).expect("header");
+        req.headers_mut().insert("authorization", bearer);
+        let (ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("upgrade answered in time")
+            .expect("upgrade accepted");
+        let mut client = TextClient { ws };
+        let welcome = client.recv().await;
+        (client, welcome)
+    }
+
+    /// Sends one text frame as is.
+    pub async fn send(&mut self, text: &str) {
+        tokio::time::timeout(STEP, self.ws.send(Message::text(text.to_owned())))
+            .await
+            .expect("send in time")
+            .expect("send succeeds");
+    }
+
+    /// The next text frame.
+    pub async fn recv(&mut self) -> String {
+        loop {
+            let msg = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("connection open")
+                .expect("frame read");
+            match msg {
+                Message::Text(t) => return t.as_str().to_owned(),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+}
+
+/// The exact text of the `data` member of a server frame that `data` ends:
+/// `{"type":"message",…,"data":<raw>}`. Uses the parser's raw value, so any
+/// re-encoding by the gateway (whitespace, number spelling, escapes) shows.
+pub fn raw_data(frame: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Framed<'a> {
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+    let framed: Framed<'_> =
+        serde_json::from_str(frame).unwrap_or_else(|e| panic!("frame without data ({e}): {frame}"));
+    framed.data.get().to_owned()
+}
