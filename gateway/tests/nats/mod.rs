@@ -105,6 +105,8 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: PathBuf,
     membership: Option<Membership>,
+    /// Further flags (authentication, TLS), kept for restarts.
+    extra: Vec<String>,
     /// Known once the server first started; restarts reuse them.
     ports: Ports,
 }
@@ -115,7 +117,13 @@ static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 impl NatsServer {
     /// Starts a standalone server on free loopback ports and waits until it is healthy.
     pub async fn start() -> NatsServer {
-        Self::launch("n0", None, None).await
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a standalone server with further flags, e.g. `["--auth", "s3cret"]`.
+    pub async fn start_with(args: &[&str]) -> NatsServer {
+        let extra = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::launch("n0", None, None, extra).await
     }
 
     /// Starts a server that may belong to a cluster. `None` ports mean "pick a free one".
@@ -123,6 +131,7 @@ impl NatsServer {
         name: &str,
         membership: Option<Membership>,
         ports: Option<Ports>,
+        extra: Vec<String>,
     ) -> NatsServer {
         let dir = std::env::temp_dir().join(format!(
             "roomcast-nats-{}-{}-{name}",
@@ -135,6 +144,7 @@ impl NatsServer {
             child: None,
             dir,
             membership,
+            extra,
             ports: ports.unwrap_or(Ports {
                 client: 0,
                 monitor: 0,
@@ -171,6 +181,7 @@ impl NatsServer {
                 cmd.args(["--routes", &m.routes.join(",")]);
             }
         }
+        cmd.args(&self.extra);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let mut child = cmd
             .spawn()
@@ -265,6 +276,16 @@ impl NatsServer {
     /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Waits until the server's log contains `needle` (e.g. a refused client).
+    pub async fn wait_log(&self, needle: &str) {
+        eventually(
+            STEP,
+            &format!("{needle:?} in the {} log", self.name),
+            || async { self.log().contains(needle).then_some(()) },
+        )
+        .await;
     }
 
     /// A monitoring endpoint as JSON.
@@ -375,7 +396,7 @@ impl NatsCluster {
             cluster_name: "roomcast-test".into(),
             routes: Vec::new(),
         };
-        let first = NatsServer::launch("n0", Some(seed.clone()), None).await;
+        let first = NatsServer::launch("n0", Some(seed.clone()), None, Vec::new()).await;
         let seed_route = format!(
             "nats://127.0.0.1:{}",
             first
@@ -389,7 +410,9 @@ impl NatsCluster {
                 routes: vec![seed_route.clone()],
                 ..seed.clone()
             };
-            nodes.push(NatsServer::launch(&format!("n{i}"), Some(membership), None).await);
+            nodes.push(
+                NatsServer::launch(&format!("n{i}"), Some(membership), None, Vec::new()).await,
+            );
         }
         let cluster = NatsCluster { nodes };
         cluster.wait_routed().await;
@@ -457,6 +480,12 @@ pub async fn eventually_count(nats: &impl Interest, subject: &str, want: usize) 
         || async { (nats.subscribers(subject).await == want).then_some(()) },
     )
     .await;
+}
+
+/// A file of the committed TLS test PKI (`tests/nats/fixtures/`): `ca.pem`,
+/// `server.pem`/`server-key.pem` (for 127.0.0.1), `client.pem`/`client-key.pem`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nats/fixtures")).join(name)
 }
 
 /// The NATS subject of a room in the gateway's design: `<cluster>.room.<room>`.
