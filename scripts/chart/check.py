@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -651,13 +652,18 @@ async def check_helm(t: Tally, standin_bin: Path) -> None:
             if added:
                 t.notes.append(f"stand-in lacks {', '.join(added)}: registered as schemaless CRDs for the installs")
             standin.ensure_namespace("tenant-a")
+            rendered = {}
             for sc in scenarios(standin):
-                await run_scenario(t, helm, standin, sc)
+                got = await run_scenario(t, helm, standin, sc)
+                if got:
+                    rendered[sc.name] = got
+            if "defaults" in rendered and "example-cluster" in rendered:
+                check_operator_runs(t, standin, rendered["defaults"], rendered["example-cluster"])
         finally:
             standin.stop()
 
 
-async def run_scenario(t: Tally, helm: Any, standin: Standin, sc: Scenario) -> None:
+async def run_scenario(t: Tally, helm: Any, standin: Standin, sc: Scenario) -> Rendered | None:
     try:
         result = await install(helm, standin, sc)
     except Exception as e:  # noqa: BLE001 - an install error is a result here
@@ -680,6 +686,80 @@ async def run_scenario(t: Tally, helm: Any, standin: Standin, sc: Scenario) -> N
     common_checks(t, rendered)
     if sc.checks:
         sc.checks(t, rendered)
+    return rendered
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def poll(deadline_s: float, probe: Callable[[], Any]) -> Any:
+    """Calls `probe` until it returns something truthy or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        got = probe()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def check_operator_runs(t: Tally, standin: Standin, defaults: Rendered, example: Rendered) -> None:
+    """Runs the real roomcast-operator binary with the environment the chart's Deployment
+    gives it (defaults), against the stand-in: it must start, serve /healthz, take the
+    Lease the chart's Role names, and reconcile the example RealtimeCluster."""
+    container = defaults.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    identity = "roomcast-operator-check-0"
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env["POD_NAME"] = identity  # a fieldRef in the chart
+    port = free_port()
+    env["ROOMCAST_OPERATOR_METRICS_PORT"] = str(port)  # the chart's 8080 may be taken here
+    env["ROOMCAST_OPERATOR_METRICS_HOST"] = "127.0.0.1"
+    env.update(KUBECONFIG=str(standin.kubeconfig), PATH=os.environ.get("PATH", ""))
+    ns = defaults.scenario.namespace
+    lease = env["ROOMCAST_OPERATOR_LEASE_NAME"]
+    rtc = example.one("RealtimeCluster")["metadata"]
+    proc = subprocess.Popen(
+        [os.environ["ROOMCAST_OPERATOR"]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+    def healthz() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def holder() -> str:
+        status, doc = standin.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{lease}")
+        return (doc or {}).get("spec", {}).get("holderIdentity", "") if status == 200 else ""
+
+    def reconciled() -> dict[str, Any] | None:
+        path = f"/apis/apps/v1/namespaces/{rtc['namespace']}/deployments/{rtc['name']}"
+        status, doc = standin.request("GET", path)
+        return doc if status == 200 else None
+
+    try:
+        t.check("roomcast-operator with the chart's env serves /healthz", poll(30, healthz), "no answer in 30 s")
+        got = poll(30, lambda: holder() == identity)
+        t.check(f"roomcast-operator takes Lease {ns}/{lease}", got, f"holder {holder()!r}")
+        deployment = poll(30, reconciled)
+        owners = [o.get("kind") for o in (deployment or {}).get("metadata", {}).get("ownerReferences", [])]
+        t.check(
+            "roomcast-operator reconciles the example RealtimeCluster into its Deployment",
+            deployment is not None and owners == ["RealtimeCluster"],
+            f"deployment {rtc['namespace']}/{rtc['name']}: {'missing' if deployment is None else owners}",
+        )
+    finally:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate(timeout=15)
+        if t.failures and err:
+            print("roomcast-operator stderr (last lines):\n" + "\n".join(err.splitlines()[-15:]))
 
 
 def check_docs_examples(t: Tally) -> None:
