@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -211,6 +212,10 @@ class Standin:
         assert self.proc.stdout is not None
         # The first line is printed once bound and the kubeconfig is written.
         while time.monotonic() < deadline:
+            # Wait for output with a deadline: a hung stand-in must not hang the checks.
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
             line = self.proc.stdout.readline()
             if not line:
                 break
@@ -720,9 +725,26 @@ def check_operator_runs(t: Tally, standin: Standin, defaults: Rendered, example:
     ns = defaults.scenario.namespace
     lease = env["ROOMCAST_OPERATOR_LEASE_NAME"]
     rtc = example.one("RealtimeCluster")["metadata"]
-    proc = subprocess.Popen(
-        [os.environ["ROOMCAST_OPERATOR"]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    failures_before = len(t.failures)
+    # Logs go to a file: a full pipe would block the operator.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen([os.environ["ROOMCAST_OPERATOR"]], env=env, stdout=log, stderr=log)
+        try:
+            probe_operator(t, standin, port, identity, f"{ns}/{lease}", rtc)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+            if len(t.failures) > failures_before:
+                log.seek(0)
+                print("roomcast-operator log (last lines):\n" + "\n".join(log.read().splitlines()[-15:]))
+
+
+def probe_operator(t: Tally, standin: Standin, port: int, identity: str, lease: str, rtc: dict[str, Any]) -> None:
+    lease_ns, lease_name = lease.split("/")
 
     def healthz() -> bool:
         try:
@@ -732,7 +754,8 @@ def check_operator_runs(t: Tally, standin: Standin, defaults: Rendered, example:
             return False
 
     def holder() -> str:
-        status, doc = standin.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{lease}")
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{lease_ns}/leases/{lease_name}"
+        status, doc = standin.request("GET", path)
         return (doc or {}).get("spec", {}).get("holderIdentity", "") if status == 200 else ""
 
     def reconciled() -> dict[str, Any] | None:
@@ -740,26 +763,16 @@ def check_operator_runs(t: Tally, standin: Standin, defaults: Rendered, example:
         status, doc = standin.request("GET", path)
         return doc if status == 200 else None
 
-    try:
-        t.check("roomcast-operator with the chart's env serves /healthz", poll(30, healthz), "no answer in 30 s")
-        got = poll(30, lambda: holder() == identity)
-        t.check(f"roomcast-operator takes Lease {ns}/{lease}", got, f"holder {holder()!r}")
-        deployment = poll(30, reconciled)
-        owners = [o.get("kind") for o in (deployment or {}).get("metadata", {}).get("ownerReferences", [])]
-        t.check(
-            "roomcast-operator reconciles the example RealtimeCluster into its Deployment",
-            deployment is not None and owners == ["RealtimeCluster"],
-            f"deployment {rtc['namespace']}/{rtc['name']}: {'missing' if deployment is None else owners}",
-        )
-    finally:
-        proc.terminate()
-        try:
-            _, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate(timeout=15)
-        if t.failures and err:
-            print("roomcast-operator stderr (last lines):\n" + "\n".join(err.splitlines()[-15:]))
+    t.check("roomcast-operator with the chart's env serves /healthz", poll(30, healthz), "no answer in 30 s")
+    got = poll(30, lambda: holder() == identity)
+    t.check(f"roomcast-operator takes Lease {lease}", got, f"holder {holder()!r}")
+    deployment = poll(30, reconciled)
+    owners = [o.get("kind") for o in (deployment or {}).get("metadata", {}).get("ownerReferences", [])]
+    t.check(
+        "roomcast-operator reconciles the example RealtimeCluster into its Deployment",
+        deployment is not None and owners == ["RealtimeCluster"],
+        f"deployment {rtc['namespace']}/{rtc['name']}: {'missing' if deployment is None else owners}",
+    )
 
 
 def check_docs_examples(t: Tally) -> None:
