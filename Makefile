@@ -2,7 +2,7 @@
 CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 
-.PHONY: run demo-cluster bench test deps fmt lint unit build release clean help
+.PHONY: run demo-cluster bench test deps fmt lint unit chart build release clean help
 
 help:
 	@echo "make run    start a gateway on 127.0.0.1:8080 (admin 127.0.0.1:9090) with the demo page"
@@ -25,7 +25,7 @@ bench: deps
 	scripts/bench
 
 ## Everything CI runs.
-test: deps fmt lint unit
+test: deps fmt lint unit chart
 
 deps:
 	@scripts/install-deps
@@ -39,6 +39,10 @@ lint:
 unit:
 	PATH="$(TOOLS)/bin:$$PATH" $(CARGO) nextest run --workspace --locked --profile ci
 	$(CARGO) test --workspace --doc --locked
+
+## Helm chart: lint, render against the Kubernetes API stand-in, validate every object.
+chart:
+	scripts/check-chart
 
 build:
 	$(CARGO) build --workspace --locked
