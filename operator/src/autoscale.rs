@@ -321,6 +321,7 @@ mod tests {
                 })
                 .collect(),
             scale_ups: Vec::new(),
+            last_sync: None,
         }
     }
 
@@ -500,6 +501,7 @@ mod tests {
                         replicas,
                     })
                     .collect(),
+                last_sync: None,
             };
             let reported = u32::try_from(current).unwrap();
             let d = decide(&policy(), &obs(current, reported, conns), &h, t(0));
@@ -539,6 +541,7 @@ mod tests {
                     time: Time(t(-10)),
                     replicas: 4,
                 }],
+                last_sync: None,
             },
             t(0),
         );

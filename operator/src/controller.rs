@@ -153,13 +153,24 @@ pub fn error_policy(rtc: Arc<RealtimeCluster>, error: &Error, ctx: Arc<Context>)
     Action::requeue(wait)
 }
 
+/// How long until the next autoscaler sync is due, or `None` when it is due now: a sync
+/// counts as done for the three quarters of a period after `last` (status times have
+/// second precision, so a whole period would skip syncs that are on time).
+pub fn sync_wait(last: Option<&Time>, now: Timestamp, period: Duration) -> Option<Duration> {
+    let since = now.duration_since(last?.0);
+    let since = Duration::try_from(since).ok()?;
+    (since < period * 3 / 4).then(|| (period - since).max(Duration::from_millis(100)))
+}
+
 /// What the replica logic settled on for this sync.
 struct Plan {
     replicas: Option<i32>,
     connections: Option<i64>,
     scaled: Option<(i32, i32)>,
-    scaling: (State, &'static str, String),
-    metrics: (State, &'static str, String),
+    /// `None` keeps the condition as it is.
+    scaling: Option<(State, &'static str, String)>,
+    /// `None` keeps the condition as it is.
+    metrics: Option<(State, &'static str, String)>,
     history: Option<crate::crd::AutoscalerHistory>,
     scale_down: Option<ScaleDownProgress>,
     /// Ready gateway pods counted from the pod list, when the pods were listed.
@@ -174,8 +185,8 @@ impl Plan {
             replicas,
             connections: None,
             scaled: None,
-            scaling: (State::False, "Steady", String::new()),
-            metrics: (State::Unknown, "NotRead", String::new()),
+            scaling: Some((State::False, "Steady", String::new())),
+            metrics: Some((State::Unknown, "NotRead", String::new())),
             history: None,
             scale_down: None,
             ready_pods: None,
@@ -254,16 +265,16 @@ async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<Actio
         AutoscalingMode::External => {
             // The scale subresource writes spec.replicas; pass it on, decide nothing.
             let mut plan = Plan::hold(rtc.spec.replicas, ctx.settings.sync_period);
-            plan.scaling = (
+            plan.scaling = Some((
                 State::False,
                 "ExternalAutoscaling",
                 "replicas come from the scale subresource".into(),
-            );
-            plan.metrics = (
+            ));
+            plan.metrics = Some((
                 State::Unknown,
                 "ExternalAutoscaling",
                 "the operator does not read metrics in External mode".into(),
-            );
+            ));
             plan
         }
         AutoscalingMode::Builtin => {
@@ -320,26 +331,19 @@ async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<Actio
         generation,
         now,
     );
-    let (s, reason, message) = plan.scaling.clone();
-    status::set_condition(
-        &mut st.conditions,
-        SCALING,
-        s,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    let (s, reason, message) = plan.metrics.clone();
-    status::set_condition(
-        &mut st.conditions,
-        METRICS_AVAILABLE,
-        s,
-        reason,
-        message,
-        generation,
-        now,
-    );
+    for (type_, condition) in [(SCALING, &plan.scaling), (METRICS_AVAILABLE, &plan.metrics)] {
+        if let Some((s, reason, message)) = condition.clone() {
+            status::set_condition(
+                &mut st.conditions,
+                type_,
+                s,
+                reason,
+                message,
+                generation,
+                now,
+            );
+        }
+    }
     if st != old {
         write_status(&clusters, &name, &st).await?;
     }
@@ -372,6 +376,20 @@ async fn builtin(
 ) -> Result<Plan, Error> {
     let spec = &rtc.spec.autoscaling;
     let policy = Policy::from(spec);
+    if current.is_some() && old.scale_down.is_none() {
+        let last = old.autoscaler.as_ref().and_then(|h| h.last_sync.as_ref());
+        if let Some(wait) = sync_wait(last, now, ctx.settings.sync_period) {
+            // Triggered early (our own status write, an owned object's change): the last
+            // reading stands; autoscaling runs once per sync period, as the HPA's does.
+            let mut plan = Plan::hold(current, wait);
+            plan.connections = old.connections;
+            plan.ready_pods = old.ready_replicas;
+            plan.history = old.autoscaler.clone();
+            plan.scaling = None;
+            plan.metrics = None;
+            return Ok(plan);
+        }
+    }
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let listed = pods_api
         .list(&ListParams::default().labels(&desired::selector_string(name)))
@@ -387,24 +405,27 @@ async fn builtin(
     plan.ready_pods =
         Some(i32::try_from(gateway_pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX));
     plan.connections = Some(i64::try_from(readings.total()).unwrap_or(i64::MAX));
-    plan.metrics = metrics_condition(&gateway_pods, &readings);
-    plan.history = old.autoscaler.clone();
+    let metrics = metrics_condition(&gateway_pods, &readings);
     // Warn when ready pods cannot be read (not merely because none is ready yet).
-    if plan.metrics.1 == "ScrapeFailed"
+    if metrics.1 == "ScrapeFailed"
         && status::condition(old, METRICS_AVAILABLE).is_none_or(|c| c.reason != "ScrapeFailed")
     {
         plan.events.push(event(
             EventType::Warning,
             "MetricsUnavailable",
             "Scrape",
-            plan.metrics.2.clone(),
+            metrics.2.clone(),
         ));
     }
+    plan.metrics = Some(metrics);
+    let mut history = old.autoscaler.clone().unwrap_or_default();
+    history.last_sync = Some(Time(now));
+    plan.history = Some(history.clone());
 
     let Some(current) = current else {
         // First sync: start at the lower bound; the autoscaler takes over next time.
         plan.replicas = Some(policy.min_replicas);
-        plan.scaling = (State::False, "Creating", "starting at minReplicas".into());
+        plan.scaling = Some((State::False, "Creating", "starting at minReplicas".into()));
         return Ok(plan);
     };
 
@@ -426,9 +447,10 @@ async fn builtin(
         reported_pods: u32::try_from(readings.connections.len()).unwrap_or(u32::MAX),
         connections: readings.total(),
     };
-    let history = old.autoscaler.clone().unwrap_or_default();
     let decision = autoscale::decide(&policy, &obs, &history, now);
-    plan.history = Some(decision.history.clone());
+    let mut history = decision.history.clone();
+    history.last_sync = Some(Time(now));
+    plan.history = Some(history.clone());
     let detail = format!(
         "{} connections over {} reporting pods, target {} per pod",
         obs.connections, obs.reported_pods, policy.target_per_pod
@@ -437,14 +459,14 @@ async fn builtin(
         let k = usize::try_from(current - decision.replicas).unwrap_or(0);
         let victims = drain::choose_victims(&readings.connections, k);
         if victims.is_empty() {
-            plan.scaling = (State::False, "NoVictims", "no pod can be drained".into());
+            plan.scaling = Some((State::False, "NoVictims", "no pod can be drained".into()));
             return Ok(plan);
         }
         let progress = drain::begin(current, victims, now);
         // Record the scale-down before any side effect, so a restart resumes this one.
         let mut st = old.clone();
         st.scale_down = Some(progress.clone());
-        st.autoscaler = Some(decision.history);
+        st.autoscaler = Some(history);
         write_status(clusters, name, &st).await?;
         plan.events.push(event(
             EventType::Normal,
@@ -471,11 +493,11 @@ async fn builtin(
     plan.replicas = Some(decision.replicas);
     if decision.replicas > current {
         plan.scaled = Some((current, decision.replicas));
-        plan.scaling = (
+        plan.scaling = Some((
             State::True,
             Reason::ScaleUp.as_str(),
             format!("{current} -> {}", decision.replicas),
-        );
+        ));
         plan.events.push(event(
             EventType::Normal,
             "ScaleUp",
@@ -483,7 +505,7 @@ async fn builtin(
             format!("scaled {current} -> {} ({detail})", decision.replicas),
         ));
     } else {
-        plan.scaling = (State::False, decision.reason.as_str(), detail);
+        plan.scaling = Some((State::False, decision.reason.as_str(), detail));
     }
     Ok(plan)
 }
@@ -520,7 +542,7 @@ async fn continue_scale_down(
             plan.replicas = Some(to);
             plan.scaled = Some((from, to));
             plan.scale_down = None;
-            plan.scaling = (State::True, "ScaleDown", format!("{from} -> {to}"));
+            plan.scaling = Some((State::True, "ScaleDown", format!("{from} -> {to}")));
             plan.events.push(event(
                 EventType::Normal,
                 "ScaleDown",
@@ -548,11 +570,11 @@ async fn continue_scale_down(
             ));
             plan.replicas = Some(from);
             plan.scale_down = Some(progress);
-            plan.scaling = (
+            plan.scaling = Some((
                 State::True,
                 "Draining",
                 format!("waiting for {} to accept the drain", pending.join(", ")),
-            );
+            ));
             plan.requeue = DRAIN_RETRY;
         }
     }
@@ -691,6 +713,34 @@ mod tests {
     use crate::fixtures::{self, FakeGateway, cluster, deployment, not_found, pod, pod_list};
     use http::{Method, StatusCode};
     use serde_json::{Value, json};
+
+    #[test]
+    fn autoscaler_syncs_once_per_period() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let period = Duration::from_secs(15);
+        let at = |secs: i64| t0 + SignedDuration::from_secs(secs);
+        assert_eq!(sync_wait(None, at(0), period), None, "never synced: due");
+        let last = Time(t0);
+        assert_eq!(
+            sync_wait(Some(&last), at(1), period),
+            Some(Duration::from_secs(14))
+        );
+        assert_eq!(
+            sync_wait(Some(&last), at(11), period),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            sync_wait(Some(&last), at(12), period),
+            None,
+            "three quarters: due"
+        );
+        assert_eq!(sync_wait(Some(&last), at(60), period), None);
+        assert_eq!(
+            sync_wait(Some(&last), at(-5), period),
+            None,
+            "clock went back: due"
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -971,6 +1021,41 @@ mod tests {
         };
         run_reconcile(rtc, ctx.clone(), script).await.unwrap();
         assert!(ctx.telemetry.render().contains("direction=\"up\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn an_early_reconcile_reads_nothing_and_writes_nothing() {
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let now = Time(Timestamp::now());
+        let first = cluster(json!({"nats": {"url": "n"}}), None);
+        // What a full sync a moment ago left behind.
+        let status = json!({
+            "observedGeneration": 3, "replicas": 2, "readyReplicas": 2, "ready": "2/2",
+            "connections": 40, "selector": desired::selector_string("chat"),
+            "autoscaler": {"recommendations": [], "scaleUps": [], "lastSync": now},
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "AllReplicasReady", "message": "2/2 replicas ready", "lastTransitionTime": now, "observedGeneration": 3},
+                {"type": "Scaling", "status": "False", "reason": "WithinTolerance", "message": "x", "lastTransitionTime": now, "observedGeneration": 3},
+                {"type": "MetricsAvailable", "status": "True", "reason": "MetricsRead", "message": "2 of 2", "lastTransitionTime": now, "observedGeneration": 3}
+            ]
+        });
+        let rtc = cluster(serde_json::to_value(&first.spec).unwrap(), Some(status));
+        let script = async move {
+            api.next()
+                .await
+                .expect(Method::GET, DEPLOYMENT)
+                .respond(StatusCode::OK, &deployment(2));
+            // No pod list, no scrape: straight to the (unchanged) applies, and no status write.
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 2);
+            api
+        };
+        let action = run_reconcile(rtc, ctx, script).await.unwrap();
+        assert_ne!(
+            action,
+            Action::requeue(Duration::from_secs(15)),
+            "requeued for the rest of the period"
+        );
     }
 
     fn scale_down_cluster(status: Option<Value>) -> RealtimeCluster {

@@ -388,6 +388,10 @@ pub struct AutoscalerHistory {
     /// Replicas added by recent scale-ups.
     #[serde(default)]
     pub scale_ups: Vec<TimedReplicas>,
+    /// When the autoscaler last read the pods; reconciles sooner than a sync period after
+    /// it (e.g. triggered by the operator's own status write) neither read nor decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<Time>,
 }
 
 /// A replica count at a point in time.
