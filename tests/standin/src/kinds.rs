@@ -42,6 +42,23 @@ pub struct ResourceKind {
     pub scale: Option<ScalePaths>,
     /// Whether this is a custom resource (strategic merge patch is refused for these, as upstream).
     pub custom: bool,
+    /// Extra `kubectl get` columns (a CRD version's `additionalPrinterColumns`).
+    pub printer_columns: Vec<PrinterColumn>,
+}
+
+/// One `additionalPrinterColumns` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrinterColumn {
+    /// Column header.
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub column_type: String,
+    /// Simple JSON path (`.status.ready`) of the value.
+    pub json_path: String,
+    /// Description shown by `kubectl explain`-like tools.
+    pub description: String,
+    /// 0 for default output, higher for `-o wide`.
+    pub priority: i64,
 }
 
 impl ResourceKind {
@@ -91,6 +108,7 @@ fn builtin(
         status_subresource,
         scale: None,
         custom: false,
+        printer_columns: Vec::new(),
     }
 }
 
@@ -270,9 +288,30 @@ pub fn kinds_from_crd(crd: &Value) -> Result<Vec<ResourceKind>, String> {
             status_subresource: subresources.and_then(|s| s.get("status")).is_some(),
             scale,
             custom: true,
+            printer_columns: printer_columns(v),
         });
     }
     Ok(kinds)
+}
+
+/// A CRD version's `additionalPrinterColumns`.
+fn printer_columns(version: &Value) -> Vec<PrinterColumn> {
+    let columns = version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array);
+    columns
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some(PrinterColumn {
+                name: str_at(c, &["name"])?.to_string(),
+                column_type: str_at(c, &["type"]).unwrap_or("string").to_string(),
+                json_path: str_at(c, &["jsonPath"])?.to_string(),
+                description: str_at(c, &["description"]).unwrap_or_default().to_string(),
+                priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 /// The string at a key path, if present.

@@ -28,6 +28,7 @@ mod routes;
 mod selector;
 mod server;
 mod store;
+mod table;
 mod versions;
 mod watch;
 

@@ -1,12 +1,12 @@
 //! The HTTP edge: turns requests into store operations and results into Kubernetes JSON responses.
 
-use crate::discovery;
 use crate::errors::ApiError;
 use crate::lifecycle::Subresource;
 use crate::routes::{self, ResourcePath, Route};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{PatchKind, PatchRequest, Propagation, Store, WatchFrom, WriteOptions};
 use crate::watch::{self, WatchRequest};
+use crate::{clock, discovery, table};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
@@ -36,11 +36,15 @@ impl App {
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response {
+    typed_response(code, body, "application/json")
+}
+
+fn typed_response(code: StatusCode, body: &Value, content_type: &'static str) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = code;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
+        header::HeaderValue::from_static(content_type),
     );
     response
 }
@@ -62,6 +66,7 @@ pub async fn handle(
 ) -> Response {
     match dispatch(&app, &method, &uri, &headers, &body) {
         Ok(Reply::Json(code, value)) => json_response(code, &value),
+        Ok(Reply::Table(value)) => typed_response(StatusCode::OK, &value, table::CONTENT_TYPE),
         Ok(Reply::Text(text)) => Response::new(Body::from(text)),
         Ok(Reply::Watch(rx)) => {
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -82,6 +87,7 @@ pub async fn handle(
 
 enum Reply {
     Json(StatusCode, Value),
+    Table(Value),
     Text(&'static str),
     Watch(tokio::sync::mpsc::Receiver<Bytes>),
 }
@@ -203,6 +209,11 @@ fn resource(
         dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
     };
     let watching = path.watch || flag(&q, "watch");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let as_table = table::wanted(accept) && sub == Subresource::Main;
     match (method.clone(), path.name.as_deref()) {
         (Method::GET, None) | (Method::GET, Some(_)) if watching => {
             if let Some(name) = &path.name {
@@ -229,6 +240,7 @@ fn resource(
                 initial_events_end: flag(&q, "sendInitialEvents"),
                 bookmarks: flag(&q, "allowWatchBookmarks"),
                 timeout,
+                table: as_table,
             };
             Ok(Reply::Watch(watch::open(
                 Arc::clone(&app.store),
@@ -236,14 +248,35 @@ fn resource(
                 app.bookmark_interval,
             )))
         }
-        (Method::GET, None) => Ok(Reply::Json(
-            StatusCode::OK,
-            app.store().list(&kind, namespace, &labels, &fields),
-        )),
-        (Method::GET, Some(name)) => Ok(Reply::Json(
-            StatusCode::OK,
-            app.store().get(&kind, namespace, name, sub)?,
-        )),
+        (Method::GET, None) => {
+            let list = app.store().list(&kind, namespace, &labels, &fields);
+            if !as_table {
+                return Ok(Reply::Json(StatusCode::OK, list));
+            }
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let rv = list
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .and_then(|r| r.parse().ok());
+            Ok(Reply::Table(table::render(
+                &kind,
+                &items,
+                rv,
+                clock::now_seconds(),
+            )))
+        }
+        (Method::GET, Some(name)) => {
+            let object = app.store().get(&kind, namespace, name, sub)?;
+            if !as_table {
+                return Ok(Reply::Json(StatusCode::OK, object));
+            }
+            Ok(Reply::Table(table::render(
+                &kind,
+                &[object],
+                None,
+                clock::now_seconds(),
+            )))
+        }
         (Method::POST, None) => {
             let created =
                 app.store()

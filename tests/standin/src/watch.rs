@@ -11,6 +11,7 @@ use crate::kinds::ResourceKind;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventType, Store, WatchFrom};
 use crate::versions;
+use crate::{clock, table};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +37,8 @@ pub struct WatchRequest {
     pub bookmarks: bool,
     /// `timeoutSeconds`.
     pub timeout: Option<Duration>,
+    /// Send each object as a one-row `Table` (kubectl's server-side printing).
+    pub table: bool,
 }
 
 fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
@@ -193,7 +196,14 @@ async fn run(
         let lines: Vec<Bytes> = events
             .iter()
             .filter_map(|e| visible(&req, e))
-            .map(|(t, o)| line(t.as_str(), &o))
+            .map(|(t, o)| {
+                let o = if req.table {
+                    table::render(&req.kind, &[o], None, clock::now_seconds())
+                } else {
+                    o
+                };
+                line(t.as_str(), &o)
+            })
             .collect();
         let tx = tx.clone();
         async move {
@@ -270,6 +280,7 @@ mod tests {
             initial_events_end: false,
             bookmarks: false,
             timeout: None,
+            table: false,
         }
     }
 

@@ -288,6 +288,10 @@ spec:
     subresources:
       status: {}
       scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}
+    additionalPrinterColumns:
+    - {name: Color, type: string, jsonPath: .spec.color}
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
 ";
 
 #[tokio::test]
@@ -307,6 +311,12 @@ async fn crd_then_custom_resources() {
         let out = h.ok(&["apply", "--validate=false", "-f", &file]).await;
         assert!(out.contains("widget.example.com/w1 configured"), "{out}");
         assert_eq!(h.ok(&["get", "wd", "-o", "name"]).await.trim(), "widget.example.com/w1");
+
+        // Server-side printing uses the CRD's printer columns.
+        let table = h.ok(&["get", "wd"]).await;
+        let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["NAME", "COLOR", "REPLICAS", "AGE"], "{table}");
+        assert_eq!(rows[1][..3], ["w1", "blue", "1"], "{table}");
 
         h.ok(&["scale", "wd", "w1", "--replicas=4"]).await;
         h.ok(&["patch", "wd", "w1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":3},"spec":{"color":"ignored"}}"#]).await;
