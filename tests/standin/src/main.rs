@@ -3,6 +3,7 @@
 //! `kube-standin --listen 127.0.0.1:0 --kubeconfig-out PATH [--bookmark-interval-ms N] [--history N]`
 //! prints `kube-standin listening http://ADDR` once bound and the kubeconfig is written.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,6 +54,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let stop = match Stop::register() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kube-standin: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let running = match kube_standin::start_with(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -60,12 +68,41 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("kube-standin listening {}", running.url());
-    println!(
-        "kube-standin kubeconfig {}",
+    // A harness may stop reading after the first line: a closed stdout is not an error.
+    let announcement = format!(
+        "kube-standin listening {}\nkube-standin kubeconfig {}\n",
+        running.url(),
         running.kubeconfig_path.display()
     );
-    let _ = tokio::signal::ctrl_c().await;
+    let mut stdout = std::io::stdout();
+    let _ = stdout
+        .write_all(announcement.as_bytes())
+        .and_then(|()| stdout.flush());
+    stop.wait().await;
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Waits for SIGINT or SIGTERM (how test harnesses stop child processes). The handlers are
+/// registered before the address is announced, so a signal sent right after it is not lost.
+struct Stop {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }

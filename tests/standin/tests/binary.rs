@@ -44,7 +44,16 @@ async fn binary_announces_address_and_writes_kubeconfig() {
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"gitVersion\""), "{body}");
 
-        child.kill().await.expect("stop");
+        // SIGTERM stops it cleanly.
+        let pid = child.id().expect("running").to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = child.wait().await.expect("exits");
+        assert!(exit.success(), "{exit:?}");
         let _ = std::fs::remove_file(&path);
     })
     .await
