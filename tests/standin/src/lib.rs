@@ -104,6 +104,11 @@ impl Running {
         self.store().compact();
     }
 
+    /// How many watch streams are open, e.g. to wait until an operator's watches are established.
+    pub fn open_watches(&self) -> usize {
+        self.store().open_watches()
+    }
+
     /// The current (latest) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.store().rv()

@@ -201,6 +201,11 @@ impl Store {
         self.cuts.send_modify(|n| *n += 1);
     }
 
+    /// How many watch streams are open.
+    pub fn open_watches(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// A signal that changes when [`Store::cut_watches`] is called.
     pub fn watch_cuts(&self) -> tokio::sync::watch::Receiver<u64> {
         self.cuts.subscribe()

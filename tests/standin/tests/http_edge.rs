@@ -1,4 +1,5 @@
-//! Bad requests get Kubernetes `Status` errors with the right code, never a dropped connection.
+//! The HTTP edge: bad requests get Kubernetes `Status` errors with the right code (never a dropped
+//! connection), and a watch ends when its client goes away.
 
 mod common;
 
@@ -126,6 +127,41 @@ async fn malformed_requests_are_rejected_with_status_bodies() {
         let object: Value = serde_json::from_str(&body).expect("json");
         assert_eq!(object["metadata"]["name"], "c");
         assert!(object.get("data").is_none());
+    })
+    .await
+    .expect("test exceeded its deadline");
+}
+
+/// Polls `condition` until it holds or the deadline passes.
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_watch_ends_when_its_client_goes_away() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let standin = kube_standin::start().await.expect("stand-in starts");
+        assert_eq!(standin.open_watches(), 0);
+        let mut conn = tokio::net::TcpStream::connect(standin.addr)
+            .await
+            .expect("connect");
+        let head = format!("GET {CMS}?watch=true HTTP/1.1\r\nHost: standin\r\n\r\n");
+        conn.write_all(head.as_bytes()).await.expect("request");
+        let mut first = [0u8; 12];
+        conn.read_exact(&mut first).await.expect("response head");
+        assert_eq!(&first, b"HTTP/1.1 200");
+        eventually("the watch to open", || standin.open_watches() == 1).await;
+        // No bookmarks and no events: only the closed connection can end it.
+        drop(conn);
+        eventually("the watch to close", || standin.open_watches() == 0).await;
     })
     .await
     .expect("test exceeded its deadline");
