@@ -8,7 +8,7 @@ mod nats;
 
 use common::within;
 use nats::{
-    CLUSTER, Interest, NatsServer, eventually_count, gateway, metric, room_subject, user,
+    CLUSTER, Interest, NatsServer, discover, eventually_count, gateway, metric, room_subject, user,
     wait_ready,
 };
 use serde_json::{Value, json};
@@ -161,6 +161,9 @@ async fn gateway_started_while_nats_is_down_becomes_ready_when_it_comes_up() {
         nats.restart().await;
         wait_ready(&a, 200).await;
         wait_ready(&b, 200).await;
+        // b never met a: until the hellos cross, a join on b is confirmed by
+        // the NATS server alone (see join_ok_waits_until_the_nats_server_has_the_subscription).
+        discover(&[&a, &b]).await;
         bob.join("r").await;
         let mut alice = user(&a, "alice").await;
         alice

@@ -263,6 +263,15 @@ impl NatsServer {
         }
     }
 
+    /// Suspends the process (SIGSTOP) until the guard is dropped (SIGCONT):
+    /// its sockets stay open and accept bytes, but nothing is processed, as
+    /// with a server that is overloaded or paused by the scheduler.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self.child.as_ref().expect("a running server").id();
+        signal(pid, "-STOP");
+        Frozen { pid }
+    }
+
     /// Starts the server again on the same ports (and routes) after [`stop`](Self::stop).
     pub async fn restart(&mut self) {
         self.stop();
@@ -322,6 +331,26 @@ impl Drop for NatsServer {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A suspended server; resumed when dropped, also when a test fails.
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.pid, "-CONT");
+    }
+}
+
+/// Sends a signal to one process by PID with `kill(1)`.
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
+    assert!(status.success(), "kill {sig} {pid}: {status}");
 }
 
 /// One client connection as `/connz?subs=1` lists it.
@@ -488,6 +517,23 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nats/fixtures")).join(name)
 }
 
+/// Asks presence of `room` through `c` until it answers exactly `want`
+/// (peers are discovered asynchronously after a gateway starts).
+pub async fn eventually_members(c: &mut Client, room: &str, want: &[&str]) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let members = scenarios::presence(c, room).await;
+        if members == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence of {room} is {members:?}, not {want:?}, after {STEP:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The NATS subject of a room in the gateway's design: `<cluster>.room.<room>`.
 pub fn room_subject(cluster: &str, room: &str) -> String {
     format!("{cluster}.room.{room}")
@@ -514,6 +560,8 @@ pub async fn gateway_with(
         c.nats.url = urls;
         c.nats.cluster_name = CLUSTER.into();
         c.auth.jwt_secret = Some(jwt::SECRET.into());
+        // Peer answers (join sync, presence) may be slow on a loaded CI machine.
+        c.nats.request_timeout_ms = 5_000;
         tweak(c);
     })
     .await;
@@ -521,14 +569,50 @@ pub async fn gateway_with(
     gw
 }
 
-/// Gateways gw-a, gw-b, … the i-th attached to the NATS URLs `attachments[i]`.
+/// Gateways gw-a, gw-b, … the i-th attached to the NATS URLs `attachments[i]`,
+/// returned once they have discovered each other.
 pub async fn gateways(attachments: Vec<Vec<String>>) -> Vec<TestGateway> {
     let mut gws = Vec::new();
     for (i, urls) in attachments.into_iter().enumerate() {
         let name = format!("gw-{}", char::from(b'a' + i as u8));
         gws.push(gateway(&name, urls).await);
     }
+    discover(&gws.iter().collect::<Vec<_>>()).await;
     gws
+}
+
+/// Waits until every gateway knows every other one. Gateways discover peers
+/// by hellos after they turn ready; until then a join is confirmed by the
+/// local NATS server only. Probe members (one per gateway, in one room) must
+/// all show in presence asked on every gateway; they leave no trace after.
+pub async fn discover(gws: &[&TestGateway]) {
+    let room = "peer-discovery";
+    let names: Vec<String> = gws
+        .iter()
+        .map(|gw| format!("probe-{}", gw.config.node_name))
+        .collect();
+    let mut baseline = Vec::new();
+    for gw in gws {
+        baseline.push(metric(gw, "roomcast_bus_subscriptions").await);
+    }
+    let mut probes = Vec::new();
+    for (gw, name) in gws.iter().zip(&names) {
+        let mut probe = user(gw, name).await;
+        probe.join(room).await;
+        probes.push(probe);
+    }
+    let want: Vec<&str> = names.iter().map(String::as_str).collect();
+    for probe in &mut probes {
+        eventually_members(probe, room, &want).await;
+    }
+    for probe in probes {
+        probe.close().await;
+    }
+    for (gw, before) in gws.iter().zip(baseline) {
+        let settled =
+            || async { (metric(gw, "roomcast_bus_subscriptions").await == before).then_some(()) };
+        eventually(STEP, "probe subscriptions gone", settled).await;
+    }
 }
 
 /// A bearer token for `user`, accepted by every test gateway.

@@ -484,3 +484,36 @@ fn namespaced(mut subjects: Vec<String>) -> Vec<String> {
     subjects.retain(|s| s.starts_with(&format!("{CLUSTER}.")));
     subjects
 }
+
+/// A join's `ok` must wait for the NATS server to have the subscription:
+/// while the server is frozen (it accepts bytes but processes nothing) a
+/// join may wait or answer `unavailable`, never `ok`. Once it thaws, the join
+/// succeeds and a publish from the other gateway arrives.
+pub async fn join_ok_needs_the_server(
+    subscriber_gw: &TestGateway,
+    publisher_gw: &TestGateway,
+    server: &super::NatsServer,
+) {
+    let mut subscriber = user(subscriber_gw, "subscriber").await;
+    let mut publisher = user(publisher_gw, "publisher").await;
+    {
+        let _frozen = server.freeze();
+        let asked = std::time::Instant::now();
+        let reply = subscriber
+            .request(json!({"type": "join", "room": "frozen"}))
+            .await;
+        assert_eq!(
+            reply["type"],
+            "error",
+            "join answered {reply} after {:?} while nats-server could not have processed the SUB",
+            asked.elapsed()
+        );
+        assert_eq!(reply["code"], "unavailable", "{reply}");
+    }
+    subscriber.join("frozen").await;
+    publisher
+        .ok(json!({"type": "publish", "room": "frozen", "data": "thawed"}))
+        .await;
+    let got = subscriber.recv_type("message").await;
+    assert_message(&got, "frozen", json!("publisher"), &json!("thawed"));
+}
