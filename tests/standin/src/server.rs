@@ -1,6 +1,7 @@
 //! The HTTP edge: turns requests into store operations and results into Kubernetes JSON responses.
 
 use crate::errors::ApiError;
+use crate::kinds::ResourceKind;
 use crate::lifecycle::Subresource;
 use crate::routes::{self, ResourcePath, Route};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -172,6 +173,60 @@ fn manager(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
         .to_string()
 }
 
+/// The watch a `?watch=true` GET asks for.
+fn watch_request(
+    q: &HashMap<String, String>,
+    path: &ResourcePath,
+    kind: ResourceKind,
+    labels: LabelSelector,
+    mut fields: FieldSelector,
+    table: bool,
+) -> Result<WatchRequest, ApiError> {
+    if let Some(name) = &path.name {
+        fields.0.push(("metadata.name".into(), true, name.clone()));
+    }
+    let initial_events_end = flag(q, "sendInitialEvents");
+    let from = match q.get("resourceVersion").map(String::as_str) {
+        _ if initial_events_end => WatchFrom::Snapshot,
+        None | Some("" | "0") => WatchFrom::Snapshot,
+        Some(rv) => WatchFrom::After(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|t| *t > 0)
+        .map(Duration::from_secs);
+    Ok(WatchRequest {
+        kind,
+        namespace: path.namespace.clone(),
+        labels,
+        fields,
+        from,
+        initial_events_end,
+        bookmarks: flag(q, "allowWatchBookmarks"),
+        timeout,
+        table,
+    })
+}
+
+/// The patch format named by the request's content type.
+fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/merge-patch+json" => Ok(PatchKind::Merge),
+        "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
+        "application/json-patch+json" => Ok(PatchKind::Json),
+        "application/apply-patch+yaml" => Ok(PatchKind::Apply),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
 fn resource(
     app: &App,
     method: &Method,
@@ -201,7 +256,7 @@ fn resource(
     }
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
-    let mut fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
     let opts = WriteOptions {
         manager: manager(&q, headers),
@@ -215,33 +270,8 @@ fn resource(
         .unwrap_or_default();
     let as_table = table::wanted(accept) && sub == Subresource::Main;
     match (method.clone(), path.name.as_deref()) {
-        (Method::GET, None) | (Method::GET, Some(_)) if watching => {
-            if let Some(name) = &path.name {
-                fields.0.push(("metadata.name".into(), true, name.clone()));
-            }
-            let from = match q.get("resourceVersion").map(String::as_str) {
-                _ if flag(&q, "sendInitialEvents") => WatchFrom::Snapshot,
-                None | Some("" | "0") => WatchFrom::Snapshot,
-                Some(rv) => WatchFrom::After(rv.parse().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-                })?),
-            };
-            let timeout = q
-                .get("timeoutSeconds")
-                .and_then(|t| t.parse::<u64>().ok())
-                .filter(|t| *t > 0)
-                .map(Duration::from_secs);
-            let req = WatchRequest {
-                kind,
-                namespace: path.namespace.clone(),
-                labels,
-                fields,
-                from,
-                initial_events_end: flag(&q, "sendInitialEvents"),
-                bookmarks: flag(&q, "allowWatchBookmarks"),
-                timeout,
-                table: as_table,
-            };
+        (Method::GET, _) if watching => {
+            let req = watch_request(&q, &path, kind, labels, fields, as_table)?;
             Ok(Reply::Watch(watch::open(
                 Arc::clone(&app.store),
                 req,
@@ -298,17 +328,7 @@ fn resource(
             Ok(Reply::Json(StatusCode::OK, updated))
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let patch_kind = match content_type.split(';').next().unwrap_or_default().trim() {
-                "application/merge-patch+json" => PatchKind::Merge,
-                "application/strategic-merge-patch+json" => PatchKind::Strategic,
-                "application/json-patch+json" => PatchKind::Json,
-                "application/apply-patch+yaml" => PatchKind::Apply,
-                other => return Err(ApiError::unsupported_media_type(other)),
-            };
+            let patch_kind = patch_kind(headers)?;
             if patch_kind == PatchKind::Apply && q.get("fieldManager").is_none_or(String::is_empty)
             {
                 return Err(ApiError::invalid(
@@ -370,7 +390,11 @@ fn resource(
                     name,
                     propagation,
                     &preconditions,
-                    opts.dry_run || options.get("dryRun").is_some(),
+                    opts.dry_run
+                        || options
+                            .get("dryRun")
+                            .and_then(Value::as_array)
+                            .is_some_and(|d| !d.is_empty()),
                 )?,
                 None => store.delete_collection(&kind, namespace, &labels, &fields, propagation),
             };
