@@ -381,9 +381,11 @@ async fn generated_room_names_are_judged_by_the_rule() {
             "[A-Za-z0-9_:@/-]{0,3}",
             "[A-Za-z0-9_:@/-]{126,130}",
             "[A-Za-z0-9_:@/. *>#%\\t\\n\u{e9}\u{1F600}-]{0,12}",
+            // Exactly one character outside the alphabet, among valid ones.
+            "[A-Za-z0-9_:@/-]{0,4}[. *>#%,+?\\t\\n\u{e9}\u{1F600}][A-Za-z0-9_:@/-]{0,4}",
         ];
         let mut runner = TestRunner::deterministic();
-        let names: Vec<String> = (0..300)
+        let names: Vec<String> = (0..400)
             .map(|_| {
                 strategy
                     .new_tree(&mut runner)
