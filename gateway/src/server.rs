@@ -35,7 +35,7 @@ use crate::{api, session};
 
 /// Read buffer of each WebSocket. Small, because most connections are idle
 /// most of the time; large frames are read in several steps.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 256;
 /// Bytes buffered before a write reaches the socket; a flush always writes.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 

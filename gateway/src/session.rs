@@ -52,7 +52,7 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, identity: Identity) {
     conn.outbound.push(
         protocol::welcome(&conn.session, &conn.user, &shared.node, config.heartbeat_ms).into(),
     );
-    shared.hub.connect(&conn).await;
+    Box::pin(shared.hub.connect(&conn)).await;
     tracing::debug!(session = %conn.session, user = %conn.user, "connected");
 
     let heartbeat = Duration::from_millis(config.heartbeat_ms);
@@ -91,7 +91,7 @@ pub async fn run(socket: WebSocket, shared: Arc<Shared>, identity: Identity) {
         .await;
     }
     let rooms = std::mem::take(&mut session.joined);
-    shared.hub.disconnect(&conn, rooms).await;
+    Box::pin(shared.hub.disconnect(&conn, rooms)).await;
     tracing::debug!(session = %conn.session, "disconnected");
 }
 
@@ -159,7 +159,9 @@ impl Session {
         }
         let request = protocol::decode(text);
         let outcome = match request.op {
-            Ok(op) => self.execute(op).await,
+            // Boxed: executing can await the bus, whose futures are large;
+            // inline they would sit in every idle connection's task.
+            Ok(op) => Box::pin(self.execute(op)).await,
             Err(failure) => Err(failure),
         };
         match (outcome, &request.id) {
