@@ -2,14 +2,15 @@
 //! port. Gateways keep their WebSocket clients, turn unready, answer
 //! `unavailable` (503 on the HTTP API), and recover on their own: readiness,
 //! room and user subscriptions, cross-gateway delivery, without rejoining.
+//! On a NATS cluster, a gateway whose node dies fails over to another node.
 
 mod common;
 mod nats;
 
-use common::within;
+use common::{eventually, within};
 use nats::{
-    CLUSTER, Interest, NatsServer, discover, eventually_count, gateway, metric, room_subject, user,
-    wait_ready,
+    CLUSTER, Interest, NatsCluster, NatsServer, discover, eventually_count, gateway, gateways,
+    metric, room_subject, user, wait_ready,
 };
 use serde_json::{Value, json};
 
@@ -175,6 +176,75 @@ async fn gateway_started_while_nats_is_down_becomes_ready_when_it_comes_up() {
             .await;
         assert_eq!(bob.recv_type("direct").await["data"], 2);
         assert_eq!(nats.subscribers(&room_subject(CLUSTER, "r")).await, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gateway_fails_over_to_another_nats_node_without_rejoining() {
+    within(90, async {
+        let mut cluster = NatsCluster::start(3).await;
+        // Both gateways know every node; each picks one.
+        let gws = gateways(vec![cluster.urls(), cluster.urls()]).await;
+        let (a, b) = (&gws[0], &gws[1]);
+        let room = "failover";
+        let mut alice = user(a, "alice").await;
+        let mut bob = user(b, "bob").await;
+        bob.join(room).await;
+        alice
+            .ok(json!({"type": "publish", "room": room, "data": "before"}))
+            .await;
+        assert_eq!(bob.recv_type("message").await["data"], "before");
+
+        // Kill the node b is attached to.
+        let name = "roomcast-gateway gw-b";
+        let dead = cluster.node_of(name).await.expect("gw-b is connected");
+        let reconnects = metric(b, "roomcast_bus_reconnects_total").await;
+        cluster.nodes[dead].stop();
+        eventually(
+            std::time::Duration::from_secs(15),
+            "gw-b on another node",
+            || async { cluster.node_of(name).await.filter(|n| *n != dead) },
+        )
+        .await;
+        wait_ready(b, 200).await;
+        assert!(metric(b, "roomcast_bus_reconnects_total").await > reconnects);
+        // b's room subscription was restored on its new node, without a rejoin.
+        eventually_count(&cluster, &room_subject(CLUSTER, room), 1).await;
+        // The interest still has to cross the route to a's node: publish
+        // until one arrives, then the stream is whole and in order.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let first = loop {
+            alice
+                .ok(json!({"type": "publish", "room": room, "data": "probe"}))
+                .await;
+            if let Some(got) = bob.try_recv(std::time::Duration::from_millis(100)).await {
+                break got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no message crossed after failover"
+            );
+        };
+        assert_eq!(first["data"], "probe", "{first}");
+        for n in 0..20 {
+            alice
+                .ok(json!({"type": "publish", "room": room, "data": n}))
+                .await;
+        }
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            let data = bob.recv_type("message").await["data"].clone();
+            if data != "probe" {
+                got.push(data);
+            }
+        }
+        let want: Vec<Value> = (0..20).map(|n| json!(n)).collect();
+        assert_eq!(got, want);
+        alice
+            .ok(json!({"type": "send", "to": "bob", "data": "direct"}))
+            .await;
+        assert_eq!(bob.recv_type("direct").await["data"], "direct");
     })
     .await;
 }

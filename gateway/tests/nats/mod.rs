@@ -491,12 +491,25 @@ impl Interest for NatsServer {
 }
 
 impl Interest for NatsCluster {
+    /// The clients of the running nodes (a stopped node has none).
     async fn clients(&self) -> Vec<ClientConn> {
         let mut all = Vec::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
             all.extend(node.clients().await);
         }
         all
+    }
+}
+
+impl NatsCluster {
+    /// The index of the running node a client named `name` is connected to.
+    pub async fn node_of(&self, name: &str) -> Option<usize> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.is_running() && node.clients().await.iter().any(|c| c.name == name) {
+                return Some(i);
+            }
+        }
+        None
     }
 }
 
