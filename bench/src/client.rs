@@ -1,0 +1,152 @@
+//! One benchmark client connection: TCP from an optional loopback source
+//! address, the WebSocket handshake, the welcome, joins; plus the tiny HTTP
+//! request that starts a drain.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use crate::BenchError;
+use crate::target::{Target, is_ipv6};
+use crate::wire::{self, Incoming};
+
+/// A client WebSocket.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// How long a handshake, welcome or join may take before the client gives up.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens a WebSocket to `target`, from `source` when given.
+pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Ws, BenchError> {
+    let socket = if is_ipv6(&target.addr) {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(target.addr).await?;
+    // Latency matters more than packet count for a benchmark client.
+    stream.set_nodelay(true)?;
+    // Small buffers: thousands of these live in one process.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0);
+    let (ws, _response) = client_async_with_config(target.url.as_str(), stream, Some(config))
+        .await
+        .map_err(|e| BenchError::new(format!("handshake with {}: {e}", target.url)))?;
+    Ok(ws)
+}
+
+/// Reads the first frame, which must be `welcome`; returns the node name.
+pub async fn welcome(ws: &mut Ws) -> Result<String, BenchError> {
+    match next_text(ws).await? {
+        Some(text) => match wire::decode(&text) {
+            Incoming::Welcome { node } => Ok(node),
+            other => Err(BenchError::new(format!("expected welcome, got {other:?}"))),
+        },
+        None => Err(BenchError::new("closed before welcome")),
+    }
+}
+
+/// Connects and reads the welcome, within [`STEP_TIMEOUT`].
+pub async fn connect_welcomed(
+    target: &Target,
+    source: Option<IpAddr>,
+) -> Result<(Ws, String), BenchError> {
+    timeout(STEP_TIMEOUT, async {
+        let mut ws = connect(target, source).await?;
+        let node = welcome(&mut ws).await?;
+        Ok((ws, node))
+    })
+    .await
+    .map_err(|_| BenchError::new(format!("no welcome from {} in time", target.url)))?
+}
+
+/// Joins `room` and waits for its `ok` (messages arriving meanwhile are
+/// skipped: a fresh client has none that matter).
+pub async fn join(ws: &mut Ws, room: &str, id: u64) -> Result<(), BenchError> {
+    ws.send(Message::text(wire::join(room, id))).await?;
+    timeout(STEP_TIMEOUT, async {
+        loop {
+            let Some(text) = next_text(ws).await? else {
+                return Err(BenchError::new(format!("closed before joining {room}")));
+            };
+            match wire::decode(&text) {
+                Incoming::Ok { id: Some(got) } if got == id => return Ok(()),
+                Incoming::Error {
+                    code,
+                    id: Some(got),
+                } if got == id => {
+                    return Err(BenchError::new(format!("join {room}: {code}")));
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| BenchError::new(format!("no answer to join {room} in time")))?
+}
+
+/// The next text frame, `None` once the connection is closed.
+pub async fn next_text(ws: &mut Ws) -> Result<Option<Utf8Bytes>, BenchError> {
+    while let Some(frame) = ws.next().await {
+        match frame? {
+            Message::Text(text) => return Ok(Some(text)),
+            Message::Close(_) => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// `POST /drain` on a gateway's admin listener; returns the HTTP status.
+pub async fn post_drain(admin: SocketAddr) -> Result<u16, BenchError> {
+    let request = format!(
+        "POST /drain HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    timeout(STEP_TIMEOUT, async {
+        let mut stream = TcpStream::connect(admin).await?;
+        stream.write_all(request.as_bytes()).await?;
+        // The status line fits in the first read of any sane server; read a
+        // bounded amount only.
+        let mut head = vec![0u8; 256];
+        let n = stream.read(&mut head).await?;
+        parse_status(&head[..n])
+            .ok_or_else(|| BenchError::new(format!("bad HTTP answer from {admin}")))
+    })
+    .await
+    .map_err(|_| BenchError::new(format!("no answer from {admin} in time")))?
+}
+
+/// The status code of an HTTP/1.x response head.
+pub fn parse_status(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\r').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.split(' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status(b"HTTP/1.1 202 Accepted\r\n\r\n"), Some(202));
+        assert_eq!(parse_status(b"HTTP/1.0 503 x\r\n"), Some(503));
+        assert_eq!(parse_status(b"SSH-2.0\r\n"), None);
+        assert_eq!(parse_status(b""), None);
+    }
+}

@@ -1,0 +1,60 @@
+//! The load generator's `fanout` against a real in-process gateway (alone, on
+//! the in-process bus): every message reaches every member of its room once,
+//! in order. Figures are not asserted here; `make bench` measures them.
+
+use std::time::Duration;
+
+use roomcast_bench::scenario::fanout;
+use roomcast_bench::target::parse_target;
+use roomcast_gateway::{Config, Gateway};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_delivers_everything_once_and_in_order() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let gateway = Gateway::start(Config {
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            admin_listen: "127.0.0.1:0".parse().expect("literal address"),
+            node_name: "bench-test".into(),
+            drain_seconds: 1,
+            ..Config::default()
+        })
+        .await
+        .expect("gateway starts");
+        let url = format!("ws://{}/ws", gateway.public_addr());
+        let cfg = fanout::Config {
+            targets: vec![parse_target(&url).expect("loopback URL")],
+            subscribers: 12,
+            rooms: 3,
+            publishers: 3,
+            rate: 40.0,
+            payload: 64,
+            duration: Duration::from_millis(1500),
+            warmup: Duration::ZERO,
+            grace: Duration::from_secs(20),
+            server_pids: vec![std::process::id()],
+            connect_concurrency: 8,
+            per_source_address: 0,
+            room_prefix: "t-".into(),
+        };
+        let report = fanout::run(&cfg).await.expect("fanout runs");
+
+        assert!(report.published > 0, "{report:?}");
+        assert_eq!(
+            report.expected_deliveries,
+            report.published * 4,
+            "4 members per room"
+        );
+        assert_eq!(report.delivered, report.expected_deliveries, "{report:?}");
+        assert_eq!(report.problems.lost, 0, "{report:?}");
+        assert_eq!(report.problems.duplicated, 0, "{report:?}");
+        assert_eq!(report.problems.out_of_order, 0, "{report:?}");
+        assert_eq!(report.problem_triples, 0);
+        assert_eq!(report.foreign, 0);
+        assert!(report.subscriber_closes.is_empty(), "{report:?}");
+        assert!(report.publisher_errors.is_empty(), "{report:?}");
+        assert_eq!(report.latency.count, report.delivered);
+        gateway.shutdown().await;
+    })
+    .await
+    .expect("test finished within 60 s");
+}
