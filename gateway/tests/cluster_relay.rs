@@ -107,7 +107,6 @@ async fn wildcard_and_separator_room_names_are_rejected_and_never_subscribed() {
 }
 
 #[tokio::test]
-#[ignore = "gateway bug: async-nats flush() only writes the socket; a join is ok without a server round trip"]
 async fn join_ok_waits_until_the_nats_server_has_the_subscription() {
     within(60, async {
         let nats = NatsServer::start().await;

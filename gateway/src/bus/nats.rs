@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use async_nats::client::RequestErrorKind;
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use axum::extract::ws::Utf8Bytes;
@@ -99,6 +100,7 @@ impl NatsBus {
             .max_reconnects(None)
             .ping_interval(Duration::from_secs(10))
             .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)))
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis(100u64.saturating_mul(1 << attempts.min(6)).min(5_000))
             })
@@ -181,7 +183,7 @@ impl NatsBus {
     }
 
     /// Subscribes to `topic` and returns once the subscription is confirmed
-    /// by the server (flush) and by every known peer gateway (so their NATS
+    /// by the server (a round trip) and by every known peer gateway (so their NATS
     /// servers, on a NATS cluster, have seen the interest too).
     pub async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
         if !self.is_up() {
@@ -199,12 +201,9 @@ impl NatsBus {
         if let Some(previous) = lock(&self.pumps).insert(topic.clone(), pump) {
             previous.abort();
         }
-        if !matches!(
-            tokio::time::timeout(self.request_timeout, self.client.flush()).await,
-            Ok(Ok(()))
-        ) {
+        if let Err(e) = self.server_round_trip().await {
             self.unsubscribe(topic);
-            return Err(BusError::Unavailable);
+            return Err(e);
         }
         let peers = self.live_peers();
         if peers > 0 {
@@ -222,6 +221,20 @@ impl NatsBus {
             }
         }
         Ok(())
+    }
+
+    /// Proves the NATS server has processed everything this connection sent
+    /// before (a `flush` only proves it left the socket): a request to a
+    /// subject no one subscribes to is answered by the server itself with
+    /// "no responders", after the commands ahead of it.
+    async fn server_round_trip(&self) -> Result<(), BusError> {
+        let request = self.client.request(self.ctl("rtt"), Bytes::new());
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+            // An answer (someone subscribed to it after all) is a round trip too.
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(BusError::Unavailable),
+        }
     }
 
     /// Drops `topic`'s subscription.
