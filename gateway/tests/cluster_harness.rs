@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::within;
 use nats::{
     Interest, NatsCluster, NatsServer, Ports, all_subjects, client_conns, count_subscribers,
-    parse_ports, raw_data, route_peers,
+    parse_ports, raw_data, route_peers, thread_state,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -63,6 +63,13 @@ fn route_peers_are_distinct_servers() {
 fn raw_data_keeps_the_exact_text() {
     let frame = r#"{"type":"message","room":"r","from":null,"data":{ "a" : 1.50 }}"#;
     assert_eq!(raw_data(frame), r#"{ "a" : 1.50 }"#);
+}
+
+#[test]
+fn thread_state_reads_past_a_command_name_with_spaces() {
+    assert_eq!(thread_state("42 (nats server) T 1 42"), Some('T'));
+    assert_eq!(thread_state("42 (a) b) S 1"), Some('S'));
+    assert_eq!(thread_state("garbage"), None);
 }
 
 /// A bare NATS protocol client: enough to subscribe and see it in `/connz`.
@@ -126,6 +133,19 @@ async fn standalone_server_shows_subscriptions_and_restarts_on_the_same_ports() 
         let clients = server.clients().await;
         assert_eq!(clients.len(), 1, "{clients:?}");
         assert_eq!(clients[0].name, "probe");
+
+        // A frozen server accepts the bytes but answers nothing until thawed.
+        {
+            let frozen = server.freeze();
+            assert!(frozen.all_threads_stopped());
+            probe.write("PING\r\n").await;
+            let line = tokio::time::timeout(Duration::from_millis(200), probe.line()).await;
+            assert!(line.is_err(), "a frozen server answered {line:?}");
+        }
+        assert!(
+            probe.line().await.starts_with("PONG"),
+            "thawed: the PING is answered"
+        );
 
         server.stop();
         assert!(!server.is_running());

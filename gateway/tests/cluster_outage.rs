@@ -196,18 +196,24 @@ async fn gateway_fails_over_to_another_nats_node_without_rejoining() {
             .await;
         assert_eq!(bob.recv_type("message").await["data"], "before");
 
-        // Kill the node b is attached to.
-        let name = "roomcast-gateway gw-b";
-        let dead = cluster.node_of(name).await.expect("gw-b is connected");
+        // Kill the node b is attached to (a may be on it too).
+        let dead = cluster
+            .node_of("roomcast-gateway gw-b")
+            .await
+            .expect("gw-b is connected");
         let reconnects = metric(b, "roomcast_bus_reconnects_total").await;
         cluster.nodes[dead].stop();
-        eventually(
-            std::time::Duration::from_secs(15),
-            "gw-b on another node",
-            || async { cluster.node_of(name).await.filter(|n| *n != dead) },
-        )
-        .await;
-        wait_ready(b, 200).await;
+        for gw in [a, b] {
+            let name = format!("roomcast-gateway {}", gw.config.node_name);
+            // Only running nodes are searched: found means reconnected elsewhere.
+            eventually(
+                std::time::Duration::from_secs(15),
+                &format!("{name} on a live node"),
+                || async { cluster.node_of(&name).await },
+            )
+            .await;
+            wait_ready(gw, 200).await;
+        }
         assert!(metric(b, "roomcast_bus_reconnects_total").await > reconnects);
         // b's room subscription was restored on its new node, without a rejoin.
         eventually_count(&cluster, &room_subject(CLUSTER, room), 1).await;

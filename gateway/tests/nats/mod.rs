@@ -111,6 +111,22 @@ pub struct NatsServer {
     ports: Ports,
 }
 
+/// A loopback port that is free now, below the kernel's ephemeral range (so
+/// outgoing connections never take it) and above the well-known ports.
+fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000.min(ephemeral_low.saturating_sub(1_000));
+    loop {
+        let port = rand::random_range(low..ephemeral_low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Distinguishes the temporary directories of servers in one test process.
 static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 
@@ -123,16 +139,11 @@ impl NatsServer {
     /// Starts a standalone server with further flags, e.g. `["--auth", "s3cret"]`.
     pub async fn start_with(args: &[&str]) -> NatsServer {
         let extra = args.iter().map(|a| (*a).to_owned()).collect();
-        Self::launch("n0", None, None, extra).await
+        Self::launch("n0", None, extra).await
     }
 
-    /// Starts a server that may belong to a cluster. `None` ports mean "pick a free one".
-    async fn launch(
-        name: &str,
-        membership: Option<Membership>,
-        ports: Option<Ports>,
-        extra: Vec<String>,
-    ) -> NatsServer {
+    /// Starts a server that may belong to a cluster, on fresh ports.
+    async fn launch(name: &str, membership: Option<Membership>, extra: Vec<String>) -> NatsServer {
         let dir = std::env::temp_dir().join(format!(
             "roomcast-nats-{}-{}-{name}",
             std::process::id(),
@@ -145,23 +156,65 @@ impl NatsServer {
             dir,
             membership,
             extra,
-            ports: ports.unwrap_or(Ports {
+            // Chosen by the first spawn.
+            ports: Ports {
                 client: 0,
                 monitor: 0,
                 cluster: None,
-            }),
+            },
         };
-        server.spawn(ports.is_some()).await;
+        server.spawn(false).await;
         server
     }
 
-    /// Spawns the process (fixed ports when `reuse`, else free ones) and waits
-    /// for its ports file and its `/healthz`.
+    /// Spawns the process (on its known ports when `reuse`, else on fresh
+    /// ones) and waits for its ports file and its `/healthz`.
+    ///
+    /// Fresh ports come from below the kernel's ephemeral range, so that no
+    /// outgoing connection can take a stopped server's port before its
+    /// restart. A port taken anyway is retried: with other ports at first
+    /// start, with the same ones (until the holder lets go) at a restart.
     async fn spawn(&mut self, reuse: bool) {
-        let port = |p: u16| if reuse { p.to_string() } else { "-1".into() };
+        let deadline = tokio::time::Instant::now() + BOOT;
+        loop {
+            if !reuse {
+                self.ports = Ports {
+                    client: free_port(),
+                    monitor: free_port(),
+                    cluster: self.membership.as_ref().map(|_| free_port()),
+                };
+            }
+            match self.try_spawn().await {
+                Ok(child) => {
+                    self.child = Some(child);
+                    break;
+                }
+                Err(log) => {
+                    assert!(
+                        log.contains("address already in use")
+                            && tokio::time::Instant::now() < deadline,
+                        "nats-server {} did not start:\n{log}",
+                        self.name
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let health = self.monitor_url("/healthz");
+        eventually(BOOT, &format!("{} /healthz", self.name), || async {
+            let ok = http().get(&health).send().await.ok()?.status() == 200;
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    /// One start on `self.ports`: the child once its ports file shows them,
+    /// or what it logged if it exited.
+    async fn try_spawn(&mut self) -> Result<Child, String> {
         let ports_dir = self.dir.join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).expect("create the ports dir");
+        let logged_before = self.log().len();
         let log = File::options()
             .create(true)
             .append(true)
@@ -169,13 +222,12 @@ impl NatsServer {
             .expect("open the server log");
         let mut cmd = Command::new(binary());
         cmd.args(["-a", "127.0.0.1", "-n", &self.name])
-            .args(["-p", &port(self.ports.client)])
-            .args(["-m", &port(self.ports.monitor)])
+            .args(["-p", &self.ports.client.to_string()])
+            .args(["-m", &self.ports.monitor.to_string()])
             .arg("--ports_file_dir")
             .arg(&ports_dir);
-        if let Some(m) = &self.membership {
-            let cluster_port = port(self.ports.cluster.unwrap_or(0));
-            cmd.args(["--cluster", &format!("nats://127.0.0.1:{cluster_port}")])
+        if let (Some(m), Some(cluster)) = (&self.membership, self.ports.cluster) {
+            cmd.args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
                 .args(["--cluster_name", &m.cluster_name]);
             if !m.routes.is_empty() {
                 cmd.args(["--routes", &m.routes.join(",")]);
@@ -186,28 +238,29 @@ impl NatsServer {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary().display()));
-        let pid = child.id();
         let ports_file = ports_dir.join(format!(
-            "{}_{pid}.ports",
+            "{}_{}.ports",
             binary()
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            child.id()
         ));
         let deadline = tokio::time::Instant::now() + BOOT;
-        let ports = loop {
-            if let Some(status) = child.try_wait().expect("poll nats-server") {
-                panic!(
-                    "nats-server {} exited at start ({status}):\n{}",
-                    self.name,
-                    self.log()
-                );
+        loop {
+            if child.try_wait().expect("poll nats-server").is_some() {
+                return Err(self
+                    .log()
+                    .get(logged_before..)
+                    .unwrap_or_default()
+                    .to_owned());
             }
             let found = std::fs::read_to_string(&ports_file)
                 .ok()
                 .and_then(|t| parse_ports(&t));
-            if let Some(p) = found {
-                break p;
+            if let Some(ports) = found {
+                assert_eq!(ports, self.ports, "nats-server {} ports", self.name);
+                return Ok(child);
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -216,18 +269,7 @@ impl NatsServer {
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        if reuse {
-            assert_eq!(ports, self.ports, "restarted on the same ports");
         }
-        self.ports = ports;
-        self.child = Some(child);
-        let health = self.monitor_url("/healthz");
-        eventually(BOOT, &format!("{} /healthz", self.name), || async {
-            let ok = http().get(&health).send().await.ok()?.status() == 200;
-            ok.then_some(())
-        })
-        .await;
     }
 
     /// The server's name (`-n`).
@@ -269,7 +311,18 @@ impl NatsServer {
     pub fn freeze(&self) -> Frozen {
         let pid = self.child.as_ref().expect("a running server").id();
         signal(pid, "-STOP");
-        Frozen { pid }
+        let frozen = Frozen { pid };
+        // A group stop takes effect thread by thread: until every thread is
+        // stopped, the others still serve clients. Wait for all of them.
+        let deadline = std::time::Instant::now() + STEP;
+        while !frozen.all_threads_stopped() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server {pid} not stopped within {STEP:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        frozen
     }
 
     /// Starts the server again on the same ports (and routes) after [`stop`](Self::stop).
@@ -336,6 +389,25 @@ impl Drop for NatsServer {
 /// A suspended server; resumed when dropped, also when a test fails.
 pub struct Frozen {
     pid: u32,
+}
+
+impl Frozen {
+    /// Whether every thread of the process is stopped (`T` in `/proc/…/stat`).
+    pub fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .is_ok_and(|stat| thread_state(&stat) == Some('T'))
+        })
+    }
+}
+
+/// The state letter of a `/proc/<pid>/task/<tid>/stat` line (after the
+/// parenthesised command name, which may contain spaces).
+pub fn thread_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 impl Drop for Frozen {
@@ -425,7 +497,7 @@ impl NatsCluster {
             cluster_name: "roomcast-test".into(),
             routes: Vec::new(),
         };
-        let first = NatsServer::launch("n0", Some(seed.clone()), None, Vec::new()).await;
+        let first = NatsServer::launch("n0", Some(seed.clone()), Vec::new()).await;
         let seed_route = format!(
             "nats://127.0.0.1:{}",
             first
@@ -439,9 +511,7 @@ impl NatsCluster {
                 routes: vec![seed_route.clone()],
                 ..seed.clone()
             };
-            nodes.push(
-                NatsServer::launch(&format!("n{i}"), Some(membership), None, Vec::new()).await,
-            );
+            nodes.push(NatsServer::launch(&format!("n{i}"), Some(membership), Vec::new()).await);
         }
         let cluster = NatsCluster { nodes };
         cluster.wait_routed().await;

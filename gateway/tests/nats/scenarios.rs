@@ -497,7 +497,7 @@ pub async fn join_ok_needs_the_server(
     let mut subscriber = user(subscriber_gw, "subscriber").await;
     let mut publisher = user(publisher_gw, "publisher").await;
     {
-        let _frozen = server.freeze();
+        let frozen = server.freeze();
         let asked = std::time::Instant::now();
         let reply = subscriber
             .request(json!({"type": "join", "room": "frozen"}))
@@ -505,8 +505,9 @@ pub async fn join_ok_needs_the_server(
         assert_eq!(
             reply["type"],
             "error",
-            "join answered {reply} after {:?} while nats-server could not have processed the SUB",
-            asked.elapsed()
+            "join answered {reply} after {:?} while nats-server (all threads stopped: {}) could not have processed the SUB",
+            asked.elapsed(),
+            frozen.all_threads_stopped()
         );
         assert_eq!(reply["code"], "unavailable", "{reply}");
     }
