@@ -89,6 +89,15 @@ impl Bus {
         }
     }
 
+    /// Whether the gateway should report ready: the bus is up and settled
+    /// after its last (re)connection.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Bus::Local => true,
+            Bus::Nats(bus) => bus.is_ready(),
+        }
+    }
+
     /// Starts receiving `topic`'s traffic from other gateways. Returns once
     /// the subscription is live in the whole cluster, which is what lets a
     /// join's `ok` promise delivery of anything published afterwards.

@@ -63,7 +63,7 @@ pub struct Shared {
 impl Shared {
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        !self.drain.is_draining() && self.hub.bus().is_up()
+        !self.drain.is_draining() && self.hub.bus().is_ready()
     }
 
     /// Starts the drain (SIGTERM and `POST /drain`); false if already draining.

@@ -15,7 +15,7 @@
 //! of a room or user message is the encoded client frame, fanned out as is.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,10 @@ use crate::config::{ConfigError, Nats};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
+
+/// How long after (re)connecting a gateway waits for peers' hellos before
+/// it reports ready.
+const DISCOVERY_WINDOW: Duration = Duration::from_millis(300);
 
 /// User ids longer than this are hashed into their subject token, which
 /// keeps subjects short whatever a token's `sub` holds.
@@ -78,6 +82,8 @@ pub struct NatsBus {
     pumps: Mutex<HashMap<Topic, JoinHandle<()>>>,
     /// Control-plane tasks (hello, presence, sync, events).
     control: Mutex<Vec<JoinHandle<()>>>,
+    /// Connected, restored subscriptions confirmed, peers had time to answer.
+    settled: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,6 +165,7 @@ impl NatsBus {
             peers: Mutex::new(Peers::default()),
             pumps: Mutex::new(HashMap::new()),
             control: Mutex::new(Vec::new()),
+            settled: AtomicBool::new(false),
         });
         let tasks = vec![
             tokio::spawn(watch_events(Arc::downgrade(&bus), events_rx)),
@@ -176,6 +183,14 @@ impl NatsBus {
     /// Whether the NATS connection is up.
     pub fn is_up(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    /// Whether the gateway should take clients: connected, and since the
+    /// (re)connection its subscriptions are confirmed by the server and its
+    /// peers have had a chance to make themselves known (so presence and
+    /// join confirmations already count them).
+    pub fn is_ready(&self) -> bool {
+        self.is_up() && self.settled.load(Relaxed)
     }
 
     fn ctl(&self, what: &str) -> String {
@@ -454,8 +469,17 @@ async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receive
                 if let Some(hub) = bus.hub.get().and_then(Weak::upgrade) {
                     hub.restore_subscriptions().await;
                 }
+                // The client replays live subscriptions on reconnect; a round
+                // trip proves the server has them. Peers answer the hello
+                // within a round trip too; the window covers slow ones.
+                let confirmed = bus.server_round_trip().await.is_ok();
+                tokio::time::sleep(bus.request_timeout.min(DISCOVERY_WINDOW)).await;
+                if confirmed {
+                    bus.settled.store(true, Relaxed);
+                }
             }
             Event::Disconnected => {
+                bus.settled.store(false, Relaxed);
                 bus.metrics.bus_up.store(0, Relaxed);
                 tracing::warn!(
                     "NATS connection lost; clients stay connected, the bus is unavailable"
