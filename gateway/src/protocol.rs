@@ -319,33 +319,30 @@ pub fn welcome(session: &str, user: &str, node: &str, heartbeat_ms: u64) -> Stri
 
 /// `{"type":"message",…}`: encoded once per publish, shared by every recipient.
 pub fn message(room: &RoomName, from: Option<&str>, data: &RawValue) -> String {
-    let data = data.get();
-    let mut out =
-        String::with_capacity(48 + room.as_str().len() + data.len() + from.map_or(4, str::len));
+    let mut out = String::with_capacity(
+        48 + room.as_str().len() + data.get().len() + from.map_or(4, str::len),
+    );
     out.push_str(r#"{"type":"message","room":"#);
     push_json_str(&mut out, room.as_str());
+    push_from_and_data(out, from, data)
+}
+
+/// `{"type":"direct",…}`.
+pub fn direct(from: Option<&str>, data: &RawValue) -> String {
+    let mut out = String::with_capacity(40 + data.get().len() + from.map_or(4, str::len));
+    out.push_str(r#"{"type":"direct""#);
+    push_from_and_data(out, from, data)
+}
+
+/// Ends a delivery frame: `,"from":…,"data":…}` (`from` null for the HTTP API).
+fn push_from_and_data(mut out: String, from: Option<&str>, data: &RawValue) -> String {
     out.push_str(r#","from":"#);
     match from {
         Some(user) => push_json_str(&mut out, user),
         None => out.push_str("null"),
     }
     out.push_str(r#","data":"#);
-    out.push_str(data);
-    out.push('}');
-    out
-}
-
-/// `{"type":"direct",…}`.
-pub fn direct(from: Option<&str>, data: &RawValue) -> String {
-    let data = data.get();
-    let mut out = String::with_capacity(40 + data.len() + from.map_or(4, str::len));
-    out.push_str(r#"{"type":"direct","from":"#);
-    match from {
-        Some(user) => push_json_str(&mut out, user),
-        None => out.push_str("null"),
-    }
-    out.push_str(r#","data":"#);
-    out.push_str(data);
+    out.push_str(data.get());
     out.push('}');
     out
 }
