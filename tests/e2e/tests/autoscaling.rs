@@ -53,7 +53,7 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
             "scales_up_on_connections_and_drains_the_least_loaded_pod_down",
             json!({
                 "minReplicas": 1, "maxReplicas": 4, "targetConnectionsPerPod": 10,
-                "tolerance": 0.1, "scaleDownStabilizationSeconds": 3
+                "tolerance": 0.1, "scaleDownStabilizationSeconds": 5
             }),
         )
         .await
@@ -97,7 +97,7 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
             "ceil(25 / 10) is still 3"
         );
 
-        // Load falls to 10 + 4 + 6 = 20: ceil(20 / 10) = 2 after the 3 s window; the victim is
+        // Load falls to 10 + 4 + 6 = 20: ceil(20 / 10) = 2 after the 5 s window; the victim is
         // the pod with the fewest connections, p1. (The steps keep every total within
         // 31 (31 / 30 is within tolerance) and 16, so no step asks for 4 or 1 replicas.)
         p2.gateway.connect(6).await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use roomcast_e2e::cluster::Cluster;
+use roomcast_e2e::cluster::{Cluster, condition};
 use roomcast_e2e::kubelet::deployment_json;
 use roomcast_e2e::operator::{Operator, Options};
 use roomcast_e2e::wait::{eventually, within};
@@ -66,16 +66,39 @@ async fn two_operators_one_leader_only_it_writes() {
         assert_eq!(follower.metric(LEADER).await, Some(0.0));
         assert_eq!(leader.metric(LEADER).await, Some(1.0));
         assert_eq!(holder(&cluster).await.as_deref(), Some(leader_id.as_str()));
-        // Events name who published them: only the leader did.
-        let events = cluster
-            .kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"], None)
+        // An invalid spec (passes the schema, fails the operator's own check) gets one Warning
+        // event; events name who published them: only the leader did.
+        cluster
+            .apply_realtime_cluster("broken", json!({"nats": {"url": " "}}))
             .await;
-        let events: serde_json::Value = serde_json::from_str(&events).unwrap();
-        for e in events["items"].as_array().unwrap() {
-            if e["reportingController"] == "roomcast-operator" {
-                assert_eq!(e["reportingInstance"], leader_id.as_str(), "{e}");
-            }
+        let ours = eventually("an InvalidSpec event", STEP, || async {
+            let events = cluster
+                .kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"], None)
+                .await;
+            let events: serde_json::Value = serde_json::from_str(&events).ok()?;
+            let ours: Vec<serde_json::Value> = events["items"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["reportingController"] == "roomcast-operator")
+                .cloned()
+                .collect();
+            ours.iter()
+                .any(|e| e["reason"] == "InvalidSpec")
+                .then_some(ours)
+        })
+        .await;
+        for e in &ours {
+            assert_eq!(e["reportingInstance"], leader_id.as_str(), "{e}");
         }
+        let broken = cluster.cluster_json("broken").await.unwrap();
+        let ready = condition(&broken, "Ready").unwrap();
+        assert_eq!(ready["status"], "False", "{ready}");
+        assert_eq!(ready["reason"], "InvalidSpec", "{ready}");
+        assert!(
+            deployment_json(&cluster, "broken").await.is_none(),
+            "nothing is created for an invalid spec"
+        );
+        assert_eq!(follower.metric(RECONCILES).await, Some(0.0));
 
         // The leader stops (SIGTERM releases the Lease); the follower takes over and writes.
         leader.terminate().await;
