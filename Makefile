@@ -2,7 +2,7 @@
 CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 
-.PHONY: run demo-cluster bench test deps fmt lint unit chart build release clean help
+.PHONY: run demo-cluster bench test deps fmt lint unit chart e2e build release clean help
 
 help:
 	@echo "make run    start a gateway on 127.0.0.1:8080 (admin 127.0.0.1:9090) with the demo page"
@@ -37,12 +37,19 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 unit:
+	$(CARGO) build --locked --bins -p roomcast-gateway -p roomcast-operator
 	PATH="$(TOOLS)/bin:$$PATH" $(CARGO) nextest run --workspace --locked --profile ci
 	$(CARGO) test --workspace --doc --locked
 
 ## Helm chart: lint, render against the Kubernetes API stand-in, validate every object.
 chart:
 	scripts/check-chart
+
+## Operator end-to-end suite (part of `make test`, against the API stand-in); against a
+## real cluster: `make e2e KUBECONFIG=<file>` (only a KUBECONFIG given on the command line counts).
+e2e:
+	$(CARGO) build --locked --bins -p roomcast-gateway -p roomcast-operator
+	$(if $(filter command line,$(origin KUBECONFIG)),ROOMCAST_E2E_KUBECONFIG=$(KUBECONFIG)) $(CARGO) nextest run --locked --profile ci -p roomcast-e2e
 
 build:
 	$(CARGO) build --workspace --locked
