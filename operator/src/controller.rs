@@ -80,11 +80,17 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context around `client`.
-    pub fn new(client: Client, settings: Settings, telemetry: Arc<Telemetry>) -> Self {
+    /// A context around `client`; `instance` names this operator replica in
+    /// the events it records (the same identity it holds the Lease with).
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        telemetry: Arc<Telemetry>,
+        instance: Option<String>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance,
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),

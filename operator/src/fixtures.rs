@@ -99,7 +99,12 @@ pub fn client() -> (Client, ApiServerVerifier) {
 /// A reconciler context over a mock API server.
 pub fn context(settings: Settings) -> (Arc<Context>, ApiServerVerifier) {
     let (client, api) = client();
-    let ctx = Context::new(client, settings, Arc::new(Telemetry::default()));
+    let ctx = Context::new(
+        client,
+        settings,
+        Arc::new(Telemetry::default()),
+        Some("test".into()),
+    );
     (Arc::new(ctx), api)
 }
 

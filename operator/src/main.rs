@@ -156,7 +156,12 @@ async fn run(args: Args) -> Result<(), String> {
             i64::try_from(args.drain_deadline_seconds).unwrap_or(i64::MAX),
         ),
     };
-    let ctx = Arc::new(Context::new(client.clone(), settings, telemetry.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        telemetry.clone(),
+        Some(identity(&args)),
+    ));
 
     if !args.leader_election {
         telemetry.set_leader(true);
