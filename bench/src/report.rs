@@ -392,7 +392,8 @@ fn sweep_section(w: &mut String, inputs: &Inputs) {
         w,
         "The standard room layout at rising offered rates (more messages per publisher). A step \
          passes when p99 ≤ {SWEEP_P99_LIMIT_MS} ms and nothing is lost, duplicated, reordered or \
-         closed; a system's sweep stops at its first failed step.\n"
+         closed; a system's sweep stops at its first failed step. The load generator shares the \
+         same cores, so at the top steps it competes with the system it measures.\n"
     );
     let _ = writeln!(
         w,
