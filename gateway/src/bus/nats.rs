@@ -204,11 +204,7 @@ impl NatsBus {
         if !self.is_up() {
             return Err(BusError::Unavailable);
         }
-        let subscriber = self
-            .client
-            .subscribe(subject(&self.prefix, topic))
-            .await
-            .map_err(|_| BusError::Unavailable)?;
+        let subscriber = self.subscribe_bounded(subject(&self.prefix, topic)).await?;
         let hub = self.hub.get().cloned().unwrap_or_default();
         let pump = tokio::spawn(pump(subscriber, topic.clone(), hub, self.metrics.clone()));
         // Registered before any await, so a caller that gives up mid-way
@@ -264,10 +260,8 @@ impl NatsBus {
         if !self.is_up() {
             return Err(BusError::Unavailable);
         }
-        self.client
-            .publish(subject(&self.prefix, topic), Bytes::from(frame.clone()))
-            .await
-            .map_err(|_| BusError::Unavailable)?;
+        self.send(subject(&self.prefix, topic), Bytes::from(frame.clone()))
+            .await?;
         self.metrics.bus_messages_out.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -312,15 +306,14 @@ impl NatsBus {
         expected: usize,
     ) -> Result<Vec<async_nats::Message>, BusError> {
         let inbox = self.client.new_inbox();
-        let mut replies = self
+        let mut replies = self.subscribe_bounded(inbox.clone()).await?;
+        let request = self
             .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|_| BusError::Unavailable)?;
-        self.client
-            .publish_with_reply(subject.to_owned(), inbox, payload)
-            .await
-            .map_err(|_| BusError::Unavailable)?;
+            .publish_with_reply(subject.to_owned(), inbox, payload);
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(BusError::Unavailable),
+        }
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let mut collected = Vec::with_capacity(expected);
         while collected.len() < expected {
@@ -335,8 +328,7 @@ impl NatsBus {
     /// Says goodbye, stops every task and drains the connection.
     pub async fn shutdown(&self) {
         let _ = self
-            .client
-            .publish(self.ctl("bye"), Bytes::from(self.instance.clone()))
+            .send(self.ctl("bye"), Bytes::from(self.instance.clone()))
             .await;
         for (_, pump) in lock(&self.pumps).drain() {
             pump.abort();
@@ -369,10 +361,27 @@ impl NatsBus {
         } else {
             self.instance.clone()
         };
-        let _ = self
-            .client
-            .publish(self.ctl("hello"), Bytes::from(payload))
-            .await;
+        let _ = self.send(self.ctl("hello"), Bytes::from(payload)).await;
+    }
+
+    /// Subscribes within the request timeout (the same queue as `send`).
+    async fn subscribe_bounded(&self, subject: String) -> Result<Subscriber, BusError> {
+        match tokio::time::timeout(self.request_timeout, self.client.subscribe(subject)).await {
+            Ok(Ok(subscriber)) => Ok(subscriber),
+            Ok(Err(_)) | Err(_) => Err(BusError::Unavailable),
+        }
+    }
+
+    /// Publishes within the request timeout. The client queues commands
+    /// while it reconnects, and a full queue would otherwise block the caller
+    /// (a session, or the shutdown path) for as long as NATS stays away.
+    async fn send(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        match tokio::time::timeout(self.request_timeout, self.client.publish(subject, payload))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(BusError::Unavailable),
+        }
     }
 }
 
@@ -420,12 +429,12 @@ async fn answer(bus: Weak<NatsBus>, what: &'static str, mut subscriber: Subscrib
                 };
                 if let Some(reply) = message.reply {
                     let body = serde_json::to_vec(&members).unwrap_or_else(|_| b"[]".to_vec());
-                    let _ = bus.client.publish(reply, Bytes::from(body)).await;
+                    let _ = bus.send(reply.to_string(), Bytes::from(body)).await;
                 }
             }
             _ => {
                 if let Some(reply) = message.reply {
-                    let _ = bus.client.publish(reply, Bytes::new()).await;
+                    let _ = bus.send(reply.to_string(), Bytes::new()).await;
                 }
             }
         }
