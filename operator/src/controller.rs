@@ -786,6 +786,27 @@ mod tests {
     }
 
     /// Expects the four server-side applies; returns the Deployment that was applied.
+    /// Expects one pod patch per `(pod, cost)`, in order, each setting that deletion cost.
+    async fn expect_deletion_costs(
+        api: &mut fixtures::ApiServerVerifier,
+        costs: &[(&str, String)],
+    ) {
+        for (name, cost) in costs {
+            let call = api
+                .next()
+                .await
+                .expect(Method::PATCH, &format!("{PODS}/{name}"));
+            assert_eq!(
+                call.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
+                *cost
+            );
+            call.respond(
+                StatusCode::OK,
+                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
+            );
+        }
+    }
+
     async fn expect_applies(api: &mut fixtures::ApiServerVerifier) -> Value {
         let call = api.next().await.expect(Method::PATCH, DEPLOYMENT);
         assert_apply(&call);
@@ -1103,24 +1124,15 @@ mod tests {
             assert_eq!(progress["from"], 3);
             assert_eq!(progress["to"], 1);
             assert_eq!(progress["victims"], json!(["a", "b"]));
-            for (name, cost) in [
-                ("a", i32::MIN.to_string()),
-                ("b", i32::MIN.to_string()),
-                ("c", "10".to_string()),
-            ] {
-                let call = api
-                    .next()
-                    .await
-                    .expect(Method::PATCH, &format!("{PODS}/{name}"));
-                assert_eq!(
-                    call.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
-                    cost
-                );
-                call.respond(
-                    StatusCode::OK,
-                    &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
-                );
-            }
+            expect_deletion_costs(
+                &mut api,
+                &[
+                    ("a", i32::MIN.to_string()),
+                    ("b", i32::MIN.to_string()),
+                    ("c", "10".into()),
+                ],
+            )
+            .await;
             let applied = expect_applies(&mut api).await;
             assert_eq!(applied["spec"]["replicas"], 1);
             let call = api.next().await.expect(Method::PATCH, STATUS);
@@ -1174,20 +1186,7 @@ mod tests {
                 .expect(Method::GET, PODS)
                 .respond(StatusCode::OK, &pod_list(pods));
             // No new decision and no new victims: straight to the costs still missing.
-            for (name, cost) in [("b", min.clone()), ("c", "10".to_string())] {
-                let call = api
-                    .next()
-                    .await
-                    .expect(Method::PATCH, &format!("{PODS}/{name}"));
-                assert_eq!(
-                    call.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
-                    cost
-                );
-                call.respond(
-                    StatusCode::OK,
-                    &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
-                );
-            }
+            expect_deletion_costs(&mut api, &[("b", min.clone()), ("c", "10".into())]).await;
             let applied = expect_applies(&mut api).await;
             assert_eq!(applied["spec"]["replicas"], 1);
             let call = api.next().await.expect(Method::PATCH, STATUS);
