@@ -18,6 +18,7 @@ use crate::bus::Topic;
 use crate::protocol::{self, ErrorCode, Failure, Op};
 use crate::server::Shared;
 use crate::session::{check_payload, unavailable};
+use crate::ws::WireFrame;
 
 /// Room for the JSON envelope around `data` in a request body.
 const ENVELOPE_BYTES: usize = 4 * 1024;
@@ -107,7 +108,7 @@ async fn deliver(
             let frame = protocol::message(&room, None, data);
             shared
                 .hub
-                .publish(&Topic::Room(room), frame.into(), None)
+                .publish(&Topic::Room(room), WireFrame::text(&frame), None)
                 .await
                 .map_err(unavailable)?;
             shared.metrics.publishes.fetch_add(1, Relaxed);
@@ -117,7 +118,7 @@ async fn deliver(
             let frame = protocol::direct(None, data);
             shared
                 .hub
-                .publish(&Topic::User(to.into()), frame.into(), None)
+                .publish(&Topic::User(to.into()), WireFrame::text(&frame), None)
                 .await
                 .map_err(unavailable)?;
             shared.metrics.sends.fetch_add(1, Relaxed);

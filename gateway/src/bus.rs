@@ -15,13 +15,12 @@ pub mod peers;
 
 use std::sync::{Arc, Weak};
 
-use axum::extract::ws::Utf8Bytes;
-
 pub use self::nats::NatsBus;
 use crate::config::{ConfigError, Nats};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
+use crate::ws::WireFrame;
 
 /// Whether `token` can stand as one NATS subject token: non-empty, and only
 /// letters, digits, `_` and `-` (no `.`, `*`, `>` or whitespace).
@@ -117,7 +116,7 @@ impl Bus {
     }
 
     /// Sends an encoded frame for `topic` to the other gateways.
-    pub async fn publish(&self, topic: &Topic, frame: &Utf8Bytes) -> Result<(), BusError> {
+    pub async fn publish(&self, topic: &Topic, frame: &WireFrame) -> Result<(), BusError> {
         match self {
             Bus::Local => Ok(()),
             Bus::Nats(bus) => bus.publish(topic, frame).await,

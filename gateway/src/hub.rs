@@ -11,15 +11,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use crate::bus::{Bus, BusError, Topic};
 use crate::metrics::Metrics;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, Pushed};
 use crate::room::RoomName;
+use crate::ws::WireFrame;
 
 /// Process-unique connection number.
 pub type ConnId = u64;
@@ -268,18 +268,29 @@ impl Hub {
     }
 
     /// Delivers an encoded frame to this gateway's members of `topic`, except
-    /// `skip`. Every recipient's queue shares `frame`'s bytes. Returns how
-    /// many connections it was queued for.
-    pub fn deliver(&self, topic: &Topic, frame: &Utf8Bytes, skip: Option<ConnId>) -> usize {
+    /// `skip`: written straight to each socket that can take it, queued
+    /// (sharing `frame`'s bytes) for the others. Returns how many connections
+    /// took it.
+    pub fn deliver(&self, topic: &Topic, frame: &WireFrame, skip: Option<ConnId>) -> usize {
         let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
             return 0;
         };
-        let conns = members.read();
-        conns
-            .values()
-            .filter(|c| Some(c.id) != skip)
-            .filter(|c| c.outbound.push(frame.clone()))
-            .count()
+        let (mut taken, mut written) = (0, 0);
+        for conn in members.read().values() {
+            if Some(conn.id) == skip {
+                continue;
+            }
+            match conn.outbound.push(frame) {
+                Pushed::Written => written += 1,
+                Pushed::Queued => {}
+                Pushed::Refused => continue,
+            }
+            taken += 1;
+        }
+        // Counted once per fan-out: a shared counter per write would bounce
+        // between cores.
+        self.metrics.frames_out.fetch_add(written, Relaxed);
+        taken
     }
 
     /// Delivers to `topic`'s members on every gateway: locally, then through
@@ -287,14 +298,17 @@ impl Hub {
     pub async fn publish(
         &self,
         topic: &Topic,
-        frame: Utf8Bytes,
+        frame: WireFrame,
         skip: Option<ConnId>,
     ) -> Result<(), BusError> {
         if !self.bus.is_up() {
             return Err(BusError::Unavailable);
         }
+        // The bus first: other gateways start their fan-out while this one
+        // does its own.
+        self.bus.publish(topic, &frame).await?;
         self.deliver(topic, &frame, skip);
-        self.bus.publish(topic, &frame).await
+        Ok(())
     }
 
     /// Distinct user ids joined to `room` on this gateway.
@@ -340,7 +354,6 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::outbound::QueueLimits;
-    use std::collections::VecDeque;
 
     fn hub() -> (Arc<Hub>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
@@ -359,14 +372,25 @@ mod tests {
                     bytes: 1 << 20,
                 },
                 metrics.clone(),
+                None,
             ),
         })
     }
 
+    /// The payloads queued for `c` (a socketless queue keeps everything).
     fn drain(c: &Conn) -> Vec<String> {
-        let mut batch = VecDeque::new();
-        c.outbound.next(&mut batch);
-        batch.iter().map(|f| f.as_str().to_owned()).collect()
+        c.outbound
+            .take_queued()
+            .iter()
+            .map(|f| {
+                let header = match f[1] {
+                    126 => 4,
+                    127 => 10,
+                    _ => 2,
+                };
+                String::from_utf8(f[header..].to_vec()).unwrap()
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -383,7 +407,11 @@ mod tests {
         }
         hub.join(&room, &a).await.unwrap();
         hub.join(&room, &b).await.unwrap();
-        let sent = hub.deliver(&Topic::Room(room.clone()), &"m".into(), Some(a.id));
+        let sent = hub.deliver(
+            &Topic::Room(room.clone()),
+            &WireFrame::text("m"),
+            Some(a.id),
+        );
         assert_eq!(sent, 1);
         assert!(drain(&a).is_empty());
         assert_eq!(drain(&b), ["m"]);

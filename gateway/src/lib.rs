@@ -4,8 +4,8 @@
 //! How a frame flows (see docs/architecture.md): `server` accepts the upgrade,
 //! `session` reads and decodes it with `protocol`, executes it against the
 //! `hub` (room membership, local fan-out) which relays through the `bus`;
-//! recipients' `outbound` queues carry the shared encoded frame to their
-//! writers.
+//! recipients' `outbound` writes the shared encoded frame (`ws`) to their
+//! sockets, queuing it only when a socket is full.
 
 pub mod api;
 pub mod auth;
@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod ws;
 
 pub use config::Config;
 pub use server::{Gateway, StartError};

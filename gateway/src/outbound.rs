@@ -1,21 +1,29 @@
-//! A connection's bounded outbound queue.
+//! A connection's way out: frames written straight to its socket, and a
+//! bounded queue for when the socket cannot take them yet.
 //!
 //! Producers (the connection's own session, and every publisher fanning out to
-//! a room it is in) push already-encoded frames without blocking; the
-//! connection's writer takes everything queued at once and flushes it in one
-//! go. A queue that would exceed its frame or byte bound marks the connection
-//! for a 4008 close instead of growing, so memory stays bounded whatever a
-//! client does. Frames are shared `Utf8Bytes`: queuing one is a reference-count
-//! increment, never a copy.
+//! a room it is in) push encoded [`WireFrame`]s without blocking. While nothing
+//! is queued, a push writes the frame to the socket at once, from the
+//! producer's task: fan-out to a hundred connections is a hundred `write`s and
+//! no task wake-ups. When the socket is full the frame (or what is left of it)
+//! is queued, and the connection's session writes the queue out once the
+//! socket is writable again. A queue that would exceed its frame or byte bound
+//! marks the connection for a 4008 close instead of growing, so memory stays
+//! bounded whatever a client does. Queued frames share their bytes with every
+//! other recipient's: queuing is a reference-count increment, never a copy.
 
 use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::{Buf, Bytes};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::ws::WireFrame;
 
 /// Why and how a connection is being closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +44,11 @@ impl Close {
     pub const GOING_AWAY: Close = Close {
         code: 1001,
         reason: "going away",
+    };
+    /// 1002: the client broke the WebSocket protocol.
+    pub const PROTOCOL: Close = Close {
+        code: 1002,
+        reason: "protocol error",
     };
     /// 1007: a text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: Close = Close {
@@ -84,31 +97,65 @@ pub struct QueueLimits {
     pub bytes: usize,
 }
 
-/// What the writer should do next.
-#[derive(Debug, PartialEq)]
-pub enum Next {
-    /// Frames were moved into the batch: write them all, then flush once.
-    Frames,
-    /// Close with this code (any frames to write first are in the batch).
-    Close(Close),
-    /// Nothing to do: wait for [`Outbound::wait`].
+/// Where a connection's bytes go: its socket. Writes never block; a write the
+/// socket cannot take now fails with `WouldBlock`.
+pub trait Wire: Debug + Send + Sync {
+    /// Writes as much of `bufs` as the socket takes now.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl Wire for TcpStream {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+}
+
+/// What became of a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Written to the socket.
+    Written,
+    /// Queued behind frames the socket has not taken yet.
+    Queued,
+    /// Dropped: the connection is closing (or the push started a 4008 close).
+    Refused,
+}
+
+/// What the session should do after [`Outbound::flush`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything is written.
     Idle,
+    /// Frames are left: wait until the socket is writable, then flush again.
+    Blocked,
+    /// Write this close (any frames due before it are written), then flush
+    /// until idle.
+    Close(Close),
+    /// The socket failed: the connection is gone.
+    Failed,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Utf8Bytes>,
+    /// Bytes the socket has not taken yet, in order; the front may be the
+    /// rest of a partly written frame.
+    queue: VecDeque<Bytes>,
+    /// The front is the rest of a partly written frame: it must be written
+    /// even when the queue is discarded, or the stream would be corrupt.
+    front_partial: bool,
     bytes: usize,
     close: Option<Close>,
     close_taken: bool,
+    /// A write failed: nothing more can be written.
+    broken: bool,
 }
 
-/// The queue between a connection's producers and its writer.
+/// The way out of one connection.
 #[derive(Debug)]
 pub struct Outbound {
     state: Mutex<State>,
+    wire: Option<Arc<dyn Wire>>,
     wake: Notify,
-    closing: Notify,
     limits: QueueLimits,
     metrics: Arc<Metrics>,
 }
@@ -116,13 +163,16 @@ pub struct Outbound {
 /// Capacity an idle queue keeps; more is released so idle connections stay small.
 const IDLE_CAPACITY: usize = 16;
 
+/// Most buffers handed to one vectored write.
+const MAX_IOV: usize = 64;
+
 impl Outbound {
-    /// An empty queue.
-    pub fn new(limits: QueueLimits, metrics: Arc<Metrics>) -> Self {
+    /// The way out to `wire`; without one frames are only queued (tests).
+    pub fn new(limits: QueueLimits, metrics: Arc<Metrics>, wire: Option<Arc<dyn Wire>>) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            wire,
             wake: Notify::new(),
-            closing: Notify::new(),
             limits,
             metrics,
         }
@@ -134,31 +184,54 @@ impl Outbound {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a frame. Returns false when the connection is closing or the
-    /// queue overflowed (which starts a 4008 close).
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
-        let len = frame.len();
+    /// Sends a frame: written at once when nothing is queued ahead of it,
+    /// queued otherwise. Refused when the connection is closing or the
+    /// queue would overflow (which starts a 4008 close).
+    pub fn push(&self, frame: &WireFrame) -> Pushed {
         let mut state = self.state();
         if state.close.is_some() {
-            return false;
+            return Pushed::Refused;
         }
-        if state.queue.len() >= self.limits.frames || state.bytes + len > self.limits.bytes {
+        let mut bytes = frame.bytes().clone();
+        if state.queue.is_empty()
+            && let Some(wire) = &self.wire
+        {
+            match wire.try_write_vectored(&[IoSlice::new(&bytes)]) {
+                Ok(n) if n == bytes.len() => return Pushed::Written,
+                // The rest waits for the session; nothing may overtake it.
+                Ok(n) => {
+                    bytes.advance(n);
+                    state.front_partial = n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    state.broken = true;
+                    state.close = Some(Close::NORMAL);
+                    drop(state);
+                    self.wake.notify_one();
+                    return Pushed::Refused;
+                }
+            }
+        } else if state.queue.len() >= self.limits.frames
+            || state.bytes + bytes.len() > self.limits.bytes
+        {
             drop(state);
             if self.close(Close::SLOW_CONSUMER) {
                 self.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
             }
-            return false;
+            return Pushed::Refused;
         }
-        state.queue.push_back(frame);
+        let len = bytes.len();
+        state.queue.push_back(bytes);
         state.bytes += len;
-        let was_empty = state.queue.len() == 1;
+        let first = state.queue.len() == 1;
         drop(state);
         self.metrics.queued_bytes.fetch_add(len as i64, Relaxed);
         self.metrics.queued_frames.fetch_add(1, Relaxed);
-        if was_empty {
+        if first {
             self.wake.notify_one();
         }
-        true
+        Pushed::Queued
     }
 
     /// Starts closing with `close` unless a close is already under way.
@@ -171,7 +244,6 @@ impl Outbound {
         state.close = Some(close);
         drop(state);
         self.wake.notify_one();
-        self.closing.notify_waiters();
         true
     }
 
@@ -180,54 +252,125 @@ impl Outbound {
         self.state().close.is_some()
     }
 
-    /// Resolves once a close has been started.
-    pub async fn closing(&self) {
-        loop {
-            let notified = self.closing.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_closing() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Resolves when there may be something for [`Outbound::next`].
+    /// Resolves when there may be something for [`Outbound::flush`].
     pub async fn wait(&self) {
         self.wake.notified().await;
     }
 
-    /// Moves everything queued into `batch` (which the writer reuses) and says
-    /// what to do with it.
-    pub fn next(&self, batch: &mut VecDeque<Utf8Bytes>) -> Next {
+    /// Writes what is queued, as far as the socket takes it, and says what
+    /// the session should do next. Returns the frames written.
+    pub fn flush(&self) -> (Flush, u64) {
         let mut state = self.state();
+        if state.broken {
+            return (Flush::Failed, 0);
+        }
         if let Some(close) = state.close
-            && (close.discards_pending() || state.queue.is_empty())
+            && close.discards_pending()
+            && !state.close_taken
         {
-            if state.close_taken {
-                return Next::Idle;
-            }
+            self.discard(&mut state);
+        }
+        let written = match self.write_queued(&mut state) {
+            Ok(written) => written,
+            Err(()) => return (Flush::Failed, 0),
+        };
+        if !state.queue.is_empty() {
+            return (Flush::Blocked, written);
+        }
+        if let Some(close) = state.close
+            && !state.close_taken
+        {
             state.close_taken = true;
-            let (frames, bytes) = (state.queue.len(), state.bytes);
-            state.queue = VecDeque::new();
-            state.bytes = 0;
-            drop(state);
-            self.release(frames, bytes);
-            return Next::Close(close);
+            return (Flush::Close(close), written);
         }
-        if state.queue.is_empty() {
-            // Going idle: give back what a burst grew, so idle connections stay small.
-            state.queue.shrink_to(IDLE_CAPACITY);
-            batch.shrink_to(IDLE_CAPACITY);
-            return Next::Idle;
+        // Going idle: give back what a burst grew, so idle connections stay small.
+        state.queue.shrink_to(IDLE_CAPACITY);
+        (Flush::Idle, written)
+    }
+
+    /// Queues the final close frame behind whatever is left, whatever the
+    /// bounds; [`Outbound::flush`] writes it.
+    pub fn push_close(&self, frame: &WireFrame) {
+        let mut state = self.state();
+        state.bytes += frame.len();
+        state.queue.push_back(frame.bytes().clone());
+        self.metrics
+            .queued_bytes
+            .fetch_add(frame.len() as i64, Relaxed);
+        self.metrics.queued_frames.fetch_add(1, Relaxed);
+    }
+
+    /// Writes from the front of the queue until it is empty or the socket is
+    /// full; counts the whole frames written.
+    fn write_queued(&self, state: &mut State) -> Result<u64, ()> {
+        let Some(wire) = &self.wire else {
+            return Ok(0);
+        };
+        let mut frames = 0;
+        while !state.queue.is_empty() {
+            let slices: Vec<IoSlice<'_>> = state
+                .queue
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let mut n = match wire.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    state.broken = true;
+                    return Err(());
+                }
+            };
+            drop(slices);
+            let written = n;
+            while n > 0 {
+                let Some(front) = state.queue.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    state.queue.pop_front();
+                    state.front_partial = false;
+                    frames += 1;
+                } else {
+                    front.advance(n);
+                    state.front_partial = true;
+                    n = 0;
+                }
+            }
+            state.bytes -= written;
+            self.metrics.queued_bytes.fetch_sub(written as i64, Relaxed);
         }
-        std::mem::swap(&mut state.queue, batch);
-        let (frames, bytes) = (batch.len(), state.bytes);
+        self.metrics.queued_frames.fetch_sub(frames as i64, Relaxed);
+        Ok(frames)
+    }
+
+    /// Takes everything queued (tests of queues without a socket).
+    #[cfg(test)]
+    pub fn take_queued(&self) -> Vec<Bytes> {
+        let mut state = self.state();
+        let (frames, bytes) = (state.queue.len(), state.bytes);
         state.bytes = 0;
-        drop(state);
+        let queued = std::mem::take(&mut state.queue).into();
         self.release(frames, bytes);
-        Next::Frames
+        queued
+    }
+
+    /// Drops what is queued, except the rest of a partly written frame.
+    fn discard(&self, state: &mut State) {
+        let keep = if state.front_partial {
+            state.queue.pop_front()
+        } else {
+            None
+        };
+        let (frames, bytes) = (
+            state.queue.len(),
+            state.bytes - keep.as_ref().map_or(0, Bytes::len),
+        );
+        state.queue = keep.into_iter().collect();
+        state.bytes -= bytes;
+        self.release(frames, bytes);
     }
 
     fn release(&self, frames: usize, bytes: usize) {
@@ -248,83 +391,167 @@ impl Drop for Outbound {
 mod tests {
     use super::*;
 
-    fn queue(frames: usize, bytes: usize) -> (Outbound, Arc<Metrics>) {
+    /// A socket that takes `room` more bytes, then would block.
+    #[derive(Debug, Default)]
+    struct FakeWire {
+        room: Mutex<usize>,
+        written: Mutex<Vec<u8>>,
+        broken: std::sync::atomic::AtomicBool,
+    }
+
+    impl FakeWire {
+        fn open(&self, bytes: usize) {
+            *self.room.lock().unwrap() += bytes;
+        }
+        fn written(&self) -> Vec<u8> {
+            self.written.lock().unwrap().clone()
+        }
+    }
+
+    impl Wire for FakeWire {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.broken.load(Relaxed) {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let mut room = self.room.lock().unwrap();
+            if *room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(*room - n);
+                self.written.lock().unwrap().extend_from_slice(&buf[..take]);
+                n += take;
+            }
+            *room -= n;
+            Ok(n)
+        }
+    }
+
+    fn outbound(frames: usize, bytes: usize) -> (Outbound, Arc<FakeWire>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
-        (
-            Outbound::new(QueueLimits { frames, bytes }, metrics.clone()),
-            metrics,
-        )
+        let wire = Arc::new(FakeWire::default());
+        let out = Outbound::new(
+            QueueLimits { frames, bytes },
+            metrics.clone(),
+            Some(wire.clone()),
+        );
+        (out, wire, metrics)
+    }
+
+    fn text(s: &str) -> WireFrame {
+        WireFrame::text(s)
     }
 
     #[test]
-    fn takes_everything_queued_at_once() {
-        let (q, m) = queue(10, 1000);
-        assert!(q.push("a".into()));
-        assert!(q.push("bc".into()));
-        assert_eq!(m.queued_bytes.load(Relaxed), 3);
-        let mut batch = VecDeque::new();
-        assert_eq!(q.next(&mut batch), Next::Frames);
-        assert_eq!(batch.len(), 2);
+    fn frames_go_straight_to_a_writable_socket() {
+        let (out, wire, m) = outbound(10, 1000);
+        wire.open(100);
+        assert_eq!(out.push(&text("a")), Pushed::Written);
+        assert_eq!(out.push(&text("bc")), Pushed::Written);
+        assert_eq!(wire.written(), b"\x81\x01a\x81\x02bc");
+        assert_eq!(m.queued_frames.load(Relaxed), 0);
+        assert_eq!(out.flush(), (Flush::Idle, 0));
+    }
+
+    #[test]
+    fn a_full_socket_queues_in_order_and_flush_resumes_mid_frame() {
+        let (out, wire, m) = outbound(10, 1000);
+        wire.open(2);
+        assert_eq!(out.push(&text("abc")), Pushed::Queued, "partly written");
+        assert_eq!(out.push(&text("de")), Pushed::Queued, "never overtakes");
+        assert_eq!(m.queued_frames.load(Relaxed), 2);
+        assert_eq!(m.queued_bytes.load(Relaxed), 3 + 4);
+        assert_eq!(out.flush(), (Flush::Blocked, 0));
+        wire.open(4);
+        assert_eq!(out.flush(), (Flush::Blocked, 1));
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Idle, 1));
+        assert_eq!(wire.written(), b"\x81\x03abc\x81\x02de");
         assert_eq!(m.queued_bytes.load(Relaxed), 0);
         assert_eq!(m.queued_frames.load(Relaxed), 0);
-        batch.clear();
-        assert_eq!(q.next(&mut batch), Next::Idle);
     }
 
     #[test]
     fn overflow_by_frames_or_bytes_closes_with_4008_and_drops_the_queue() {
-        let (q, m) = queue(2, 1000);
-        assert!(q.push("a".into()));
-        assert!(q.push("b".into()));
-        assert!(!q.push("c".into()));
-        assert!(!q.push("d".into()), "closed queues refuse frames");
-        assert_eq!(m.slow_consumer_closes.load(Relaxed), 1, "counted once");
-        let mut batch = VecDeque::new();
-        assert_eq!(q.next(&mut batch), Next::Close(Close::SLOW_CONSUMER));
-        assert!(batch.is_empty());
-        assert_eq!(m.queued_bytes.load(Relaxed), 0);
+        let (out, wire, m) = outbound(2, 1000);
+        assert_eq!(out.push(&text("a")), Pushed::Queued);
+        assert_eq!(out.push(&text("b")), Pushed::Queued);
+        assert_eq!(out.push(&text("c")), Pushed::Refused);
         assert_eq!(
-            q.next(&mut batch),
-            Next::Idle,
+            out.push(&text("d")),
+            Pushed::Refused,
+            "closed queues refuse frames"
+        );
+        assert_eq!(m.slow_consumer_closes.load(Relaxed), 1, "counted once");
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Close(Close::SLOW_CONSUMER), 0));
+        assert_eq!(m.queued_bytes.load(Relaxed), 0);
+        out.push_close(&WireFrame::close(4008, "slow consumer"));
+        assert_eq!(
+            out.flush(),
+            (Flush::Idle, 1),
             "the close is handed out once"
         );
+        assert_eq!(&wire.written()[..4], &[0x88, 15, 0x0F, 0xA8]);
 
-        let (q, _) = queue(100, 5);
-        assert!(q.push("abc".into()));
-        assert!(!q.push("abc".into()));
-        assert!(q.is_closing());
+        let (out, _, _) = outbound(100, 5);
+        assert_eq!(out.push(&text("abc")), Pushed::Queued);
+        assert_eq!(out.push(&text("abc")), Pushed::Refused);
+        assert!(out.is_closing());
+    }
+
+    #[test]
+    fn a_slow_consumer_close_keeps_the_rest_of_a_partly_written_frame() {
+        let (out, wire, _) = outbound(2, 1000);
+        wire.open(1);
+        assert_eq!(out.push(&text("ab")), Pushed::Queued);
+        assert_eq!(out.push(&text("c")), Pushed::Queued);
+        assert_eq!(out.push(&text("d")), Pushed::Refused);
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Close(Close::SLOW_CONSUMER), 1));
+        assert_eq!(wire.written(), b"\x81\x02ab", "whole frames only");
     }
 
     #[test]
     fn other_closes_write_pending_frames_first() {
-        let (q, _) = queue(10, 1000);
-        assert!(q.push("a".into()));
-        assert!(q.close(Close::DRAIN));
-        assert!(!q.close(Close::NORMAL), "the first close wins");
-        let mut batch = VecDeque::new();
-        assert_eq!(q.next(&mut batch), Next::Frames);
-        batch.clear();
-        assert_eq!(q.next(&mut batch), Next::Close(Close::DRAIN));
+        let (out, wire, _) = outbound(10, 1000);
+        assert_eq!(out.push(&text("a")), Pushed::Queued);
+        assert!(out.close(Close::DRAIN));
+        assert!(!out.close(Close::NORMAL), "the first close wins");
+        assert_eq!(out.flush(), (Flush::Blocked, 0));
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Close(Close::DRAIN), 1));
+        assert_eq!(wire.written(), b"\x81\x01a");
+    }
+
+    #[test]
+    fn a_failed_write_closes_the_connection() {
+        let (out, wire, _) = outbound(10, 1000);
+        wire.broken.store(true, Relaxed);
+        assert_eq!(out.push(&text("a")), Pushed::Refused);
+        assert!(out.is_closing());
+        assert_eq!(out.flush(), (Flush::Failed, 0));
     }
 
     #[test]
     fn dropping_a_queue_releases_its_gauges() {
-        let (q, m) = queue(10, 1000);
-        assert!(q.push("abcd".into()));
-        drop(q);
+        let (out, _, m) = outbound(10, 1000);
+        assert_eq!(out.push(&text("abcd")), Pushed::Queued);
+        drop(out);
         assert_eq!(m.queued_bytes.load(Relaxed), 0);
         assert_eq!(m.queued_frames.load(Relaxed), 0);
     }
 
     #[tokio::test]
-    async fn closing_resolves_after_close() {
-        let (q, _) = queue(10, 1000);
-        let q = Arc::new(q);
+    async fn a_close_wakes_the_session() {
+        let (out, _, _) = outbound(10, 1000);
+        let out = Arc::new(out);
         let waiter = tokio::spawn({
-            let q = q.clone();
-            async move { q.closing().await }
+            let out = out.clone();
+            async move { out.wait().await }
         });
-        q.close(Close::DRAIN);
+        out.close(Close::DRAIN);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .unwrap()

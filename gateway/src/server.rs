@@ -10,15 +10,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -31,13 +33,10 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbound::Close;
 use crate::protocol::SUBPROTOCOL;
-use crate::{api, session};
+use crate::{api, session, ws};
 
-/// Read buffer of each WebSocket. Small, because most connections are idle
-/// most of the time; large frames are read in several steps.
-const READ_BUFFER_BYTES: usize = 256;
-/// Bytes buffered before a write reaches the socket; a flush always writes.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`Gateway::shutdown`] waits for connections to finish their close
 /// handshakes. Unlike a drain, a shutdown does not wait for slow clients.
@@ -135,25 +134,13 @@ impl Gateway {
             drain: Arc::new(Drain::default()),
         });
         let (stop, stopped) = watch::channel(false);
-        let serve = |listener: TcpListener, router: Router, mut stopped: watch::Receiver<bool>| {
-            tokio::spawn(async move {
-                let listener = listener.tap_io(|tcp| {
-                    // Frames are small and latency matters more than packet count.
-                    let _ = tcp.set_nodelay(true);
-                });
-                let result = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "listener failed");
-                }
-            })
-        };
         let servers = vec![
-            serve(public, public_router(shared.clone()), stopped.clone()),
-            serve(admin, admin_router(shared.clone()), stopped),
+            tokio::spawn(serve(
+                public,
+                public_router(shared.clone()),
+                stopped.clone(),
+            )),
+            tokio::spawn(serve(admin, admin_router(shared.clone()), stopped)),
         ];
         Ok(Gateway {
             shared,
@@ -207,6 +194,51 @@ impl Gateway {
     }
 }
 
+/// Accepts connections and serves HTTP/1.1 on them until `stopped`. Hand
+/// rolled rather than `axum::serve` so an upgraded connection hands over its
+/// `TcpStream` itself (see `upgrade`).
+async fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop_requested(&mut stopped) => return,
+        };
+        // Frames are small and latency matters more than packet count.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let stopping = tokio::select! {
+                _ = conn.as_mut() => false,
+                () = stop_requested(&mut stopped) => true,
+            };
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+            }
+        });
+    }
+}
+
+/// Resolves once the gateway is stopping.
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
 fn local_addr(
     listener: &TcpListener,
     field: &'static str,
@@ -252,7 +284,7 @@ async fn upgrade(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     query: Result<Query<UpgradeQuery>, QueryRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Response {
     let refuse = |status: StatusCode, message: &'static str| {
         shared.metrics.upgrades_refused.fetch_add(1, Relaxed);
@@ -287,21 +319,43 @@ async fn upgrade(
             "connection limit reached\n",
         );
     }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let handshake = match ws::handshake(&headers, SUBPROTOCOL) {
+        Ok(handshake) => handshake,
+        Err((status, message)) => return (status, message).into_response(),
     };
-    let limits = &shared.config.limits;
-    ws.protocols([SUBPROTOCOL])
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(
-            WRITE_BUFFER_BYTES + limits.max_frame_bytes.max(limits.max_payload_bytes) * 2,
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded\n",
         )
-        .on_failed_upgrade(|e| tracing::debug!(error = %e, "upgrade failed"))
-        .on_upgrade(move |socket| session::run(socket, shared, identity))
+            .into_response();
+    };
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+        };
+        // Our listener serves plain TCP, so this always succeeds.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                session::run(parts.io.into_inner(), parts.read_buf, shared, identity).await
+            }
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        }
+    });
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket");
+    if let Ok(accept) = HeaderValue::from_str(&handshake.accept) {
+        response = response.header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = handshake.protocol {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

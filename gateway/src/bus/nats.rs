@@ -6,6 +6,13 @@
 //!   traffic of rooms it hosts. Room names cannot contain `.`, `*`, `>` or
 //!   whitespace, so a room is always exactly one subject token.
 //! - `<c>.user.<hex of user id>`: direct messages to a user's connections.
+//!   Every gateway subscribes to all of them with one `<c>.user.>`
+//!   subscription instead of one per connected user: a subscription costs
+//!   several KiB of client buffers, which per connection would dominate an
+//!   idle connection's memory. The price is that a direct message reaches
+//!   every gateway, which delivers it if the user is connected there. The
+//!   payload carries the full user id ahead of the frame ([`encode_direct`]),
+//!   because long ids are hashed into their subject token.
 //! - `<c>.ctl.hello|bye|presence|sync`: the control plane every gateway
 //!   subscribes to: peer discovery, presence scatter-gather and the
 //!   cluster-wide confirmation of a new subscription.
@@ -22,8 +29,7 @@ use std::time::{Duration, Instant};
 use async_nats::client::RequestErrorKind;
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
-use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -33,6 +39,7 @@ use crate::config::{ConfigError, Nats};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
+use crate::ws::WireFrame;
 
 /// How long after (re)connecting a gateway waits for peers' hellos before
 /// it reports ready.
@@ -65,6 +72,31 @@ pub fn subject(prefix: &str, topic: &Topic) -> String {
         Topic::Room(room) => format!("{prefix}.room.{room}"),
         Topic::User(user) => format!("{prefix}.user.{}", user_token(user)),
     }
+}
+
+/// The payload of a direct message on the bus: the recipient's user id
+/// (length-prefixed, 4 bytes big-endian) and the encoded frame.
+pub fn encode_direct(user: &str, frame: &[u8]) -> Bytes {
+    let mut payload = BytesMut::with_capacity(4 + user.len() + frame.len());
+    payload.put_u32(u32::try_from(user.len()).unwrap_or(u32::MAX));
+    payload.put_slice(user.as_bytes());
+    payload.put_slice(frame);
+    payload.freeze()
+}
+
+/// Splits a direct message's payload into the user id and the frame; `None`
+/// when it is malformed.
+pub fn decode_direct(payload: &[u8]) -> Option<(&str, &str)> {
+    let (len, rest) = payload.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    if rest.len() < len {
+        return None;
+    }
+    let (user, frame) = rest.split_at(len);
+    Some((
+        std::str::from_utf8(user).ok()?,
+        std::str::from_utf8(frame).ok()?,
+    ))
 }
 
 /// A gateway's connection to the NATS cluster.
@@ -201,6 +233,10 @@ impl NatsBus {
     /// by the server (a round trip) and by every known peer gateway (so their NATS
     /// servers, on a NATS cluster, have seen the interest too).
     pub async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
+        if matches!(topic, Topic::User(_)) {
+            // Covered by the control plane's `<c>.user.>` subscription.
+            return Ok(());
+        }
         if !self.is_up() {
             return Err(BusError::Unavailable);
         }
@@ -256,12 +292,15 @@ impl NatsBus {
     }
 
     /// Publishes an encoded frame for `topic`.
-    pub async fn publish(&self, topic: &Topic, frame: &Utf8Bytes) -> Result<(), BusError> {
+    pub async fn publish(&self, topic: &Topic, frame: &WireFrame) -> Result<(), BusError> {
         if !self.is_up() {
             return Err(BusError::Unavailable);
         }
-        self.send(subject(&self.prefix, topic), Bytes::from(frame.clone()))
-            .await?;
+        let payload = match topic {
+            Topic::Room(_) => frame.payload(),
+            Topic::User(user) => encode_direct(user, &frame.payload()),
+        };
+        self.send(subject(&self.prefix, topic), payload).await?;
         self.metrics.bus_messages_out.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -351,6 +390,13 @@ impl NatsBus {
                 .map_err(|_| BusError::Unavailable)?;
             tasks.push(tokio::spawn(answer(Arc::downgrade(self), what, subscriber)));
         }
+        let users = self
+            .client
+            .subscribe(format!("{}.user.>", self.prefix))
+            .await
+            .map_err(|_| BusError::Unavailable)?;
+        let hub = self.hub.get().cloned().unwrap_or_default();
+        tasks.push(tokio::spawn(pump_users(users, hub, self.metrics.clone())));
         lock(&self.control).extend(tasks);
         Ok(())
     }
@@ -385,16 +431,30 @@ impl NatsBus {
     }
 }
 
-/// Delivers a subscription's messages to the hub's local members of `topic`.
+/// Delivers a room subscription's messages to the hub's local members of `topic`.
 async fn pump(mut subscriber: Subscriber, topic: Topic, hub: Weak<Hub>, metrics: Arc<Metrics>) {
     while let Some(message) = subscriber.next().await {
         metrics.bus_messages_in.fetch_add(1, Relaxed);
         let Some(hub) = hub.upgrade() else { return };
-        match Utf8Bytes::try_from(message.payload) {
+        match std::str::from_utf8(&message.payload) {
             Ok(frame) => {
-                hub.deliver(&topic, &frame, None);
+                hub.deliver(&topic, &WireFrame::text(frame), None);
             }
             Err(_) => tracing::warn!(?topic, "bus message that is not UTF-8 dropped"),
+        }
+    }
+}
+
+/// Delivers direct messages to the users connected to this gateway.
+async fn pump_users(mut subscriber: Subscriber, hub: Weak<Hub>, metrics: Arc<Metrics>) {
+    while let Some(message) = subscriber.next().await {
+        metrics.bus_messages_in.fetch_add(1, Relaxed);
+        let Some(hub) = hub.upgrade() else { return };
+        match decode_direct(&message.payload) {
+            Some((user, frame)) => {
+                hub.deliver(&Topic::User(user.into()), &WireFrame::text(frame), None);
+            }
+            None => tracing::warn!(subject = %message.subject, "malformed direct message dropped"),
         }
     }
 }
@@ -525,5 +585,24 @@ mod tests {
         assert_eq!(t, user_token(&long), "stable");
         assert_ne!(t, user_token(&"y".repeat(500)));
         assert_eq!(user_token(""), "_");
+    }
+
+    #[test]
+    fn direct_payloads_carry_the_user_and_the_frame() {
+        let long = "ü".repeat(300);
+        for user in ["alice", "", long.as_str()] {
+            let payload = encode_direct(user, br#"{"type":"direct"}"#);
+            assert_eq!(
+                decode_direct(&payload),
+                Some((user, r#"{"type":"direct"}"#))
+            );
+        }
+        assert_eq!(decode_direct(b""), None);
+        assert_eq!(
+            decode_direct(b"\0\0\0\x09abc"),
+            None,
+            "id longer than the payload"
+        );
+        assert_eq!(decode_direct(b"\0\0\0\x01\xff{}"), None, "id not UTF-8");
     }
 }
