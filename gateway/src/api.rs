@@ -18,6 +18,7 @@ use crate::bus::Topic;
 use crate::protocol::{self, ErrorCode, Failure, Op};
 use crate::server::Shared;
 use crate::session::{check_payload, unavailable};
+use crate::trace;
 use crate::ws::WireFrame;
 
 /// Room for the JSON envelope around `data` in a request body.
@@ -106,9 +107,15 @@ async fn deliver(
         Op::Publish { room, data, .. } => {
             check_payload(data.get().len(), limits.max_payload_bytes)?;
             let frame = protocol::message(&room, None, data);
+            let trace = trace::start_publish(room.as_str(), "http");
             shared
                 .hub
-                .publish(&Topic::Room(room), WireFrame::text(&frame), None)
+                .publish(
+                    &Topic::Room(room),
+                    WireFrame::text(&frame),
+                    None,
+                    trace.as_ref(),
+                )
                 .await
                 .map_err(unavailable)?;
             shared.metrics.publishes.fetch_add(1, Relaxed);
@@ -118,7 +125,7 @@ async fn deliver(
             let frame = protocol::direct(None, data);
             shared
                 .hub
-                .publish(&Topic::User(to.into()), WireFrame::text(&frame), None)
+                .publish(&Topic::User(to.into()), WireFrame::text(&frame), None, None)
                 .await
                 .map_err(unavailable)?;
             shared.metrics.sends.fetch_add(1, Relaxed);

@@ -20,6 +20,7 @@ use crate::config::{ConfigError, Nats};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
+use crate::trace;
 use crate::ws::WireFrame;
 
 /// Whether `token` can stand as one NATS subject token: non-empty, and only
@@ -115,11 +116,17 @@ impl Bus {
         }
     }
 
-    /// Sends an encoded frame for `topic` to the other gateways.
-    pub async fn publish(&self, topic: &Topic, frame: &WireFrame) -> Result<(), BusError> {
+    /// Sends an encoded frame for `topic` to the other gateways, with the
+    /// publish's trace context when it is traced.
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        frame: &WireFrame,
+        trace: Option<&trace::Publish>,
+    ) -> Result<(), BusError> {
         match self {
             Bus::Local => Ok(()),
-            Bus::Nats(bus) => bus.publish(topic, frame).await,
+            Bus::Nats(bus) => bus.publish(topic, frame, trace).await,
         }
     }
 

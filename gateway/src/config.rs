@@ -30,6 +30,8 @@ pub struct Config {
     pub drain_seconds: u64,
     /// Log filter (`info`, `debug`, `roomcast_gateway=trace`, …).
     pub log_level: String,
+    /// Log line format: `text` or `json`.
+    pub log_format: String,
     /// Per-connection limits.
     pub limits: Limits,
     /// Client authentication and the HTTP API key.
@@ -135,6 +137,7 @@ impl Default for Config {
             heartbeat_ms: 25_000,
             drain_seconds: 30,
             log_level: "info".into(),
+            log_format: "text".into(),
             limits: Limits::default(),
             auth: Auth::default(),
             nats: Nats::default(),
@@ -210,6 +213,11 @@ const OPTIONS: &[Opt] = &[
         "log_level",
         Kind::Text,
         "Log filter, e.g. info or roomcast_gateway=debug",
+    ),
+    opt(
+        "log_format",
+        Kind::Text,
+        "Log line format: text, or json (one object per line)",
     ),
     opt(
         "limits.max_frame_bytes",
@@ -396,6 +404,9 @@ impl Config {
                 self.limits.outbound_queue_bytes,
             ),
         ];
+        if let Err(e) = self.log_format.parse::<roomcast_telemetry::LogFormat>() {
+            return Err(ConfigError(format!("log_format: {e}")));
+        }
         for (field, value) in positive {
             if value == 0 {
                 return Err(ConfigError(format!(

@@ -19,6 +19,7 @@ use crate::bus::{Bus, BusError, Topic};
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, Pushed};
 use crate::room::RoomName;
+use crate::trace;
 use crate::ws::WireFrame;
 
 /// Process-unique connection number.
@@ -275,6 +276,7 @@ impl Hub {
         let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
             return 0;
         };
+        let started = std::time::Instant::now();
         let (mut taken, mut written) = (0, 0);
         for conn in members.read().values() {
             if Some(conn.id) == skip {
@@ -290,24 +292,27 @@ impl Hub {
         // Counted once per fan-out: a shared counter per write would bounce
         // between cores.
         self.metrics.frames_out.fetch_add(written, Relaxed);
+        self.metrics.fanout_seconds.observe(started.elapsed());
         taken
     }
 
     /// Delivers to `topic`'s members on every gateway: locally, then through
     /// the bus. Fails without delivering anything while the bus is down.
+    /// `trace` is the publish's trace when it was sampled (see `trace.rs`).
     pub async fn publish(
         &self,
         topic: &Topic,
         frame: WireFrame,
         skip: Option<ConnId>,
+        trace: Option<&trace::Publish>,
     ) -> Result<(), BusError> {
         if !self.bus.is_up() {
             return Err(BusError::Unavailable);
         }
         // The bus first: other gateways start their fan-out while this one
         // does its own.
-        self.bus.publish(topic, &frame).await?;
-        self.deliver(topic, &frame, skip);
+        self.bus.publish(topic, &frame, trace).await?;
+        trace::fanout(trace, || self.deliver(topic, &frame, skip));
         Ok(())
     }
 

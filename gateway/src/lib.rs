@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod trace;
 pub mod ws;
 
 pub use config::Config;

@@ -1,12 +1,12 @@
-//! `roomcast-gateway`: loads the configuration, serves until SIGTERM or
-//! SIGINT, then drains (1012 closes spread over `drain_seconds`) and exits 0.
+//! `roomcast-gateway`: loads the configuration, sets up logs and (when
+//! `OTEL_*` variables ask for it) OTLP export, serves until SIGTERM or SIGINT,
+//! then drains (1012 closes spread over `drain_seconds`), flushes the last
+//! spans and metrics, and exits 0.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use roomcast_gateway::{Config, Gateway};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,21 +17,20 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = match EnvFilter::try_new(&config.log_level) {
-        Ok(filter) => filter,
+    let telemetry = match roomcast_telemetry::init(&roomcast_telemetry::Options {
+        service: "roomcast-gateway",
+        log_level: &config.log_level,
+        // Config::load validated it.
+        log_format: config.log_format.parse().unwrap_or_default(),
+        // trace.rs decides once per publish, before any span exists.
+        sampling: roomcast_telemetry::Sampling::Caller,
+    }) {
+        Ok(telemetry) => telemetry,
         Err(e) => {
-            eprintln!(
-                "roomcast-gateway: invalid configuration: log_level {:?}: {e}",
-                config.log_level
-            );
+            eprintln!("roomcast-gateway: {e}");
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -50,6 +49,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let (Some(tracer), Some(export)) = (telemetry.tracer(), telemetry.export()) {
+        roomcast_gateway::trace::install(tracer.clone(), export.sampler, gateway.node());
+    }
+    if let Some(meter) = telemetry.meter() {
+        gateway.metrics().export_otlp(&meter);
+    }
     // Tests and scripts wait for this exact line to learn the bound addresses.
     eprintln!(
         "roomcast-gateway listening public={} admin={} node={}",
@@ -69,5 +74,6 @@ async fn main() -> ExitCode {
         _ = int.recv() => tracing::warn!("second SIGINT: stopping without finishing the drain"),
     }
     gateway.shutdown().await;
+    telemetry.shutdown().await;
     ExitCode::SUCCESS
 }

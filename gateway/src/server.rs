@@ -166,6 +166,11 @@ impl Gateway {
         &self.shared.node
     }
 
+    /// The gateway's metrics (for exporting them elsewhere than `/metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
     /// Starts the drain, as `POST /drain` does; false if already draining.
     pub fn start_drain(&self) -> bool {
         self.shared.start_drain()

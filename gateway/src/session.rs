@@ -26,6 +26,7 @@ use crate::protocol::{self, ErrorCode, Failure, Op};
 use crate::ratelimit::TokenBucket;
 use crate::room::RoomName;
 use crate::server::Shared;
+use crate::trace;
 use crate::ws::{FrameReader, Incoming, Violation, WireFrame, echo_code};
 
 /// How long a close may take: writing the close frame, and waiting for the
@@ -360,9 +361,15 @@ impl Session {
                 self.take_token()?;
                 let frame = protocol::message(&room, Some(&self.conn.user), data);
                 let skip = (!echo).then_some(self.conn.id);
+                let trace = trace::start_publish(room.as_str(), "websocket");
                 self.shared
                     .hub
-                    .publish(&Topic::Room(room), WireFrame::text(&frame), skip)
+                    .publish(
+                        &Topic::Room(room),
+                        WireFrame::text(&frame),
+                        skip,
+                        trace.as_ref(),
+                    )
                     .await
                     .map_err(unavailable)?;
                 self.shared.metrics.publishes.fetch_add(1, Relaxed);
@@ -374,7 +381,7 @@ impl Session {
                 let frame = protocol::direct(Some(&self.conn.user), data);
                 self.shared
                     .hub
-                    .publish(&Topic::User(to.into()), WireFrame::text(&frame), None)
+                    .publish(&Topic::User(to.into()), WireFrame::text(&frame), None, None)
                     .await
                     .map_err(unavailable)?;
                 self.shared.metrics.sends.fetch_add(1, Relaxed);

@@ -482,7 +482,10 @@ mod tests {
     fn limits_apply_to_frames_and_to_whole_messages() {
         let mut reader = FrameReader::new(10);
         reader.feed(&client(true, OP_TEXT, &[b'a'; 10]));
-        assert!(matches!(reader.next_incoming(), Ok(Some(Incoming::Text(_)))));
+        assert!(matches!(
+            reader.next_incoming(),
+            Ok(Some(Incoming::Text(_)))
+        ));
         // Refused from the header alone, before the payload arrives.
         reader.feed(&client(true, OP_TEXT, &[b'a'; 11])[..6]);
         assert_eq!(reader.next_incoming(), Err(Violation::TooBig));

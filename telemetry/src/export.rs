@@ -236,9 +236,10 @@ where
 pub fn needs_service_name(service_name: Option<&str>, resource_attributes: Option<&str>) -> bool {
     let named = service_name.is_some_and(|s| !s.trim().is_empty());
     let in_attributes = resource_attributes.is_some_and(|attrs| {
-        attrs
-            .split(',')
-            .any(|kv| kv.split_once('=').is_some_and(|(k, _)| k.trim() == "service.name"))
+        attrs.split(',').any(|kv| {
+            kv.split_once('=')
+                .is_some_and(|(k, _)| k.trim() == "service.name")
+        })
     });
     !named && !in_attributes
 }
@@ -266,7 +267,11 @@ mod tests {
     fn sdk_disabled_and_none_exporters_turn_export_off() {
         let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
         assert_eq!(decide([base, ("OTEL_SDK_DISABLED", "TRUE")]), Ok(None));
-        assert!(decide([base, ("OTEL_SDK_DISABLED", "false")]).unwrap().is_some());
+        assert!(
+            decide([base, ("OTEL_SDK_DISABLED", "false")])
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(
             decide([
                 base,
@@ -285,7 +290,10 @@ mod tests {
     fn unsupported_protocols_name_their_variable() {
         let e = decide([("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap_err();
         assert_eq!(e.variable, "OTEL_EXPORTER_OTLP_PROTOCOL");
-        assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"grpc\""));
+        assert!(
+            e.to_string()
+                .contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"grpc\"")
+        );
         let e = decide([("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")]).unwrap_err();
         assert_eq!(e.variable, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
         assert!(decide([("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).is_ok());
@@ -319,7 +327,11 @@ mod tests {
             Root::Ratio(1.0),
             "a missing ratio is 1.0"
         );
-        assert!(!Sampler::parse(Some("always_off"), None).unwrap().parent_based);
+        assert!(
+            !Sampler::parse(Some("always_off"), None)
+                .unwrap()
+                .parent_based
+        );
         assert_eq!(
             Sampler::parse(Some("traceidratio"), Some("1.5"))
                 .unwrap_err()
@@ -341,7 +353,10 @@ mod tests {
         assert!(!ratio0.samples_child(7, false));
         assert!(!ratio0.samples_root(u128::MAX));
         let off = Sampler::parse(Some("always_off"), None).unwrap();
-        assert!(!off.samples_child(7, true), "not parent-based: its own rule");
+        assert!(
+            !off.samples_child(7, true),
+            "not parent-based: its own rule"
+        );
     }
 
     #[test]

@@ -176,8 +176,8 @@ pub fn init(options: &Options<'_>) -> Result<Telemetry, InitError> {
     let env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("OTEL_"))
         .collect();
-    let export =
-        export::decide(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(InitError::Env)?;
+    let export = export::decide(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(InitError::Env)?;
     let filter = EnvFilter::try_new(options.log_level)
         .map_err(|e| InitError::LogLevel(options.log_level.to_owned(), e.to_string()))?;
 
@@ -189,11 +189,7 @@ pub fn init(options: &Options<'_>) -> Result<Telemetry, InitError> {
         service: options.service,
     };
     if let Some(export) = export {
-        let get = |name: &str| {
-            env.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let mut resource = Resource::builder();
         if export::needs_service_name(get("OTEL_SERVICE_NAME"), get("OTEL_RESOURCE_ATTRIBUTES")) {
             resource = resource.with_service_name(options.service);

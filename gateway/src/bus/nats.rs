@@ -39,6 +39,7 @@ use crate::config::{ConfigError, Nats};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
+use crate::trace;
 use crate::ws::WireFrame;
 
 /// How long after (re)connecting a gateway waits for peers' hellos before
@@ -292,7 +293,12 @@ impl NatsBus {
     }
 
     /// Publishes an encoded frame for `topic`.
-    pub async fn publish(&self, topic: &Topic, frame: &WireFrame) -> Result<(), BusError> {
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        frame: &WireFrame,
+        trace: Option<&trace::Publish>,
+    ) -> Result<(), BusError> {
         if !self.is_up() {
             return Err(BusError::Unavailable);
         }
@@ -300,7 +306,22 @@ impl NatsBus {
             Topic::Room(_) => frame.payload(),
             Topic::User(user) => encode_direct(user, &frame.payload()),
         };
-        self.send(subject(&self.prefix, topic), payload).await?;
+        let subject = subject(&self.prefix, topic);
+        match trace.and_then(|t| t.bus_publish(&subject)) {
+            None => self.send(subject, payload).await?,
+            Some(span) => {
+                let publish = self
+                    .client
+                    .publish_with_headers(subject, span.headers(), payload);
+                if !matches!(
+                    tokio::time::timeout(self.request_timeout, publish).await,
+                    Ok(Ok(()))
+                ) {
+                    span.failed();
+                    return Err(BusError::Unavailable);
+                }
+            }
+        }
         self.metrics.bus_messages_out.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -438,7 +459,9 @@ async fn pump(mut subscriber: Subscriber, topic: Topic, hub: Weak<Hub>, metrics:
         let Some(hub) = hub.upgrade() else { return };
         match std::str::from_utf8(&message.payload) {
             Ok(frame) => {
-                hub.deliver(&topic, &WireFrame::text(frame), None);
+                trace::bus_receive(message.headers.as_ref(), &message.subject, || {
+                    hub.deliver(&topic, &WireFrame::text(frame), None)
+                });
             }
             Err(_) => tracing::warn!(?topic, "bus message that is not UTF-8 dropped"),
         }

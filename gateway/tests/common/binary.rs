@@ -1,5 +1,5 @@
 //! The real `roomcast-gateway` binary as a child process: started with flags
-//! and a clean `ROOMCAST_*`-free environment, its addresses read from the
+//! and a clean `ROOMCAST_*`- and `OTEL_*`-free environment, its addresses read from the
 //! `listening` line on stderr, and signalled with `kill`.
 
 use std::net::SocketAddr;
@@ -15,11 +15,13 @@ use super::STEP;
 /// Path of the binary Cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_roomcast-gateway");
 
-/// A `Command` for the binary with no `ROOMCAST_*` variable inherited.
+/// A `Command` for the binary with no `ROOMCAST_*` or `OTEL_*` variable
+/// inherited (an `OTEL_*` one would turn OTLP export on).
 pub fn command() -> Command {
     let mut cmd = Command::new(BIN);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ROOMCAST_") {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("ROOMCAST_") || key_text.starts_with("OTEL_") {
             cmd.env_remove(key);
         }
     }
