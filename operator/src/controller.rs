@@ -143,9 +143,17 @@ fn key(rtc: &RealtimeCluster) -> (String, String) {
 }
 
 /// Reconciles one cluster; on success its error backoff resets.
+/// Each reconcile runs in a `reconcile` span (exported over OTLP when on)
+/// whose events include the scale decisions.
 pub async fn reconcile(rtc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use tracing::Instrument as _;
     ctx.telemetry.reconciled();
-    let action = reconcile_cluster(&rtc, &ctx).await?;
+    let (namespace, name) = key(&rtc);
+    let span = tracing::info_span!("reconcile", %namespace, %name);
+    let action = reconcile_cluster(&rtc, &ctx)
+        .instrument(span.clone())
+        .await
+        .inspect_err(|error| span.in_scope(|| tracing::warn!(%error, "reconcile error")))?;
     ctx.reset_failures(&key(&rtc));
     Ok(action)
 }
@@ -355,6 +363,8 @@ async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<Actio
     }
     ctx.telemetry.set_replicas(&namespace, &name, replicas);
     if let Some((from, to)) = plan.scaled {
+        // A span event of the reconcile span.
+        tracing::info!(from, to, "scale decision");
         ctx.telemetry.scaled(if to > from {
             Direction::Up
         } else {
@@ -407,6 +417,13 @@ async fn builtin(
         .collect();
     let readings = pods::read_connections(&ctx.admin, &gateway_pods).await;
     ctx.telemetry.scrape_failed(readings.failures.len());
+    if !readings.failures.is_empty() {
+        tracing::warn!(
+            failed = readings.failures.len(),
+            pods = gateway_pods.len(),
+            "gateway metrics scrape failed"
+        );
+    }
     let mut plan = Plan::hold(current, ctx.settings.sync_period);
     plan.ready_pods =
         Some(i32::try_from(gateway_pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX));

@@ -86,6 +86,12 @@ struct Args {
         default_value_t = 60
     )]
     drain_deadline_seconds: u64,
+    /// Log filter (`info`, `roomcast_operator=debug`, …).
+    #[arg(long, env = "ROOMCAST_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log line format: text, or json (one object per line).
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", default_value = "text")]
+    log_format: roomcast_telemetry::LogFormat,
 }
 
 fn identity(args: &Args) -> String {
@@ -118,11 +124,14 @@ async fn termination() {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> Result<(), String> {
     let client = Client::try_default()
         .await
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     let telemetry = Arc::new(Telemetry::default());
+    if let Some(meter) = meter {
+        telemetry.export_otlp(&meter);
+    }
     let addr = SocketAddr::new(args.metrics_host, args.metrics_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -224,14 +233,22 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
-    match run(args).await {
+    let telemetry = match roomcast_telemetry::init(&roomcast_telemetry::Options {
+        service: "roomcast-operator",
+        log_level: &args.log_level,
+        log_format: args.log_format,
+        sampling: roomcast_telemetry::Sampling::Sdk,
+    }) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("roomcast-operator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = run(args, telemetry.meter()).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

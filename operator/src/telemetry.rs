@@ -1,6 +1,7 @@
 //! The operator's own `/metrics` (Prometheus text) and `/healthz`, served on the metrics
 //! port: reconciles, errors, scale decisions, scrape and drain failures, chosen replicas,
-//! leadership.
+//! leadership. The same values go out over OTLP when export is on
+//! ([`Telemetry::export_otlp`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +15,8 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Meter;
 
 /// Counters and gauges of one operator process.
 #[derive(Debug, Default)]
@@ -27,6 +30,9 @@ pub struct Telemetry {
     leader: AtomicBool,
     replicas: Mutex<BTreeMap<(String, String), i32>>,
 }
+
+/// Reads one counter of [`Telemetry`].
+type Field = fn(&Telemetry) -> &AtomicU64;
 
 /// Direction of a replica change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +85,76 @@ impl Telemetry {
         if let Ok(mut map) = self.replicas.lock() {
             map.remove(&(namespace.to_string(), name.to_string()));
         }
+    }
+
+    /// Exports the same counters and gauges over OTLP: observable
+    /// instruments that read these atomics at each export.
+    pub fn export_otlp(self: &Arc<Self>, meter: &Meter) {
+        let counters: [(&str, &str, Field); 4] = [
+            ("roomcast_operator_reconciles", "Reconciles run.", |t| {
+                &t.reconciles
+            }),
+            (
+                "roomcast_operator_reconcile_errors",
+                "Reconciles that failed.",
+                |t| &t.errors,
+            ),
+            (
+                "roomcast_operator_scrape_failures",
+                "Gateway metrics reads that failed.",
+                |t| &t.scrape_failures,
+            ),
+            (
+                "roomcast_operator_drain_failures",
+                "Gateway drain calls that failed.",
+                |t| &t.drain_failures,
+            ),
+        ];
+        for (name, help, field) in counters {
+            let t = self.clone();
+            meter
+                .u64_observable_counter(name)
+                .with_description(help)
+                .with_callback(move |o| o.observe(field(&t).load(Ordering::Relaxed), &[]))
+                .build();
+        }
+        let t = self.clone();
+        meter
+            .u64_observable_counter("roomcast_operator_scale_decisions")
+            .with_description("Replica changes by the builtin autoscaler.")
+            .with_callback(move |o| {
+                for (dir, v) in [("up", &t.scale_ups), ("down", &t.scale_downs)] {
+                    o.observe(
+                        v.load(Ordering::Relaxed),
+                        &[KeyValue::new("direction", dir)],
+                    );
+                }
+            })
+            .build();
+        let t = self.clone();
+        meter
+            .i64_observable_gauge("roomcast_operator_leader")
+            .with_description("1 while this process holds the leader lease.")
+            .with_callback(move |o| o.observe(i64::from(t.leader.load(Ordering::Relaxed)), &[]))
+            .build();
+        let t = self.clone();
+        meter
+            .i64_observable_gauge("roomcast_operator_replicas")
+            .with_description("Replicas chosen per RealtimeCluster.")
+            .with_callback(move |o| {
+                if let Ok(map) = t.replicas.lock() {
+                    for ((ns, name), r) in map.iter() {
+                        o.observe(
+                            i64::from(*r),
+                            &[
+                                KeyValue::new("namespace", ns.clone()),
+                                KeyValue::new("name", name.clone()),
+                            ],
+                        );
+                    }
+                }
+            })
+            .build();
     }
 
     /// Prometheus text exposition.
