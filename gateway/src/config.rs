@@ -710,6 +710,15 @@ mod tests {
     }
 
     #[test]
+    fn log_format_is_text_or_json() {
+        let c = Config::load_from(["gw", "--log-format", "json"]).unwrap();
+        assert_eq!(c.log_format, "json");
+        assert_eq!(Config::load_from(["gw"]).unwrap().log_format, "text");
+        let err = Config::load_from(["gw", "--log-format", "xml"]).unwrap_err();
+        assert!(err.to_string().contains("log_format"), "{err}");
+    }
+
+    #[test]
     fn a_bad_value_names_its_field() {
         let err = Config::load_from(["gw", "--limits-max-frame-bytes", "lots"]).unwrap_err();
         assert!(err.to_string().contains("limits.max_frame_bytes"), "{err}");

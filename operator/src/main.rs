@@ -86,9 +86,9 @@ struct Args {
         default_value_t = 60
     )]
     drain_deadline_seconds: u64,
-    /// Log filter (`info`, `roomcast_operator=debug`, …).
-    #[arg(long, env = "ROOMCAST_LOG_LEVEL", default_value = "info")]
-    log_level: String,
+    /// Log filter (`info`, `roomcast_operator=debug`, …); default: $RUST_LOG, else info.
+    #[arg(long, env = "ROOMCAST_LOG_LEVEL")]
+    log_level: Option<String>,
     /// Log line format: text, or json (one object per line).
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", default_value = "text")]
     log_format: roomcast_telemetry::LogFormat,
@@ -234,9 +234,15 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> Result
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // RUST_LOG still works, as before the flag existed.
+    let log_level = args
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
     let telemetry = match roomcast_telemetry::init(&roomcast_telemetry::Options {
         service: "roomcast-operator",
-        log_level: &args.log_level,
+        log_level: &log_level,
         log_format: args.log_format,
         sampling: roomcast_telemetry::Sampling::Sdk,
     }) {
