@@ -36,9 +36,11 @@ pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Ws, Benc
     let stream = socket.connect(target.addr).await?;
     // Latency matters more than packet count for a benchmark client.
     stream.set_nodelay(true)?;
-    // Small buffers: thousands of these live in one process.
+    // Small buffers: thousands of these live in one process, and tungstenite
+    // zeroes a whole read buffer's worth for every read (with 16 KiB that
+    // memset was the load generator's top cost, one read per message).
     let config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0);
     let (ws, _response) = client_async_with_config(target.url.as_str(), stream, Some(config))
         .await

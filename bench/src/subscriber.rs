@@ -65,12 +65,16 @@ pub async fn run(
         ledger: Ledger::new(ctx.max_seq),
         ..Outcome::default()
     };
+    if *stop.borrow_and_update() {
+        return out;
+    }
+    // One wait for the stop, registered once: a fresh `changed()` per frame
+    // took the channel's lock twice per message across all subscribers.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
-        if *stop.borrow_and_update() {
-            break;
-        }
         let frame = tokio::select! {
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             frame = ws.next() => frame,
         };
         match frame {
