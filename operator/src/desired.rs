@@ -407,6 +407,13 @@ pub fn gateway_env(rtc: &RealtimeCluster) -> Vec<EnvVar> {
             auth.allowed_origins.join(","),
         ));
     }
+    // The user's extras (`podTemplate.env`), except names set above: the
+    // spec's own fields stay the one way to configure what they cover.
+    for extra in &spec.pod_template.env {
+        if !env.iter().any(|e| e.name == extra.name) {
+            env.push(extra.clone());
+        }
+    }
     env
 }
 
@@ -660,6 +667,36 @@ mod tests {
                 drain.to_string()
             );
         }
+    }
+
+    #[test]
+    fn extra_env_reaches_the_gateway_but_never_overrides_the_spec() {
+        let rtc = cluster(json!({
+            "nats": {"url": "nats://nats:4222"},
+            "podTemplate": {"env": [
+                {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel:4318"},
+                {"name": "OTEL_TRACES_SAMPLER_ARG", "valueFrom": {"configMapKeyRef": {"name": "t", "key": "ratio"}}},
+                {"name": "ROOMCAST_NATS_URL", "value": "nats://elsewhere:4222"}
+            ]}
+        }));
+        let d = built(&rtc, Some(1));
+        let env = env_of(&d);
+        assert_eq!(
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"],
+            "http://otel:4318"
+        );
+        assert_eq!(
+            env["OTEL_TRACES_SAMPLER_ARG"]["valueFrom"]["configMapKeyRef"]["key"],
+            "ratio"
+        );
+        assert_eq!(env["ROOMCAST_NATS_URL"]["value"], "nats://nats:4222");
+        let names = d["deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "ROOMCAST_NATS_URL")
+            .count();
+        assert_eq!(names, 1, "no duplicate names");
     }
 
     #[test]
