@@ -95,33 +95,13 @@ impl Operator {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = oneshot::channel();
-        let mut addr_tx = Some(addr_tx);
+        // The address line may come on either stream (logs go to stderr).
+        let addr_tx = Arc::new(Mutex::new(Some(addr_tx)));
         if let Some(stdout) = child.stdout.take() {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(addr) = parse_metrics_addr(&line)
-                        && let Some(tx) = addr_tx.take()
-                    {
-                        let _ = tx.send(addr);
-                    }
-                    if let Ok(mut log) = log.lock() {
-                        log.push(line);
-                    }
-                }
-            });
+            tokio::spawn(follow(stdout, log.clone(), addr_tx.clone()));
         }
         if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Ok(mut log) = log.lock() {
-                        log.push(line);
-                    }
-                }
-            });
+            tokio::spawn(follow(stderr, log.clone(), addr_tx));
         }
         let metrics = match tokio::time::timeout(START, addr_rx).await {
             Ok(Ok(addr)) => addr,
@@ -180,6 +160,26 @@ fn tail(log: &Mutex<Vec<String>>) -> String {
 }
 
 /// Reads the address from `... metrics and health endpoint listening addr=127.0.0.1:PORT`.
+/// Collects an output stream's lines into `log`, sending the metrics address
+/// on `addr_tx` the first time a line reports it.
+async fn follow(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    log: Arc<Mutex<Vec<String>>>,
+    addr_tx: Arc<Mutex<Option<oneshot::Sender<SocketAddr>>>>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(addr) = parse_metrics_addr(&line)
+            && let Some(tx) = addr_tx.lock().ok().and_then(|mut tx| tx.take())
+        {
+            let _ = tx.send(addr);
+        }
+        if let Ok(mut log) = log.lock() {
+            log.push(line);
+        }
+    }
+}
+
 fn parse_metrics_addr(line: &str) -> Option<SocketAddr> {
     let plain = strip_ansi(line);
     let (_, rest) = plain.split_once("metrics and health endpoint listening")?;
