@@ -145,8 +145,9 @@ enum Closing {
 enum Reading {
     /// Frames are read and executed.
     Frames,
-    /// After a broken frame: bytes are read and dropped (closing the socket
-    /// with unread bytes would reset it and could lose our close frame).
+    /// After a frame that broke the framing: bytes are read and dropped
+    /// (closing the socket with unread bytes would reset it and could lose
+    /// our close frame).
     Discard,
     /// The client closed (or vanished): nothing more to read.
     Done,
@@ -258,12 +259,18 @@ impl Session {
                 Ok(None) => return Reading::Frames,
                 Err(violation) => {
                     tracing::debug!(session = %self.conn.session, why = %crate::ws::describe(violation), "closing on a bad frame");
-                    self.conn.outbound.close(match violation {
-                        Violation::TooBig => Close::TOO_BIG,
-                        Violation::InvalidUtf8 => Close::INVALID_PAYLOAD,
-                        Violation::Protocol(_) => Close::PROTOCOL,
-                    });
-                    return Reading::Discard;
+                    match violation {
+                        // Still framed after these: read on, for the
+                        // client's close (other frames are ignored from now
+                        // on: the connection is closing, see `frame`).
+                        Violation::TooBig => self.conn.outbound.close(Close::TOO_BIG),
+                        Violation::InvalidUtf8 => self.conn.outbound.close(Close::INVALID_PAYLOAD),
+                        Violation::Protocol(_) => {
+                            self.conn.outbound.close(Close::PROTOCOL);
+                            return Reading::Discard;
+                        }
+                    };
+                    continue;
                 }
             };
             match incoming {

@@ -144,6 +144,9 @@ pub struct FrameReader {
     buf: Vec<u8>,
     /// A fragmented message in progress: its opcode and payload so far.
     partial: Option<(u8, Vec<u8>)>,
+    /// Bytes of a refused oversized frame still to be dropped, so frames
+    /// after it (the client's close) can still be read.
+    skip: u64,
     max_payload: usize,
 }
 
@@ -153,12 +156,20 @@ impl FrameReader {
         Self {
             buf: Vec::new(),
             partial: None,
+            skip: 0,
             max_payload,
         }
     }
 
     /// Adds bytes read from the socket.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.skip > 0 {
+            let n = bytes
+                .len()
+                .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+            self.skip -= n as u64;
+            bytes = &bytes[n..];
+        }
         self.buf.extend_from_slice(bytes);
     }
 
@@ -184,6 +195,14 @@ impl FrameReader {
             return Ok(None);
         };
         if head.len > self.max_payload as u64 {
+            // Dropped unread, as it arrives: what follows is still framed.
+            let total = head.header_len as u64 + head.len;
+            let buffered = self
+                .buf
+                .len()
+                .min(usize::try_from(total).unwrap_or(usize::MAX));
+            self.buf.drain(..buffered);
+            self.skip = total - buffered as u64;
             return Err(Violation::TooBig);
         }
         // Bounded by `max_payload` just above.
@@ -487,8 +506,16 @@ mod tests {
             Ok(Some(Incoming::Text(_)))
         ));
         // Refused from the header alone, before the payload arrives.
-        reader.feed(&client(true, OP_TEXT, &[b'a'; 11])[..6]);
+        let big = client(true, OP_TEXT, &[b'a'; 11]);
+        reader.feed(&big[..6]);
         assert_eq!(reader.next_incoming(), Err(Violation::TooBig));
+        // The rest of the refused frame is dropped; the close after it is read.
+        reader.feed(&big[6..]);
+        reader.feed(&client(true, OP_CLOSE, &[0x03, 0xE8]));
+        assert_eq!(
+            reader.next_incoming(),
+            Ok(Some(Incoming::Close(Some(1000))))
+        );
         let mut reader = FrameReader::new(10);
         reader.feed(&client(false, OP_TEXT, &[b'a'; 6]));
         reader.feed(&client(true, OP_CONTINUATION, &[b'a'; 6]));
