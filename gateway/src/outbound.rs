@@ -221,13 +221,8 @@ impl Outbound {
             }
             return Pushed::Refused;
         }
-        let len = bytes.len();
-        state.queue.push_back(bytes);
-        state.bytes += len;
-        let first = state.queue.len() == 1;
+        let first = self.enqueue(&mut state, bytes);
         drop(state);
-        self.metrics.queued_bytes.fetch_add(len as i64, Relaxed);
-        self.metrics.queued_frames.fetch_add(1, Relaxed);
         if first {
             self.wake.notify_one();
         }
@@ -292,12 +287,17 @@ impl Outbound {
     /// bounds; [`Outbound::flush`] writes it.
     pub fn push_close(&self, frame: &WireFrame) {
         let mut state = self.state();
-        state.bytes += frame.len();
-        state.queue.push_back(frame.bytes().clone());
-        self.metrics
-            .queued_bytes
-            .fetch_add(frame.len() as i64, Relaxed);
+        self.enqueue(&mut state, frame.bytes().clone());
+    }
+
+    /// Appends to the queue and its gauges; true when nothing was queued before.
+    fn enqueue(&self, state: &mut State, bytes: Bytes) -> bool {
+        let len = bytes.len();
+        state.queue.push_back(bytes);
+        state.bytes += len;
+        self.metrics.queued_bytes.fetch_add(len as i64, Relaxed);
         self.metrics.queued_frames.fetch_add(1, Relaxed);
+        state.queue.len() == 1
     }
 
     /// Writes from the front of the queue until it is empty or the socket is
