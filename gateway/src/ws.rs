@@ -8,8 +8,6 @@
 //! encoded once (header and payload in one buffer) and written as is, with
 //! one `write` per recipient and no per-recipient framing or copying.
 
-use std::borrow::Cow;
-
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -401,11 +399,11 @@ pub fn handshake(
 }
 
 /// A close reason as text, for logs.
-pub fn describe(violation: Violation) -> Cow<'static, str> {
+pub fn describe(violation: Violation) -> &'static str {
     match violation {
-        Violation::TooBig => "frame too big".into(),
-        Violation::InvalidUtf8 => "invalid utf-8".into(),
-        Violation::Protocol(why) => why.into(),
+        Violation::TooBig => "frame too big",
+        Violation::InvalidUtf8 => "invalid utf-8",
+        Violation::Protocol(why) => why,
     }
 }
 
