@@ -3,7 +3,6 @@
 //! as a client's frames, with `from: null`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,12 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use crate::bus::Topic;
-use crate::protocol::{self, ErrorCode, Failure, Op};
-use crate::server::Shared;
-use crate::session::{check_payload, unavailable};
-use crate::trace;
-use crate::ws::WireFrame;
+use crate::delivery::{self, Outgoing, Sender};
+use crate::protocol::{self, ErrorCode, Failure};
+use crate::state::Shared;
 
 /// Room for the JSON envelope around `data` in a request body.
 const ENVELOPE_BYTES: usize = 4 * 1024;
@@ -40,7 +36,10 @@ async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&shared, &headers, body, "publish").await
+    handle(&shared, &headers, body, |text| {
+        protocol::decode_publish(text).map(Outgoing::Publish)
+    })
+    .await
 }
 
 async fn send(
@@ -48,14 +47,18 @@ async fn send(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&shared, &headers, body, "send").await
+    handle(&shared, &headers, body, |text| {
+        protocol::decode_send(text).map(Outgoing::Send)
+    })
+    .await
 }
 
+/// Answers a request whose body `decode` reads as an operation.
 async fn handle(
     shared: &Shared,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    kind: &str,
+    decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
 ) -> Response {
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -67,7 +70,7 @@ async fn handle(
         )
             .into_response();
     }
-    match deliver(shared, body, kind).await {
+    match deliver(shared, body, decode).await {
         Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
         Err(failure) => {
             shared.metrics.error(failure.code);
@@ -88,7 +91,7 @@ async fn handle(
 async fn deliver(
     shared: &Shared,
     body: Result<Bytes, BytesRejection>,
-    kind: &str,
+    decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
 ) -> Result<(), Failure> {
     let limits = &shared.config.limits;
     let body = body.map_err(|rejection| match rejection.status() {
@@ -103,34 +106,12 @@ async fn deliver(
     })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Failure::new(ErrorCode::BadRequest, "body is not UTF-8"))?;
-    match protocol::decode_as(kind, text)? {
-        Op::Publish { room, data, .. } => {
-            check_payload(data.get().len(), limits.max_payload_bytes)?;
-            let frame = protocol::message(&room, None, data);
-            let trace = trace::start_publish(room.as_str(), "http");
-            shared
-                .hub
-                .publish(
-                    &Topic::Room(room),
-                    WireFrame::text(&frame),
-                    None,
-                    trace.as_ref(),
-                )
-                .await
-                .map_err(unavailable)?;
-            shared.metrics.publishes.fetch_add(1, Relaxed);
-        }
-        Op::Send { to, data } => {
-            check_payload(data.get().len(), limits.max_payload_bytes)?;
-            let frame = protocol::direct(None, data);
-            shared
-                .hub
-                .publish(&Topic::User(to.into()), WireFrame::text(&frame), None, None)
-                .await
-                .map_err(unavailable)?;
-            shared.metrics.sends.fetch_add(1, Relaxed);
-        }
-        _ => return Err(Failure::new(ErrorCode::Internal, "unexpected operation")),
-    }
+    let sender = Sender {
+        user: None,
+        conn: None,
+        via: "http",
+        bucket: None,
+    };
+    delivery::deliver(shared, sender, decode(text)?).await?;
     Ok(())
 }
