@@ -326,7 +326,17 @@ async fn upgrade(
     }
     let handshake = match ws::handshake(&headers, SUBPROTOCOL) {
         Ok(handshake) => handshake,
-        Err((status, message)) => return (status, message).into_response(),
+        Err((status, message)) => {
+            let mut response = (status, message).into_response();
+            if status == StatusCode::UPGRADE_REQUIRED {
+                // RFC 6455 §4.4: a 426 names the version this server speaks.
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return response;
+        }
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (
