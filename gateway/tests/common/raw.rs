@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::STEP;
@@ -182,7 +182,7 @@ impl Reply {
 
 /// Reads one HTTP response from `stream` within `wait`: the head, then as
 /// many body bytes as `Content-Length` says.
-pub async fn read_reply(stream: &mut TcpStream, wait: Duration) -> Reply {
+pub async fn read_reply(stream: &mut (impl AsyncRead + Unpin), wait: Duration) -> Reply {
     let deadline = tokio::time::Instant::now() + wait;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
