@@ -3,7 +3,8 @@
 //!
 //! Where things are (see docs/architecture.md for how a frame flows):
 //! - `server`: the listeners, routes and upgrade checks; `server/api.rs` is
-//!   the HTTP API. `state`: what they all share.
+//!   the HTTP API, `server/admission.rs` bounds the HTTP phase. `state`:
+//!   what they all share.
 //! - `transport`: how frames travel. `transport/ws.rs` parses and encodes
 //!   WebSocket frames; `transport/websocket.rs` is the socket loop.
 //! - `session`: what a client session is and does, whatever its transport:

@@ -3,16 +3,18 @@
 //! as a client's frames, with `from: null`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
+use tokio::time::Instant;
 
+use super::admission::read_body;
 use crate::delivery::{self, Outgoing, Sender};
 use crate::protocol::{self, ErrorCode, Failure};
 use crate::state::Shared;
@@ -21,46 +23,40 @@ use crate::state::Shared;
 const ENVELOPE_BYTES: usize = 4 * 1024;
 
 /// Routes of the HTTP API.
-pub fn router(shared: &Shared) -> Router<Arc<Shared>> {
-    let limits = &shared.config.limits;
+pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/send", post(send))
-        .layer(DefaultBodyLimit::max(
-            limits.max_payload_bytes + ENVELOPE_BYTES,
-        ))
 }
 
-async fn publish(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(&shared, &headers, body, |text| {
+async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(&shared, request, |text| {
         protocol::decode_publish(text).map(Outgoing::Publish)
     })
     .await
 }
 
-async fn send(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(&shared, &headers, body, |text| {
+async fn send(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(&shared, request, |text| {
         protocol::decode_send(text).map(Outgoing::Send)
     })
     .await
 }
 
-/// Answers a request whose body `decode` reads as an operation.
+/// Checks the key, then reads the body (bounded in size and time: see
+/// `admission.rs`), then delivers the operation `decode` reads from it. The
+/// key comes first, so a client without one is refused before it can hold
+/// the connection with a slow body.
 async fn handle(
     shared: &Shared,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
     decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
 ) -> Response {
-    let authorization = headers
+    let limits = &shared.config.limits;
+    let deadline = Instant::now() + Duration::from_millis(limits.http_read_timeout_ms);
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !shared.auth.api_key_ok(authorization) {
@@ -70,40 +66,39 @@ async fn handle(
         )
             .into_response();
     }
+    let limit = limits.max_payload_bytes + ENVELOPE_BYTES;
+    let body = match read_body(&parts.headers, body, limit, deadline).await {
+        Ok(body) => body,
+        Err(refusal) => return answer_error(shared, refusal.status, &refusal.failure),
+    };
     match deliver(shared, body, decode).await {
         Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
         Err(failure) => {
-            shared.metrics.error(failure.code);
             let status = match failure.code {
                 ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             };
-            (
-                status,
-                axum::Json(json!({"code": failure.code.as_str(), "message": failure.message})),
-            )
-                .into_response()
+            answer_error(shared, status, &failure)
         }
     }
 }
 
+/// The contract's JSON error answer, counted in `roomcast_errors_total`.
+fn answer_error(shared: &Shared, status: StatusCode, failure: &Failure) -> Response {
+    shared.metrics.error(failure.code);
+    (
+        status,
+        axum::Json(json!({"code": failure.code.as_str(), "message": failure.message})),
+    )
+        .into_response()
+}
+
 async fn deliver(
     shared: &Shared,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
     decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
 ) -> Result<(), Failure> {
-    let limits = &shared.config.limits;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Failure::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "body over {} bytes",
-                limits.max_payload_bytes + ENVELOPE_BYTES
-            ),
-        ),
-        _ => Failure::new(ErrorCode::BadRequest, "could not read the request body"),
-    })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Failure::new(ErrorCode::BadRequest, "body is not UTF-8"))?;
     let sender = Sender {
