@@ -73,7 +73,12 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
             (replicas(&cluster, "chat").await == Some(3)).then_some(())
         })
         .await;
-        let st = status(&cluster).await;
+        // The status is written after the Deployment: wait for it rather than race it.
+        let st = eventually("status of the scale-up", STEP, || async {
+            let st = status(&cluster).await;
+            (st["replicas"] == 3).then_some(st)
+        })
+        .await;
         assert_eq!(st["replicas"], 3, "{st}");
         assert_eq!(st["connections"], 25, "{st}");
         assert!(st["lastScaleTime"].is_string(), "{st}");
