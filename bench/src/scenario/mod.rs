@@ -6,6 +6,7 @@ pub mod connect_storm;
 pub mod drain;
 pub mod fanout;
 pub mod idle;
+pub mod soak;
 
 use std::future::Future;
 
