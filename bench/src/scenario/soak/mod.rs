@@ -419,7 +419,9 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         let every = cfg.sample_every;
         let processes = processes.clone();
         tokio::spawn(async move {
-            for n in 1u32.. {
+            // Bounded by the stop, sent once the load is over, and by count.
+            let most = (sample_bound(every) as u32).max(1);
+            for n in 1..=most {
                 let at = start + every * n;
                 tokio::select! {
                     _ = sleep_until(at) => {}
@@ -475,7 +477,12 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let _ = stop_tx.send(true);
     let mut outcomes = Vec::new();
     for task in pub_tasks {
-        outcomes.push(task.await.map_err(|e| BenchError::new(e.to_string()))?);
+        // A publisher closes within its own 10 s bound; this bounds it once more.
+        let outcome = timeout(Duration::from_secs(60), task)
+            .await
+            .map_err(|_| BenchError::new("a publisher did not finish within 60 s"))?
+            .map_err(|e| BenchError::new(e.to_string()))?;
+        outcomes.push(outcome);
     }
     for task in churn_tasks {
         // Every step of a slot is bounded; this bounds the sum once more.
@@ -688,6 +695,11 @@ pub fn verdict_lines(r: &Report) -> String {
         }
     ));
     out
+}
+
+/// Most samples a run of a day could take (the sampler's loop bound).
+fn sample_bound(every: Duration) -> u64 {
+    (86_400.0 / every.as_secs_f64().max(0.001)).ceil() as u64
 }
 
 /// Waits until every gateway reports `roomcast_bus_up 1`, at most `limit`.
