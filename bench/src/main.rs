@@ -227,10 +227,10 @@ struct SoakArgs {
     #[arg(long, default_value_t = 15)]
     reset: u32,
     /// Percent dropped without a close frame.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 22)]
     drop: u32,
     /// Percent slow readers (stop reading in the hot room).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     slow: u32,
     /// Seconds a slow reader stops reading.
     #[arg(long, default_value_t = 15.0)]
@@ -251,10 +251,10 @@ struct SoakArgs {
     #[arg(long, default_value_t = 200)]
     payload: usize,
     /// Messages per second to the hot room.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 100.0)]
     hot_rate: f64,
     /// Payload bytes of hot-room messages.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 8192)]
     hot_payload: usize,
     /// Steady subscribers of the hot room.
     #[arg(long, default_value_t = 10)]

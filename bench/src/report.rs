@@ -754,6 +754,20 @@ fn soak_section(w: &mut String, inputs: &Inputs) {
             n("publishing.unanswered"),
         );
     }
+    // A counter of every gateway at the last sample.
+    let last_gateways = |k: &str| {
+        r.get("samples")
+            .and_then(Value::as_array)
+            .and_then(|s| s.last())
+            .and_then(|s| s.get("gateways"))
+            .and_then(Value::as_array)
+            .map_or("–".into(), |g| {
+                g.iter()
+                    .map(|x| fmt(num(x, k), 0, ""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+    };
     let churn = |k: &str| {
         r.get("churn")
             .and_then(|c| c.get(k))
@@ -767,7 +781,8 @@ fn soak_section(w: &mut String, inputs: &Inputs) {
         w,
         "Churn: {} connections opened (at most {} open at once), {} failed before their welcome \
          {}; joins ok {}, refused {}; publishes ok {}, refused {}; leaves ok {}; ended by fate {}; \
-         ended by the gateway before their time {}; slow readers, once reading again: {}.\n",
+         ended by the gateway before their time {}; slow readers, once reading again: {}; \
+         4008 closes counted by the gateways (`roomcast_slow_consumer_closes_total`): {}.\n",
         churn("opened"),
         churn("peak_open"),
         churn("connect_failures"),
@@ -780,6 +795,7 @@ fn soak_section(w: &mut String, inputs: &Inputs) {
         churn("endings"),
         churn("ended_by_gateway"),
         churn("slow_outcomes"),
+        last_gateways("slow_closes"),
     );
 
     // Samples.
@@ -900,7 +916,7 @@ mod tests {
             "restart":{"stop_s":15.0,"stopped_s":15.1,"started_s":17.2,"bus_back_s":18.0,"new_pid":9},
             "samples":[{"t_s":2.0,"phase":"load","churn_open":150,
                 "processes":[{"name":"gw-a","pid":1,"rss_kib":20480,"fds":180}],
-                "gateways":[{"connections":170,"rooms":21,"bus_up":1}]}],
+                "gateways":[{"connections":170,"rooms":21,"bus_up":1,"slow_closes":12}]}],
             "flat":[{"process":"gw-a","metric":"rss_kib","samples":9,
                 "flatness":{"early_mean":20000.0,"late_mean":20100.0,"limit":26096.0,"max":20500,"pass":true}},
                 {"process":"gw-a","metric":"fds","samples":2,"flatness":null}],
@@ -936,6 +952,10 @@ mod tests {
             "{section}"
         );
         assert!(section.contains("\"close 4008\":12"), "{section}");
+        assert!(
+            section.contains("(`roomcast_slow_consumer_closes_total`): 12."),
+            "{section}"
+        );
         assert!(
             section.contains(
                 "```sh\nnats-server -a 127.0.0.1 -p 23022 &\nroomcast-bench soak --duration 30\n```"

@@ -43,6 +43,8 @@ pub struct GatewaySample {
     pub rooms: Option<i64>,
     /// `roomcast_bus_up`.
     pub bus_up: Option<i64>,
+    /// `roomcast_slow_consumer_closes_total` (4008 closes so far).
+    pub slow_closes: Option<i64>,
 }
 
 /// Everything read at one moment.
@@ -69,6 +71,7 @@ pub async fn gateway(admin: SocketAddr) -> GatewaySample {
         connections: parse_gauge(&text, "roomcast_connections"),
         rooms: parse_gauge(&text, "roomcast_rooms"),
         bus_up: parse_gauge(&text, "roomcast_bus_up"),
+        slow_closes: parse_gauge(&text, "roomcast_slow_consumer_closes_total"),
     }
 }
 
