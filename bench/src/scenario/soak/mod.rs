@@ -431,7 +431,7 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         let admins = cfg.admins.clone();
         let churn = Arc::clone(&churn);
         let every = cfg.sample_every;
-        let duration_s = cfg.duration.as_secs_f64();
+        let load_until_s = cfg.duration.as_secs_f64() - every.as_secs_f64() / 2.0;
         let processes = processes.clone();
         tokio::spawn(async move {
             // Bounded by the stop, sent once the load is over, and by count.
@@ -444,8 +444,9 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
                 }
                 let open = churn.tally.open.load(Ordering::Relaxed);
                 let t = start.elapsed().as_secs_f64();
-                // After the load, clients are leaving: not judged.
-                let phase = if t <= duration_s { "load" } else { "wind-down" };
+                // At the end of the load clients are leaving (the sample
+                // due at the very end races the stop): not judged.
+                let phase = if t < load_until_s { "load" } else { "wind-down" };
                 let s = sample::take(t, phase, open, &processes(), &admins).await;
                 eprintln!("{}", describe(&s));
                 samples
