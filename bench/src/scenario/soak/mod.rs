@@ -446,7 +446,11 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
                 let t = start.elapsed().as_secs_f64();
                 // At the end of the load clients are leaving (the sample
                 // due at the very end races the stop): not judged.
-                let phase = if t < load_until_s { "load" } else { "wind-down" };
+                let phase = if t < load_until_s {
+                    "load"
+                } else {
+                    "wind-down"
+                };
                 let s = sample::take(t, phase, open, &processes(), &admins).await;
                 eprintln!("{}", describe(&s));
                 samples
