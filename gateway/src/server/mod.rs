@@ -1,8 +1,10 @@
-//! The gateway process: its shared state, its two listeners and their routes.
+//! The gateway process: its two listeners and their routes, and the
+//! [`Gateway`] handle that starts and stops it.
 //!
 //! Public listener: `GET /ws` (upgrade, after origin, auth, drain and
-//! capacity checks), the HTTP API (`api.rs`) and the demo page. Admin
-//! listener: `/metrics`, `/healthz`, `/readyz` and `POST /drain`.
+//! capacity checks; the connection then belongs to `transport/websocket.rs`),
+//! the HTTP API (`api.rs`) and the demo page. Admin listener: `/metrics`,
+//! `/healthz`, `/readyz` and `POST /drain`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,49 +30,22 @@ use tokio::time::Instant;
 use crate::auth::{Authenticator, bearer};
 use crate::bus::Bus;
 use crate::config::{Config, ConfigError};
+use crate::delivery::hub::Hub;
+use crate::delivery::outbound::Close;
 use crate::drain::Drain;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::outbound::Close;
 use crate::protocol::SUBPROTOCOL;
-use crate::{api, session, ws};
+use crate::state::Shared;
+use crate::transport::{websocket, ws};
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+mod admission;
+mod api;
+
+use self::admission::HttpPhase;
 
 /// How long [`Gateway::shutdown`] waits for connections to finish their close
 /// handshakes. Unlike a drain, a shutdown does not wait for slow clients.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// State every request and session shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The validated configuration.
-    pub config: Config,
-    /// This gateway's name (`welcome.node`).
-    pub node: String,
-    /// Connections and memberships.
-    pub hub: Arc<Hub>,
-    /// Upgrade and HTTP API checks.
-    pub auth: Authenticator,
-    /// Counters and gauges.
-    pub metrics: Arc<Metrics>,
-    /// Drain state.
-    pub drain: Arc<Drain>,
-}
-
-impl Shared {
-    /// Whether `/readyz` answers 200.
-    pub fn is_ready(&self) -> bool {
-        !self.drain.is_draining() && self.hub.bus().is_ready()
-    }
-
-    /// Starts the drain (SIGTERM and `POST /drain`); false if already draining.
-    pub fn start_drain(&self) -> bool {
-        let period = Duration::from_secs(self.config.drain_seconds);
-        self.drain.start(self.hub.clone(), &self.metrics, period)
-    }
-}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -134,13 +109,24 @@ impl Gateway {
             drain: Arc::new(Drain::default()),
         });
         let (stop, stopped) = watch::channel(false);
+        let limits = &shared.config.limits;
+        let http = |metrics| Http {
+            header_timeout: Duration::from_millis(limits.http_read_timeout_ms),
+            phase: HttpPhase::new(limits.max_http_connections, metrics),
+        };
         let servers = vec![
             tokio::spawn(serve(
                 public,
                 public_router(shared.clone()),
+                http(Some(shared.metrics.clone())),
                 stopped.clone(),
             )),
-            tokio::spawn(serve(admin, admin_router(shared.clone()), stopped)),
+            tokio::spawn(serve(
+                admin,
+                admin_router(shared.clone()),
+                http(None),
+                stopped,
+            )),
         ];
         Ok(Gateway {
             shared,
@@ -199,10 +185,23 @@ impl Gateway {
     }
 }
 
+/// How a listener bounds its connections while they speak HTTP.
+struct Http {
+    /// Time for a request's headers (the body has its own, see `api.rs`).
+    header_timeout: Duration,
+    /// The bound on connections not yet upgraded.
+    phase: HttpPhase,
+}
+
 /// Accepts connections and serves HTTP/1.1 on them until `stopped`. Hand
 /// rolled rather than `axum::serve` so an upgraded connection hands over its
 /// `TcpStream` itself (see `upgrade`).
-async fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    http: Http,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -216,14 +215,22 @@ async fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiv
             },
             () = stop_requested(&mut stopped) => return,
         };
+        let Some(admitted) = http.phase.admit() else {
+            http.phase.refuse(tcp);
+            continue;
+        };
         // Frames are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let mut stopped = stopped.clone();
+        let header_timeout = http.header_timeout;
         tokio::spawn(async move {
+            // Held until the connection closes or is upgraded (the upgraded
+            // session runs in a task of its own).
+            let _admitted = admitted;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -260,7 +267,7 @@ fn public_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(demo))
         .route("/ws", get(upgrade))
-        .merge(api::router(&shared))
+        .merge(api::router())
         .with_state(shared)
 }
 
@@ -275,7 +282,7 @@ fn admin_router(shared: Arc<Shared>) -> Router {
 
 /// The demo chat page, embedded in the binary.
 async fn demo() -> Html<&'static str> {
-    Html(include_str!("demo/index.html"))
+    Html(include_str!("../demo/index.html"))
 }
 
 #[derive(Deserialize)]
@@ -326,7 +333,17 @@ async fn upgrade(
     }
     let handshake = match ws::handshake(&headers, SUBPROTOCOL) {
         Ok(handshake) => handshake,
-        Err((status, message)) => return (status, message).into_response(),
+        Err((status, message)) => {
+            let mut response = (status, message).into_response();
+            if status == StatusCode::UPGRADE_REQUIRED {
+                // RFC 6455 §4.4: a 426 names the version this server speaks.
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return response;
+        }
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (
@@ -343,7 +360,7 @@ async fn upgrade(
         // Our listener serves plain TCP, so this always succeeds.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                session::run(parts.io.into_inner(), parts.read_buf, shared, identity).await
+                websocket::serve(parts.io.into_inner(), parts.read_buf, shared, identity).await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

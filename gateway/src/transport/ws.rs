@@ -1,12 +1,13 @@
-//! WebSocket framing (RFC 6455), the gateway's side of it: the upgrade
+//! WebSocket framing (RFC 6455), the gateway's side of it, pure: the upgrade
 //! handshake, the frames the server sends and an incremental reader of the
-//! frames clients send.
+//! frames clients send. The socket loop that uses it is `websocket.rs`.
 //!
 //! The gateway frames WebSocket itself rather than through a general-purpose
 //! library because of fan-out: server frames are unmasked, so a message's
-//! bytes on the wire are identical for every recipient. A [`WireFrame`] is
-//! encoded once (header and payload in one buffer) and written as is, with
-//! one `write` per recipient and no per-recipient framing or copying.
+//! bytes on the wire are identical for every recipient. A protocol frame is
+//! encoded once into a [`WireFrame`] (header and payload in one buffer, see
+//! `delivery/frame.rs`) and written as is, with one `write` per recipient and
+//! no per-recipient framing or copying.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -38,7 +39,12 @@ pub struct WireFrame {
 impl WireFrame {
     /// A text frame (a protocol frame: JSON).
     pub fn text(payload: &str) -> Self {
-        Self::encode(OP_TEXT, payload.as_bytes())
+        Self::text_bytes(payload.as_bytes())
+    }
+
+    /// A text frame from a payload the caller knows to be UTF-8.
+    pub fn text_bytes(payload: &[u8]) -> Self {
+        Self::encode(OP_TEXT, payload)
     }
 
     /// A ping with an empty payload.
@@ -87,6 +93,11 @@ impl WireFrame {
     /// The whole frame: header and payload.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    /// The whole frame, owned.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
     }
 
     /// The payload alone, sharing the frame's bytes.
@@ -379,23 +390,46 @@ pub fn handshake(
             "this endpoint takes WebSocket upgrades only\n",
         ));
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "Sec-WebSocket-Version must be 13\n",
-        ));
+    match headers.get(header::SEC_WEBSOCKET_VERSION) {
+        None => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Version is missing\n",
+            ));
+        }
+        // §4.4: a version we do not speak is 426, naming ours (the caller
+        // adds `Sec-WebSocket-Version: 13` to every 426).
+        Some(v) if v.as_bytes() != b"13" => {
+            return Err((
+                StatusCode::UPGRADE_REQUIRED,
+                "Sec-WebSocket-Version must be 13\n",
+            ));
+        }
+        Some(_) => {}
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return Err((StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n"));
     };
+    if !is_websocket_key(key.as_bytes()) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be 16 bytes in base64\n",
+        ));
+    }
     let protocol = has_token(header::SEC_WEBSOCKET_PROTOCOL, subprotocol).then_some(subprotocol);
     Ok(Handshake {
         accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
         protocol,
     })
+}
+
+/// Whether a `Sec-WebSocket-Key` is what §4.1 makes it: a random 16-byte
+/// value in base64 (24 characters, padded).
+fn is_websocket_key(key: &[u8]) -> bool {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .is_ok_and(|bytes| bytes.len() == 16)
 }
 
 /// A close reason as text, for logs.
@@ -612,8 +646,30 @@ mod tests {
         old.insert(header::SEC_WEBSOCKET_VERSION, "8".parse().unwrap());
         assert_eq!(
             handshake(&old, "roomcast.v1").unwrap_err().0,
+            StatusCode::UPGRADE_REQUIRED
+        );
+        old.remove(header::SEC_WEBSOCKET_VERSION);
+        assert_eq!(
+            handshake(&old, "roomcast.v1").unwrap_err().0,
             StatusCode::BAD_REQUEST
         );
+        for bad in [
+            "",
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25jZQ==dGhl",
+            "dGhlIHNhbXBsZSBub25j",
+            "!GhlIHNhbXBsZSBub25jZQ==",
+        ] {
+            let mut odd = headers.clone();
+            odd.insert(header::SEC_WEBSOCKET_KEY, bad.parse().unwrap());
+            assert_eq!(
+                handshake(&odd, "roomcast.v1").unwrap_err().0,
+                StatusCode::BAD_REQUEST,
+                "key {bad:?}"
+            );
+        }
         let mut keyless = headers.clone();
         keyless.remove(header::SEC_WEBSOCKET_KEY);
         assert_eq!(

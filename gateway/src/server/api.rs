@@ -1,0 +1,112 @@
+//! The server-side HTTP API: `POST /v1/publish` and `POST /v1/send`, for
+//! backends that push into rooms and to users. Same validation and delivery
+//! as a client's frames, with `from: null`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::admission::read_body;
+use crate::delivery::{self, Outgoing, Sender};
+use crate::protocol::{self, ErrorCode, Failure};
+use crate::state::Shared;
+
+/// Room for the JSON envelope around `data` in a request body.
+const ENVELOPE_BYTES: usize = 4 * 1024;
+
+/// Routes of the HTTP API.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/publish", post(publish))
+        .route("/v1/send", post(send))
+}
+
+async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(&shared, request, |text| {
+        protocol::decode_publish(text).map(Outgoing::Publish)
+    })
+    .await
+}
+
+async fn send(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(&shared, request, |text| {
+        protocol::decode_send(text).map(Outgoing::Send)
+    })
+    .await
+}
+
+/// Checks the key, then reads the body (bounded in size and time: see
+/// `admission.rs`), then delivers the operation `decode` reads from it. The
+/// key comes first, so a client without one is refused before it can hold
+/// the connection with a slow body.
+async fn handle(
+    shared: &Shared,
+    request: Request,
+    decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
+) -> Response {
+    let limits = &shared.config.limits;
+    let deadline = Instant::now() + Duration::from_millis(limits.http_read_timeout_ms);
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !shared.auth.api_key_ok(authorization) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
+        )
+            .into_response();
+    }
+    let limit = limits.max_payload_bytes + ENVELOPE_BYTES;
+    let body = match read_body(&parts.headers, body, limit, deadline).await {
+        Ok(body) => body,
+        Err(refusal) => return answer_error(shared, refusal.status, &refusal.failure),
+    };
+    match deliver(shared, body, decode).await {
+        Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
+        Err(failure) => {
+            let status = match failure.code {
+                ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            answer_error(shared, status, &failure)
+        }
+    }
+}
+
+/// The contract's JSON error answer, counted in `roomcast_errors_total`.
+fn answer_error(shared: &Shared, status: StatusCode, failure: &Failure) -> Response {
+    shared.metrics.error(failure.code);
+    (
+        status,
+        axum::Json(json!({"code": failure.code.as_str(), "message": failure.message})),
+    )
+        .into_response()
+}
+
+async fn deliver(
+    shared: &Shared,
+    body: Bytes,
+    decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
+) -> Result<(), Failure> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Failure::new(ErrorCode::BadRequest, "body is not UTF-8"))?;
+    let sender = Sender {
+        user: None,
+        conn: None,
+        via: "http",
+        bucket: None,
+    };
+    delivery::deliver(shared, sender, decode(text)?).await?;
+    Ok(())
+}
