@@ -14,6 +14,7 @@ pub mod config;
 pub mod drain;
 pub mod hub;
 pub mod metrics;
+pub mod namespace;
 pub mod outbound;
 pub mod protocol;
 pub mod ratelimit;
