@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod drain;
+pub mod history;
 pub mod hub;
 pub mod metrics;
 pub mod namespace;
