@@ -408,10 +408,11 @@ mod tests {
     #[test]
     fn yaml_strings_deserialize_through_the_parser() {
         let specs: Vec<NamespaceSpec> =
-            serde_yaml::from_str("- 'chat:history_size=2'\n- ':presence_events=false'\n").unwrap();
+            serde_saphyr::from_str("- 'chat:history_size=2'\n- ':presence_events=false'\n")
+                .unwrap();
         assert_eq!(specs[0].options.history_size, 2);
         assert!(!specs[1].options.presence_events);
-        let e = serde_yaml::from_str::<Vec<NamespaceSpec>>("- 'chat:bogus=1'\n").unwrap_err();
+        let e = serde_saphyr::from_str::<Vec<NamespaceSpec>>("- 'chat:bogus=1'\n").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
     }
 
