@@ -4,16 +4,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
+use tokio::time::Instant;
 
+use crate::admission::read_body;
 use crate::bus::Topic;
 use crate::protocol::{self, ErrorCode, Failure, Op};
 use crate::server::Shared;
@@ -25,39 +27,29 @@ use crate::ws::WireFrame;
 const ENVELOPE_BYTES: usize = 4 * 1024;
 
 /// Routes of the HTTP API.
-pub fn router(shared: &Shared) -> Router<Arc<Shared>> {
-    let limits = &shared.config.limits;
+pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/send", post(send))
-        .layer(DefaultBodyLimit::max(
-            limits.max_payload_bytes + ENVELOPE_BYTES,
-        ))
 }
 
-async fn publish(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(&shared, &headers, body, "publish").await
+async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(&shared, request, "publish").await
 }
 
-async fn send(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(&shared, &headers, body, "send").await
+async fn send(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    handle(&shared, request, "send").await
 }
 
-async fn handle(
-    shared: &Shared,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    kind: &str,
-) -> Response {
-    let authorization = headers
+/// Checks the key, then reads the body (bounded in size and time: see
+/// `admission.rs`), then delivers. The key comes first, so a client without
+/// one is refused before it can hold the connection with a slow body.
+async fn handle(shared: &Shared, request: Request, kind: &str) -> Response {
+    let limits = &shared.config.limits;
+    let deadline = Instant::now() + Duration::from_millis(limits.http_read_timeout_ms);
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !shared.auth.api_key_ok(authorization) {
@@ -67,40 +59,36 @@ async fn handle(
         )
             .into_response();
     }
+    let limit = limits.max_payload_bytes + ENVELOPE_BYTES;
+    let body = match read_body(&parts.headers, body, limit, deadline).await {
+        Ok(body) => body,
+        Err(refusal) => return answer_error(shared, refusal.status, &refusal.failure),
+    };
     match deliver(shared, body, kind).await {
         Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
         Err(failure) => {
-            shared.metrics.error(failure.code);
             let status = match failure.code {
                 ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             };
-            (
-                status,
-                axum::Json(json!({"code": failure.code.as_str(), "message": failure.message})),
-            )
-                .into_response()
+            answer_error(shared, status, &failure)
         }
     }
 }
 
-async fn deliver(
-    shared: &Shared,
-    body: Result<Bytes, BytesRejection>,
-    kind: &str,
-) -> Result<(), Failure> {
+/// The contract's JSON error answer, counted in `roomcast_errors_total`.
+fn answer_error(shared: &Shared, status: StatusCode, failure: &Failure) -> Response {
+    shared.metrics.error(failure.code);
+    (
+        status,
+        axum::Json(json!({"code": failure.code.as_str(), "message": failure.message})),
+    )
+        .into_response()
+}
+
+async fn deliver(shared: &Shared, body: Bytes, kind: &str) -> Result<(), Failure> {
     let limits = &shared.config.limits;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Failure::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "body over {} bytes",
-                limits.max_payload_bytes + ENVELOPE_BYTES
-            ),
-        ),
-        _ => Failure::new(ErrorCode::BadRequest, "could not read the request body"),
-    })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Failure::new(ErrorCode::BadRequest, "body is not UTF-8"))?;
     match protocol::decode_as(kind, text)? {

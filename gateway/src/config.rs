@@ -60,6 +60,12 @@ pub struct Limits {
     pub outbound_queue_bytes: usize,
     /// Open WebSocket connections this gateway accepts; 0 means no limit.
     pub max_connections: usize,
+    /// Connections in the HTTP phase (not upgraded) per listener; more are
+    /// answered 503 and closed at accept. 0 means no limit.
+    pub max_http_connections: usize,
+    /// How long a client may take to send an HTTP request's headers, and
+    /// then again its whole body.
+    pub http_read_timeout_ms: u64,
 }
 
 /// Authentication settings. With no JWT key every client is anonymous.
@@ -156,6 +162,8 @@ impl Default for Limits {
             outbound_queue_frames: 4096,
             outbound_queue_bytes: 16 * 1024 * 1024,
             max_connections: 0,
+            max_http_connections: 4096,
+            http_read_timeout_ms: 10_000,
         }
     }
 }
@@ -258,6 +266,16 @@ const OPTIONS: &[Opt] = &[
         "limits.max_connections",
         Kind::Scalar,
         "Open WebSocket connections accepted, 0 for no limit",
+    ),
+    opt(
+        "limits.max_http_connections",
+        Kind::Scalar,
+        "Connections not yet upgraded, per listener; more get 503 at accept (0: no limit)",
+    ),
+    opt(
+        "limits.http_read_timeout_ms",
+        Kind::Scalar,
+        "Time for an HTTP request's headers, then for its body (late body: 408)",
     ),
     opt(
         "auth.jwt_secret",
@@ -395,6 +413,10 @@ impl Config {
                 self.limits.publish_rate_per_second as usize,
             ),
             ("limits.publish_burst", self.limits.publish_burst as usize),
+            (
+                "limits.http_read_timeout_ms",
+                self.limits.http_read_timeout_ms as usize,
+            ),
             (
                 "limits.outbound_queue_frames",
                 self.limits.outbound_queue_frames,

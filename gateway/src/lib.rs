@@ -7,6 +7,7 @@
 //! recipients' `outbound` writes the shared encoded frame (`ws`) to their
 //! sockets, queuing it only when a socket is full.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod bus;

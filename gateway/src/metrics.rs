@@ -43,6 +43,10 @@ pub struct Metrics {
     pub sends: AtomicU64,
     /// Upgrades refused (401, 403, 503).
     pub upgrades_refused: AtomicU64,
+    /// Connections on the public listener in the HTTP phase (not upgraded).
+    pub http_connections: AtomicI64,
+    /// Connections refused at accept because `limits.max_http_connections` were in the HTTP phase.
+    pub http_connections_refused: AtomicU64,
     /// 1 while draining.
     pub draining: AtomicI64,
     /// 1 while the cluster bus is reachable.
@@ -258,6 +262,18 @@ const SCALARS: &[Scalar] = &[
         |m| count(&m.upgrades_refused),
     ),
     scalar(
+        "roomcast_http_connections",
+        "Connections on the public listener in the HTTP phase (not upgraded).",
+        Kind::Gauge,
+        |m| m.http_connections.load(Relaxed),
+    ),
+    scalar(
+        "roomcast_http_connections_refused_total",
+        "Public connections refused at accept: limits.max_http_connections were in the HTTP phase.",
+        Kind::Counter,
+        |m| count(&m.http_connections_refused),
+    ),
+    scalar(
         "roomcast_draining",
         "1 while the gateway drains.",
         Kind::Gauge,
@@ -393,6 +409,8 @@ mod tests {
             ("roomcast_publishes_total", "counter"),
             ("roomcast_sends_total", "counter"),
             ("roomcast_upgrades_refused_total", "counter"),
+            ("roomcast_http_connections", "gauge"),
+            ("roomcast_http_connections_refused_total", "counter"),
             ("roomcast_draining", "gauge"),
             ("roomcast_bus_up", "gauge"),
             ("roomcast_bus_subscriptions", "gauge"),

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::admission::HttpPhase;
 use crate::auth::{Authenticator, bearer};
 use crate::bus::Bus;
 use crate::config::{Config, ConfigError};
@@ -34,9 +35,6 @@ use crate::metrics::Metrics;
 use crate::outbound::Close;
 use crate::protocol::SUBPROTOCOL;
 use crate::{api, session, ws};
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`Gateway::shutdown`] waits for connections to finish their close
 /// handshakes. Unlike a drain, a shutdown does not wait for slow clients.
@@ -134,13 +132,24 @@ impl Gateway {
             drain: Arc::new(Drain::default()),
         });
         let (stop, stopped) = watch::channel(false);
+        let limits = &shared.config.limits;
+        let http = |metrics| Http {
+            header_timeout: Duration::from_millis(limits.http_read_timeout_ms),
+            phase: HttpPhase::new(limits.max_http_connections, metrics),
+        };
         let servers = vec![
             tokio::spawn(serve(
                 public,
                 public_router(shared.clone()),
+                http(Some(shared.metrics.clone())),
                 stopped.clone(),
             )),
-            tokio::spawn(serve(admin, admin_router(shared.clone()), stopped)),
+            tokio::spawn(serve(
+                admin,
+                admin_router(shared.clone()),
+                http(None),
+                stopped,
+            )),
         ];
         Ok(Gateway {
             shared,
@@ -199,10 +208,23 @@ impl Gateway {
     }
 }
 
+/// How a listener bounds its connections while they speak HTTP.
+struct Http {
+    /// Time for a request's headers (the body has its own, see `api.rs`).
+    header_timeout: Duration,
+    /// The bound on connections not yet upgraded.
+    phase: HttpPhase,
+}
+
 /// Accepts connections and serves HTTP/1.1 on them until `stopped`. Hand
 /// rolled rather than `axum::serve` so an upgraded connection hands over its
 /// `TcpStream` itself (see `upgrade`).
-async fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    http: Http,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -216,14 +238,22 @@ async fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiv
             },
             () = stop_requested(&mut stopped) => return,
         };
+        let Some(admitted) = http.phase.admit() else {
+            http.phase.refuse(tcp);
+            continue;
+        };
         // Frames are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let mut stopped = stopped.clone();
+        let header_timeout = http.header_timeout;
         tokio::spawn(async move {
+            // Held until the connection closes or is upgraded (the upgraded
+            // session runs in a task of its own).
+            let _admitted = admitted;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -260,7 +290,7 @@ fn public_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(demo))
         .route("/ws", get(upgrade))
-        .merge(api::router(&shared))
+        .merge(api::router())
         .with_state(shared)
 }
 
@@ -326,7 +356,17 @@ async fn upgrade(
     }
     let handshake = match ws::handshake(&headers, SUBPROTOCOL) {
         Ok(handshake) => handshake,
-        Err((status, message)) => return (status, message).into_response(),
+        Err((status, message)) => {
+            let mut response = (status, message).into_response();
+            if status == StatusCode::UPGRADE_REQUIRED {
+                // RFC 6455 §4.4: a 426 names the version this server speaks.
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return response;
+        }
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (

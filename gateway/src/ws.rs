@@ -379,23 +379,46 @@ pub fn handshake(
             "this endpoint takes WebSocket upgrades only\n",
         ));
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "Sec-WebSocket-Version must be 13\n",
-        ));
+    match headers.get(header::SEC_WEBSOCKET_VERSION) {
+        None => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Version is missing\n",
+            ));
+        }
+        // §4.4: a version we do not speak is 426, naming ours (the caller
+        // adds `Sec-WebSocket-Version: 13` to every 426).
+        Some(v) if v.as_bytes() != b"13" => {
+            return Err((
+                StatusCode::UPGRADE_REQUIRED,
+                "Sec-WebSocket-Version must be 13\n",
+            ));
+        }
+        Some(_) => {}
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return Err((StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n"));
     };
+    if !is_websocket_key(key.as_bytes()) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be 16 bytes in base64\n",
+        ));
+    }
     let protocol = has_token(header::SEC_WEBSOCKET_PROTOCOL, subprotocol).then_some(subprotocol);
     Ok(Handshake {
         accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
         protocol,
     })
+}
+
+/// Whether a `Sec-WebSocket-Key` is what §4.1 makes it: a random 16-byte
+/// value in base64 (24 characters, padded).
+fn is_websocket_key(key: &[u8]) -> bool {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .is_ok_and(|bytes| bytes.len() == 16)
 }
 
 /// A close reason as text, for logs.
@@ -612,8 +635,30 @@ mod tests {
         old.insert(header::SEC_WEBSOCKET_VERSION, "8".parse().unwrap());
         assert_eq!(
             handshake(&old, "roomcast.v1").unwrap_err().0,
+            StatusCode::UPGRADE_REQUIRED
+        );
+        old.remove(header::SEC_WEBSOCKET_VERSION);
+        assert_eq!(
+            handshake(&old, "roomcast.v1").unwrap_err().0,
             StatusCode::BAD_REQUEST
         );
+        for bad in [
+            "",
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25jZQ==dGhl",
+            "dGhlIHNhbXBsZSBub25j",
+            "!GhlIHNhbXBsZSBub25jZQ==",
+        ] {
+            let mut odd = headers.clone();
+            odd.insert(header::SEC_WEBSOCKET_KEY, bad.parse().unwrap());
+            assert_eq!(
+                handshake(&odd, "roomcast.v1").unwrap_err().0,
+                StatusCode::BAD_REQUEST,
+                "key {bad:?}"
+            );
+        }
         let mut keyless = headers.clone();
         keyless.remove(header::SEC_WEBSOCKET_KEY);
         assert_eq!(

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -17,6 +19,9 @@ pub const GROUP: &str = "roomcast.dev";
 pub const DEFAULT_IMAGE: &str = "ghcr.io/roomcast/roomcast-gateway:0.1.0";
 
 /// Desired state of a cluster of Roomcast gateways.
+// Several printer columns share a `type_`: clippy reads the `printcolumn(...)` lists as one
+// attribute list and calls them duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "roomcast.dev",
@@ -24,6 +29,7 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/roomcast/roomcast-gateway:0.1.0";
     kind = "RealtimeCluster",
     plural = "realtimeclusters",
     shortname = "rtc",
+    category = "roomcast",
     namespaced,
     status = "RealtimeClusterStatus",
     derive = "PartialEq",
@@ -44,6 +50,40 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/roomcast/roomcast-gateway:0.1.0";
         type_ = "integer",
         description = "WebSocket connections at the last sync",
         json_path = ".status.connections"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        description = "Reason of the Ready condition, e.g. Ready, Scaling, InvalidSpec",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        description = "Who chooses replicas: Builtin or External",
+        json_path = ".spec.autoscaling.mode",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Min",
+        type_ = "integer",
+        description = "Fewest replicas",
+        json_path = ".spec.autoscaling.minReplicas",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Max",
+        type_ = "integer",
+        description = "Most replicas",
+        json_path = ".spec.autoscaling.maxReplicas",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Target",
+        type_ = "integer",
+        description = "Connections per pod the autoscaler aims at",
+        json_path = ".spec.autoscaling.targetConnectionsPerPod",
+        priority = 1
     ),
     printcolumn(
         name = "Age",
@@ -344,6 +384,35 @@ pub struct PodTemplateSpec {
     /// Variables the operator sets itself (`ROOMCAST_*` from the spec) win.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Secrets for pulling the gateway image from a private registry (Roomcast extension).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Pull policy of the gateway image (Roomcast extension); Kubernetes' default when unset
+    /// (`Always` for `:latest` or no tag, else `IfNotPresent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+}
+
+/// When the kubelet pulls the gateway image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// On every pod start.
+    Always,
+    /// Only when the node lacks the image.
+    IfNotPresent,
+    /// Never: the image must already be on the node.
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The core/v1 spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
 }
 
 /// Observed state, written by the operator.
@@ -619,13 +688,19 @@ mod tests {
                 "labelSelectorPath": ".status.selector"
             })
         );
-        let columns: Vec<&str> = v["additionalPrinterColumns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(columns, ["Ready", "Connections", "Age"]);
+        assert_eq!(crd["spec"]["names"]["categories"], json!(["roomcast"]));
+        let columns = |priority: i64| -> Vec<&str> {
+            v["additionalPrinterColumns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["priority"].as_i64().unwrap_or(0) == priority)
+                .map(|c| c["name"].as_str().unwrap())
+                .collect()
+        };
+        // The contract's Ready, Connections, Age; the Ready reason; `-o wide` adds the rest.
+        assert_eq!(columns(0), ["Ready", "Connections", "Status", "Age"]);
+        assert_eq!(columns(1), ["Mode", "Min", "Max", "Target"]);
         let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(spec["required"], json!(["nats"]));
         let autoscaling = &spec["properties"]["autoscaling"];

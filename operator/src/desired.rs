@@ -9,11 +9,12 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ClientIPConfig, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
-    SleepAction, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    SessionAffinityConfig, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -38,6 +39,10 @@ pub const MAX_PRESTOP_SECONDS: i64 = 5;
 pub const NATS_CREDENTIALS_DIR: &str = "/etc/roomcast/nats";
 /// File name of the mounted NATS credentials.
 pub const NATS_CREDENTIALS_FILE: &str = "nats.creds";
+/// CPU request of a gateway whose spec sets no resources.
+pub const DEFAULT_CPU_REQUEST: &str = "250m";
+/// Memory request of a gateway whose spec sets no resources.
+pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
 /// User and group the gateway runs as (the distroless `nonroot` user).
 pub const RUN_AS: i64 = 65532;
 
@@ -225,7 +230,15 @@ fn deployment(
             }),
             ..Lifecycle::default()
         }),
-        resources: spec.resources.clone(),
+        image_pull_policy: spec
+            .pod_template
+            .image_pull_policy
+            .map(|p| p.as_str().to_string()),
+        resources: Some(
+            spec.resources
+                .clone()
+                .unwrap_or_else(default_gateway_resources),
+        ),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),
@@ -281,6 +294,10 @@ fn deployment(
                     node_selector: (!t.node_selector.is_empty()).then(|| t.node_selector.clone()),
                     tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
                     affinity: t.affinity.clone(),
+                    image_pull_secrets: (!t.image_pull_secrets.is_empty())
+                        .then(|| t.image_pull_secrets.clone()),
+                    // Gateways never call the Kubernetes API: no token in their pods.
+                    automount_service_account_token: Some(false),
                     volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
@@ -288,6 +305,23 @@ fn deployment(
             ..DeploymentSpec::default()
         }),
         status: None,
+    }
+}
+
+/// Requests of a gateway container whose spec sets no `resources`: enough for the default
+/// `targetConnectionsPerPod` (5,000) with room to spare. Sizing per 10,000 connections (from
+/// docs/benchmarks.md) is in docs/production.md. No limits: a CPU limit throttles fan-out
+/// latency, and a memory limit must follow the chosen target, so both are left to the spec.
+pub fn default_gateway_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(DEFAULT_CPU_REQUEST.to_string())),
+            (
+                "memory".to_string(),
+                Quantity(DEFAULT_MEMORY_REQUEST.to_string()),
+            ),
+        ])),
+        ..ResourceRequirements::default()
     }
 }
 
@@ -827,5 +861,32 @@ mod tests {
         let r = &d["deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"];
         assert_eq!(r["requests"]["cpu"], "100m");
         assert_eq!(r["limits"]["memory"], "256Mi");
+    }
+
+    #[test]
+    fn resources_default_to_requests_without_limits() {
+        let d = built(&basic(), Some(2));
+        let r = &d["deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"];
+        assert_eq!(
+            r,
+            &json!({"requests": {"cpu": DEFAULT_CPU_REQUEST, "memory": DEFAULT_MEMORY_REQUEST}})
+        );
+    }
+
+    #[test]
+    fn pods_mount_no_token_and_take_pull_settings_from_the_pod_template() {
+        let d = built(&basic(), Some(2));
+        let pod = &d["deployment"]["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert!(pod.get("imagePullSecrets").is_none());
+        assert!(pod["containers"][0].get("imagePullPolicy").is_none());
+
+        let rtc = cluster(json!({"nats": {"url": "n"}, "podTemplate": {
+            "imagePullSecrets": [{"name": "regcred"}], "imagePullPolicy": "Always"}}));
+        let d = built(&rtc, Some(2));
+        let pod = &d["deployment"]["spec"]["template"]["spec"];
+        assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+        assert_eq!(pod["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(pod["automountServiceAccountToken"], false);
     }
 }

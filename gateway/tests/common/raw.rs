@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::STEP;
@@ -157,4 +157,84 @@ fn parse(buf: &[u8]) -> Option<(Frame, usize)> {
         other => Frame::Other(other),
     };
     Some((frame, at + len))
+}
+
+/// An HTTP response as read off the wire by [`exchange`].
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The header block, as text (names as the server spelled them).
+    pub head: String,
+    /// The body (`Content-Length` bytes of it).
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Reads one HTTP response from `stream` within `wait`: the head, then as
+/// many body bytes as `Content-Length` says.
+pub async fn read_reply(stream: &mut (impl AsyncRead + Unpin), wait: Duration) -> Reply {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut read = async |buf: &mut Vec<u8>| {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no complete HTTP response within {wait:?}"))
+            .expect("read HTTP response");
+        assert!(
+            n > 0,
+            "connection closed before a complete response: {buf:?}"
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        read(&mut buf).await;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
+    let mut reply = Reply {
+        status,
+        head,
+        body: String::new(),
+    };
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        read(&mut buf).await;
+    }
+    reply.body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+    reply
+}
+
+/// Sends `request` (raw bytes of an HTTP request) on a new connection and
+/// reads the response.
+pub async fn exchange(addr: SocketAddr, request: &str) -> Reply {
+    let mut stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("TCP connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    read_reply(&mut stream, STEP).await
 }

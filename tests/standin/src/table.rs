@@ -4,6 +4,7 @@
 
 use crate::clock;
 use crate::kinds::{PrinterColumn, ResourceKind};
+use jsonpath_rust::JsonPath;
 use serde_json::{Value, json};
 
 /// Whether an `Accept` header asks for a Table.
@@ -61,9 +62,17 @@ pub fn human_age(seconds: u64) -> String {
     }
 }
 
+/// The value a column's JSONPath selects in `object`: the first match, as the API server
+/// prints it; none (or a path it cannot parse) is an empty cell.
+fn select<'a>(object: &'a Value, json_path: &str) -> Option<&'a Value> {
+    // Printer column paths are kubectl JSONPath without the root (`.status.ready`,
+    // `.status.conditions[?(@.type=="Ready")].reason`); RFC 9535 wants a `$` first.
+    let query = format!("${json_path}");
+    object.query(&query).ok()?.into_iter().next()
+}
+
 fn cell(object: &Value, column: &PrinterColumn, now: u64) -> Value {
-    let path = column.json_path.trim_start_matches('.');
-    let Some(value) = path.split('.').try_fold(object, |v, k| v.get(k)) else {
+    let Some(value) = select(object, &column.json_path) else {
         return Value::Null;
     };
     match (column.column_type.as_str(), value) {
@@ -126,6 +135,24 @@ mod tests {
         assert_eq!(human_age(20 * 3600), "20h");
         assert_eq!(human_age(3 * 86_400 + 7200), "3d2h");
         assert_eq!(human_age(30 * 86_400), "30d");
+    }
+
+    #[test]
+    fn columns_select_with_jsonpath_filters() {
+        let object = json!({"status": {"conditions": [
+            {"type": "Scaling", "reason": "Steady"},
+            {"type": "Ready", "reason": "InvalidSpec"}]}});
+        let reason = select(&object, ".status.conditions[?(@.type==\"Ready\")].reason");
+        assert_eq!(reason, Some(&json!("InvalidSpec")));
+        assert_eq!(
+            select(&object, ".status.conditions[?(@.type==\"Gone\")].reason"),
+            None
+        );
+        assert_eq!(select(&object, ".status.missing.field"), None);
+        assert_eq!(
+            select(&object, ".status.conditions[0].type"),
+            Some(&json!("Scaling"))
+        );
     }
 
     #[test]

@@ -12,9 +12,20 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+/// The RealtimeCluster CRD the operator's types generate (`crdgen`).
+const RTC_CRD: &str = include_str!("../../../crds/realtimecluster.yaml");
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// kubectl: `$KUBECTL` if set, else the first `kubectl` on `PATH`.
+fn kubectl() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("KUBECTL") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("kubectl"))
+        .find(|candidate| candidate.is_file())
+}
 
 /// A stand-in plus a scratch directory for manifests and kubectl's discovery cache.
 struct Harness {
@@ -24,9 +35,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        let kubectl = kubectl();
         assert!(
-            std::path::Path::new(KUBECTL).exists(),
-            "{KUBECTL} is required for these tests"
+            kubectl.is_some(),
+            "kubectl is required for these tests: put it on PATH or set KUBECTL"
         );
         let standin = kube_standin::start().await.expect("stand-in starts");
         let dir = std::env::temp_dir().join(format!(
@@ -39,7 +51,7 @@ impl Harness {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(KUBECTL);
+        let mut cmd = Command::new(kubectl().expect("kubectl found at start"));
         cmd.arg("--kubeconfig")
             .arg(&self.standin.kubeconfig_path)
             .arg("--cache-dir")
@@ -331,6 +343,45 @@ async fn crd_then_custom_resources() {
         h.ok(&["delete", "crd", "widgets.example.com"]).await;
         let (still, _, _) = h.run(&["get", "widgets.example.com", "w1"]).await;
         assert!(!still, "custom resources go with their CRD");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn realtimecluster_columns_wide_columns_and_category() {
+    bounded(async {
+        let h = Harness::start().await;
+        let crd = h.manifest("rtc-crd.yaml", RTC_CRD);
+        h.ok(&["apply", "--validate=false", "-f", &crd]).await;
+        h.ok(&["wait", "--for=condition=established", "--timeout=10s", "crd/realtimeclusters.roomcast.dev"]).await;
+        let rtc = h.manifest(
+            "rtc.yaml",
+            "apiVersion: roomcast.dev/v1alpha1\nkind: RealtimeCluster\nmetadata:\n  name: chat\nspec:\n  nats: {url: 'nats://nats:4222'}\n  autoscaling: {mode: Builtin, minReplicas: 2, maxReplicas: 20, targetConnectionsPerPod: 5000}\n",
+        );
+        h.ok(&["apply", "--validate=false", "-f", &rtc]).await;
+        let status = r#"{"status":{"ready":"1/3","connections":4200,"conditions":[
+            {"type":"Scaling","status":"True","reason":"ScalingUp","message":"2 -> 3","lastTransitionTime":"2026-11-23T10:00:00Z"},
+            {"type":"Ready","status":"False","reason":"Scaling","message":"1 of 3 ready","lastTransitionTime":"2026-11-23T10:00:00Z"}]}}"#;
+        h.ok(&["patch", "rtc", "chat", "--subresource=status", "--type=merge", "-p", status]).await;
+
+        let rows = |table: &str| -> Vec<Vec<String>> {
+            table.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect()
+        };
+        // Default columns: the contract's Ready, Connections, Age, plus the Ready reason.
+        let table = rows(&h.ok(&["get", "rtc"]).await);
+        assert_eq!(table[0], ["NAME", "READY", "CONNECTIONS", "STATUS", "AGE"], "{table:?}");
+        assert_eq!(table[1][..4], ["chat", "1/3", "4200", "Scaling"], "{table:?}");
+        // -o wide adds the autoscaling settings.
+        let wide = rows(&h.ok(&["get", "rtc", "-o", "wide"]).await);
+        assert_eq!(
+            wide[0],
+            ["NAME", "READY", "CONNECTIONS", "STATUS", "MODE", "MIN", "MAX", "TARGET", "AGE"],
+            "{wide:?}"
+        );
+        assert_eq!(wide[1][..8], ["chat", "1/3", "4200", "Scaling", "Builtin", "2", "20", "5000"], "{wide:?}");
+        // The `roomcast` category lists every Roomcast kind.
+        let listed = h.ok(&["get", "roomcast", "-o", "name"]).await;
+        assert_eq!(listed.trim(), "realtimecluster.roomcast.dev/chat", "{listed}");
     })
     .await;
 }

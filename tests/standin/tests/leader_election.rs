@@ -1,5 +1,6 @@
-//! Leader election with kube-lease-manager (the operator's choice) against the stand-in: its
-//! lock relies on server-side apply conflicts and strategic merge patches of a Lease.
+//! Leader election with kube-lease-manager (a common kube-rs choice; the operator has its own,
+//! operator/src/leader.rs) against the stand-in: its lock relies on server-side apply conflicts
+//! and strategic merge patches of a Lease, which the stand-in must get right for any client.
 
 mod common;
 
