@@ -73,8 +73,6 @@ pub enum ScalingReason {
     Autoscaler(autoscale::Reason),
     /// First sync: replicas start at `minReplicas`.
     Creating,
-    /// A scale-down was decided but no pod can be drained.
-    NoVictims,
     /// A scale-down waits for its victims to accept the drain.
     Draining,
     /// Replicas come from the scale subresource.
@@ -98,7 +96,6 @@ impl Reason for ScalingReason {
                 A::Steady => "Steady",
             },
             ScalingReason::Creating => "Creating",
-            ScalingReason::NoVictims => "NoVictims",
             ScalingReason::Draining => "Draining",
             ScalingReason::ExternalAutoscaling => "ExternalAutoscaling",
         }
@@ -152,6 +149,15 @@ impl<R: Reason> Verdict<R> {
             reason,
             message: message.into(),
         }
+    }
+
+    /// Whether `conditions` already hold exactly this verdict (status, reason, message).
+    pub fn is_in(&self, conditions: &[Condition]) -> bool {
+        find(conditions, R::TYPE).is_some_and(|c| {
+            c.status == self.state.as_str()
+                && c.reason == self.reason.as_str()
+                && c.message == self.message
+        })
     }
 
     /// Whether `conditions` already hold this condition with this reason.

@@ -13,3 +13,4 @@ mod fixtures;
 pub mod leader;
 pub mod operator_metrics;
 pub mod pods;
+pub mod stored;

@@ -22,7 +22,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::SignedDuration;
-use kube::api::Api;
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::{self as runtime, Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
@@ -32,6 +32,7 @@ use crate::admin_client::AdminClient;
 use crate::crd::RealtimeCluster;
 use crate::desired::{Defaults, DesiredError};
 use crate::operator_metrics::OperatorMetrics;
+use crate::stored;
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "roomcast-operator";
@@ -148,8 +149,29 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
 }
 
-fn key(rtc: &RealtimeCluster) -> (String, String) {
-    (rtc.namespace().unwrap_or_default(), rtc.name_any())
+fn key<K: ResourceExt>(object: &K) -> (String, String) {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Reconciles one stored object: a readable one as a `RealtimeCluster`; one that does not
+/// deserialize is reported on itself (`Ready=False`, reason `InvalidSpec`, a Warning event
+/// naming the field) and left alone, while every other object reconciles normally.
+pub async fn reconcile_stored(
+    object: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match stored::read(&object) {
+        Ok(rtc) => reconcile(Arc::new(rtc), ctx).await,
+        Err(unreadable) => {
+            ctx.metrics.reconciled();
+            let (namespace, name) = key(object.as_ref());
+            tracing::warn!(%namespace, %name, field = %unreadable.path, problem = %unreadable.problem,
+                "cannot read RealtimeCluster; reporting it on the object");
+            reconcile::report_unreadable(&object, &unreadable, &ctx).await?;
+            ctx.reset_failures(&key(object.as_ref()));
+            Ok(Action::requeue(ctx.settings.sync_period))
+        }
+    }
 }
 
 /// Reconciles one cluster; on success its error backoff resets.
@@ -158,22 +180,22 @@ fn key(rtc: &RealtimeCluster) -> (String, String) {
 pub async fn reconcile(rtc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     use tracing::Instrument as _;
     ctx.metrics.reconciled();
-    let (namespace, name) = key(&rtc);
+    let (namespace, name) = key(rtc.as_ref());
     let span = tracing::info_span!("reconcile", %namespace, %name);
     let action = reconcile::reconcile_cluster(&rtc, &ctx)
         .instrument(span.clone())
         .await
         .inspect_err(|error| span.in_scope(|| tracing::warn!(%error, "reconcile error")))?;
-    ctx.reset_failures(&key(&rtc));
+    ctx.reset_failures(&key(rtc.as_ref()));
     Ok(action)
 }
 
 /// Requeues a failed object with its own exponential backoff.
-pub fn error_policy(rtc: Arc<RealtimeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: ResourceExt>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed();
-    let failures = ctx.record_failure(key(&rtc));
+    let failures = ctx.record_failure(key(object.as_ref()));
     let wait = backoff(failures);
-    tracing::warn!(cluster = %rtc.name_any(), %error, failures, ?wait, "reconcile failed");
+    tracing::warn!(cluster = %object.name_any(), %error, failures, ?wait, "reconcile failed");
     Action::requeue(wait)
 }
 
@@ -209,31 +231,35 @@ pub async fn run(
 ) {
     let client = &ctx.client;
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=roomcast-operator");
-    Controller::new(
-        scoped::<RealtimeCluster>(client, scope),
-        watcher::Config::default(),
-    )
-    .owns(scoped::<Deployment>(client, scope), owned.clone())
-    .owns(scoped::<Service>(client, scope), owned.clone())
-    .owns(scoped::<PodDisruptionBudget>(client, scope), owned)
-    .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|result| {
-        let ctx = ctx.clone();
-        async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
-                Err(runtime::Error::ObjectNotFound(object)) => {
-                    let namespace = object.namespace.as_deref().unwrap_or_default();
-                    tracing::debug!(%namespace, cluster = %object.name, "cluster deleted");
-                    ctx.forget(namespace, &object.name);
+    // Watched untyped: one object that does not deserialize must not fail the watch of all
+    // (kube's typed watcher errors on the whole list); `reconcile_stored` reads each one.
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let clusters = match scope {
+        Scope::All => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        Scope::Namespace(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+    };
+    Controller::new_with(clusters, watcher::Config::default(), ar)
+        .owns(scoped::<Deployment>(client, scope), owned.clone())
+        .owns(scoped::<Service>(client, scope), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(client, scope), owned)
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_stored, error_policy, ctx.clone())
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                    Err(runtime::Error::ObjectNotFound(object)) => {
+                        let namespace = object.namespace.as_deref().unwrap_or_default();
+                        tracing::debug!(%namespace, cluster = %object.name, "cluster deleted");
+                        ctx.forget(namespace, &object.name);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reconcile attempt failed"),
                 }
-                Err(e) => tracing::debug!(error = %e, "reconcile attempt failed"),
             }
-        }
-    })
-    .await;
+        })
+        .await;
 }
 
 #[cfg(test)]

@@ -4,20 +4,21 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::{Resource as _, ResourceExt};
 
 use crate::conditions::{self, ReadyReason, Reason as _};
 use crate::controller::plan::event;
 use crate::controller::status::{self, DeploymentState, Observed};
 use crate::controller::sync::{self, SyncInput};
 use crate::controller::writes::{apply_all, publish, write_status};
-use crate::controller::{Context, Error};
+use crate::controller::{Context, Error, FIELD_MANAGER};
 use crate::crd::{AutoscalingMode, RealtimeCluster};
 use crate::desired::{self, DesiredError};
 use crate::operator_metrics::Direction;
+use crate::stored;
 
 /// Reconciles `rtc` once; the action says when to come back.
 pub async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<Action, Error> {
@@ -45,7 +46,7 @@ pub async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<A
                 "Validate",
                 invalid.0,
             );
-            publish(ctx, rtc, ev).await;
+            publish(ctx, &rtc.object_ref(&()), ev).await;
         }
         return Ok(Action::requeue(ctx.settings.sync_period));
     }
@@ -101,7 +102,40 @@ pub async fn reconcile_cluster(rtc: &RealtimeCluster, ctx: &Context) -> Result<A
         });
     }
     for ev in plan.events {
-        publish(ctx, rtc, ev).await;
+        publish(ctx, &rtc.object_ref(&()), ev).await;
     }
     Ok(Action::requeue(plan.requeue))
+}
+
+/// Reports an object that does not deserialize on itself: `Ready=False` (unless it says so
+/// already) and, the first time, a Warning event naming the field.
+pub async fn report_unreadable(
+    object: &DynamicObject,
+    unreadable: &stored::Unreadable,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let namespace = object
+        .namespace()
+        .ok_or(DesiredError::MissingMetadata("namespace"))?;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &ar);
+    let announced = stored::already_reported(object, unreadable);
+    if let Some(patch) = stored::invalid_status_patch(object, unreadable, Timestamp::now()) {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch_status(&object.name_any(), &params, &Patch::Merge(&patch))
+            .await?;
+    }
+    if !announced {
+        let ev = event(
+            EventType::Warning,
+            ReadyReason::InvalidSpec.as_str(),
+            "Validate",
+            format!("cannot read the object: {unreadable}"),
+        );
+        publish(ctx, &object.object_ref(&ar), ev).await;
+    }
+    Ok(())
 }

@@ -134,6 +134,15 @@ pub async fn builtin(
     };
 
     if let Some(progress) = old.scale_down.clone() {
+        // The load is still recorded, so the down-window of a later scale-down counts
+        // from every sync, not only from those that decided something. The victims are on
+        // their way out: the pods expected to stay are `progress.to`.
+        let obs = Observation {
+            current: progress.to,
+            reported_pods: u32::try_from(scrape.readings.connections.len()).unwrap_or(u32::MAX),
+            connections: scrape.readings.total(),
+        };
+        plan.history = Some(autoscale::record(&policy, &obs, &history, now).1);
         return continue_scale_down(ctx, &pods_api, &scrape, progress, plan, now).await;
     }
 
@@ -152,16 +161,20 @@ pub async fn builtin(
     );
     if decision.replicas < current {
         let k = usize::try_from(current - decision.replicas).unwrap_or(0);
-        let victims = drain::choose_victims(&scrape.readings.connections, k);
+        let victims = drain::choose_victims_among(&scrape.pods, &scrape.readings.connections, k);
         if victims.is_empty() {
-            plan.scaling = Some(Verdict::new(
-                State::False,
-                ScalingReason::NoVictims,
-                "no pod can be drained",
-            ));
+            // No pod exists to drain (replicas set above the bounds before any pod ran):
+            // lowering replicas removes nobody.
+            let to = decision.replicas;
+            lower(
+                &mut plan,
+                current,
+                to,
+                format!(": no pod to drain ({detail})"),
+            );
             return Ok(plan);
         }
-        let progress = drain::begin(current, victims, now);
+        let progress = drain::begin(current, decision.replicas, victims, now);
         // Record the scale-down before any side effect, so a restart resumes this one.
         let mut st = old.clone();
         st.scale_down = Some(progress.clone());
@@ -255,23 +268,9 @@ async fn continue_scale_down(
                     ),
                 ));
             }
-            plan.replicas = Some(to);
-            plan.scaled = Some((from, to));
             plan.scale_down = None;
-            plan.scaling = Some(Verdict::new(
-                State::True,
-                ScalingReason::Autoscaler(autoscale::Reason::ScaleDown),
-                format!("{from} -> {to}"),
-            ));
-            plan.events.push(event(
-                EventType::Normal,
-                "ScaleDown",
-                "Scale",
-                format!(
-                    "scaled {from} -> {to} after draining {}",
-                    progress.victims.join(", ")
-                ),
-            ));
+            let drained = format!(" after draining {}", progress.victims.join(", "));
+            lower(&mut plan, from, to, drained);
         }
         Step::Wait(pending) => {
             ctx.metrics.drain_failed(pending.len());
@@ -299,6 +298,24 @@ async fn continue_scale_down(
         }
     }
     Ok(plan)
+}
+
+/// Replicas drop from `from` to `to` this sync: the `ScaleDown` verdict and event
+/// (`scaled <from> -> <to>` followed by `how`, which starts with its own separator).
+fn lower(plan: &mut Plan, from: i32, to: i32, how: String) {
+    plan.replicas = Some(to);
+    plan.scaled = Some((from, to));
+    plan.scaling = Some(Verdict::new(
+        State::True,
+        ScalingReason::Autoscaler(autoscale::Reason::ScaleDown),
+        format!("{from} -> {to}"),
+    ));
+    plan.events.push(event(
+        EventType::Normal,
+        "ScaleDown",
+        "Scale",
+        format!("scaled {from} -> {to}{how}"),
+    ));
 }
 
 /// `MetricsAvailable` from what this sync could read.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 
 use super::sync::sync_wait;
@@ -97,6 +98,18 @@ async fn expect_deletion_costs(api: &mut fixtures::ApiServerVerifier, costs: &[(
             &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
         );
     }
+}
+
+/// Answers the two reads a full sync starts with: the Deployment, then the pod list.
+async fn expect_sync_reads(api: &mut fixtures::ApiServerVerifier, replicas: i32, pods: Vec<Value>) {
+    api.next()
+        .await
+        .expect(Method::GET, DEPLOYMENT)
+        .respond(StatusCode::OK, &deployment(replicas));
+    api.next()
+        .await
+        .expect(Method::GET, PODS)
+        .respond(StatusCode::OK, &pod_list(pods));
 }
 
 async fn expect_applies(api: &mut fixtures::ApiServerVerifier) -> Value {
@@ -207,6 +220,64 @@ async fn invalid_spec_writes_status_and_an_event_and_touches_nothing_else() {
 }
 
 #[tokio::test]
+async fn an_unreadable_object_is_reported_on_itself_once() {
+    let (ctx, mut api) = fixtures::context(Settings::default());
+    let mut raw = serde_json::to_value(cluster(json!({"nats": {"url": "n"}}), None)).unwrap();
+    raw["spec"]["autoscaling"]["mode"] = json!("Bogus");
+    let object: DynamicObject = serde_json::from_value(raw.clone()).unwrap();
+    let script = async move {
+        let call = api.next().await.expect(Method::PATCH, STATUS);
+        assert!(
+            call.uri.contains("fieldManager=roomcast-operator"),
+            "{}",
+            call.uri
+        );
+        let ready = condition(&call.body["status"], "Ready").clone();
+        let mut echoed = raw.clone();
+        echoed["status"] = call.body["status"].clone();
+        call.respond(StatusCode::OK, &echoed);
+        assert_eq!(
+            (&ready["status"], &ready["reason"]),
+            (&json!("False"), &json!("InvalidSpec"))
+        );
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("spec.autoscaling.mode:"),
+            "{ready}"
+        );
+        let event = api.next().await.expect(Method::POST, EVENTS);
+        assert_eq!(
+            (&event.body["type"], &event.body["reason"]),
+            (&json!("Warning"), &json!("InvalidSpec"))
+        );
+        let note = event.body["note"].as_str().unwrap().to_string();
+        assert!(
+            note.contains("spec.autoscaling.mode") && note.contains("Bogus"),
+            "{note}"
+        );
+        event.echo();
+        (api, echoed)
+    };
+    let (result, (_api, echoed)) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(reconcile_stored(Arc::new(object), ctx.clone()), script)
+    })
+    .await
+    .unwrap();
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(15)));
+    // Once reported, a later sync writes and announces nothing.
+    let object: DynamicObject = serde_json::from_value(echoed).unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        reconcile_stored(Arc::new(object), ctx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(15)));
+}
+
+#[tokio::test]
 async fn api_errors_fail_the_reconcile_and_back_off_per_object() {
     let (ctx, mut api) = fixtures::context(Settings::default());
     let rtc = cluster(json!({"nats": {"url": "n"}}), None);
@@ -234,7 +305,7 @@ async fn api_errors_fail_the_reconcile_and_back_off_per_object() {
         error_policy(rtc.clone(), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(4))
     );
-    ctx.reset_failures(&key(&rtc));
+    ctx.reset_failures(&key(rtc.as_ref()));
     assert_eq!(
         error_policy(rtc, &err, ctx.clone()),
         Action::requeue(Duration::from_secs(1))
@@ -493,6 +564,114 @@ async fn a_recorded_scale_down_is_resumed_not_repeated() {
     };
     run_reconcile(rtc, ctx, script).await.unwrap();
     assert_eq!((a.drains(), b.drains(), c.drains()), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn replicas_above_max_without_metrics_drain_unread_pods_then_drop() {
+    // Scaled by hand to 4 with maxReplicas 2, no pod ready to read: still clamped, and
+    // the pods removed are drained first (unready ones, by name).
+    let gws = [
+        FakeGateway::start(0).await,
+        FakeGateway::start(0).await,
+        FakeGateway::start(0).await,
+        FakeGateway::start(0).await,
+    ];
+    let pods: Vec<Value> = ["a", "b", "c", "d"]
+        .iter()
+        .zip(&gws)
+        .map(|(n, g)| pod(n, false, g.port, "0"))
+        .collect();
+    let rtc = cluster(
+        json!({"nats": {"url": "n"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}),
+        None,
+    );
+    let echo_rtc = serde_json::to_value(&rtc).unwrap();
+    let (ctx, mut api) = fixtures::context(Settings::default());
+    let script = async move {
+        expect_sync_reads(&mut api, 4, pods).await;
+        let call = api.next().await.expect(Method::PATCH, STATUS);
+        let progress = call.body["status"]["scaleDown"].clone();
+        call.respond(StatusCode::OK, &echo_rtc);
+        assert_eq!(
+            (progress["from"].clone(), progress["to"].clone()),
+            (json!(4), json!(2))
+        );
+        assert_eq!(progress["victims"], json!(["a", "b"]));
+        let min = i32::MIN.to_string();
+        expect_deletion_costs(&mut api, &[("a", min.clone()), ("b", min)]).await;
+        let applied = expect_applies(&mut api).await;
+        assert_eq!(applied["spec"]["replicas"], 2);
+        let call = api.next().await.expect(Method::PATCH, STATUS);
+        assert_eq!(call.body["status"]["replicas"], 2);
+        call.respond(StatusCode::OK, &echo_rtc);
+        for reason in ["DrainStarted", "ScaleDown"] {
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], reason);
+            event.echo();
+        }
+        api
+    };
+    run_reconcile(rtc, ctx, script).await.unwrap();
+    let drains: Vec<u32> = gws.iter().map(FakeGateway::drains).collect();
+    assert_eq!(drains, [1, 1, 0, 0]);
+}
+
+#[tokio::test]
+async fn replicas_above_max_without_pods_drop_at_once() {
+    let rtc = cluster(
+        json!({"nats": {"url": "n"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 7}}),
+        None,
+    );
+    let echo_rtc = serde_json::to_value(&rtc).unwrap();
+    let (ctx, mut api) = fixtures::context(Settings::default());
+    let script = async move {
+        expect_sync_reads(&mut api, 9, vec![]).await;
+        let applied = expect_applies(&mut api).await;
+        assert_eq!(applied["spec"]["replicas"], 7);
+        let call = api.next().await.expect(Method::PATCH, STATUS);
+        assert_eq!(call.body["status"]["replicas"], 7);
+        call.respond(StatusCode::OK, &echo_rtc);
+        let event = api.next().await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["reason"], "ScaleDown");
+        event.echo();
+        api
+    };
+    run_reconcile(rtc, ctx, script).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resumed_scale_down_records_the_recommendation() {
+    // Without it the down-window forgets the load seen while draining, and the next
+    // scale-down may follow sooner than scaleDownStabilizationSeconds allows.
+    let (b, c) = (FakeGateway::start(0).await, FakeGateway::start(250).await);
+    let min = i32::MIN.to_string();
+    let pods = vec![pod("b", false, b.port, &min), pod("c", true, c.port, "250")];
+    let rtc = cluster(
+        json!({"nats": {"url": "n"}, "autoscaling": {
+            "minReplicas": 1, "targetConnectionsPerPod": 100, "scaleDownStabilizationSeconds": 300}}),
+        Some(json!({
+            "replicas": 2,
+            "scaleDown": {"from": 2, "to": 1, "victims": ["b"], "started": "2099-01-01T00:00:00Z"}
+        })),
+    );
+    let echo_rtc = serde_json::to_value(&rtc).unwrap();
+    let (ctx, mut api) = fixtures::context(Settings::default());
+    let script = async move {
+        expect_sync_reads(&mut api, 2, pods).await;
+        let applied = expect_applies(&mut api).await;
+        assert_eq!(applied["spec"]["replicas"], 1);
+        let call = api.next().await.expect(Method::PATCH, STATUS);
+        // 250 connections on the pod that stays, 100 per pod: 3 recommended.
+        let recs = call.body["status"]["autoscaler"]["recommendations"].clone();
+        call.respond(StatusCode::OK, &echo_rtc);
+        assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
+        assert_eq!(recs[0]["replicas"], 3);
+        let event = api.next().await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["reason"], "ScaleDown");
+        event.echo();
+        api
+    };
+    run_reconcile(rtc, ctx, script).await.unwrap();
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! status merge patch, and events (whose failure is logged, never fatal).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
@@ -80,9 +80,9 @@ pub async fn write_status(
     Ok(())
 }
 
-/// Publishes an event; a failure (RBAC, API hiccup) is logged, never fatal.
-pub async fn publish(ctx: &Context, rtc: &RealtimeCluster, ev: Event) {
-    if let Err(e) = ctx.recorder.publish(&ev, &rtc.object_ref(&())).await {
+/// Publishes an event about `regarding`; a failure (RBAC, API hiccup) is logged, never fatal.
+pub async fn publish(ctx: &Context, regarding: &ObjectReference, ev: Event) {
+    if let Err(e) = ctx.recorder.publish(&ev, regarding).await {
         tracing::warn!(reason = %ev.reason, error = %e, "cannot publish event");
     }
 }
