@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -28,6 +28,7 @@ use crate::drain::{self, Step};
 use crate::metrics::AdminClient;
 use crate::pods::{self, GatewayPod, Readings};
 use crate::status::{self, METRICS_AVAILABLE, READY, SCALING, State};
+use crate::stored;
 use crate::telemetry::{Direction, Telemetry};
 
 /// Field manager of every write.
@@ -36,6 +37,8 @@ pub const FIELD_MANAGER: &str = "roomcast-operator";
 pub const DRAIN_RETRY: Duration = Duration::from_secs(5);
 /// First error backoff; doubles per consecutive failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Applied objects whose resourceVersion is remembered for the apply log.
+const MAX_REMEMBERED_OBJECTS: usize = 4096;
 /// Longest error backoff.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -77,6 +80,9 @@ pub struct Context {
     pub telemetry: Arc<Telemetry>,
     /// Consecutive failures per object (namespace, name), for the backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// resourceVersion each applied object had after our last apply (kind, namespace,
+    /// name), to log the applies that created or changed something.
+    applied: Mutex<HashMap<(String, String, String), String>>,
 }
 
 impl Context {
@@ -99,6 +105,7 @@ impl Context {
             settings,
             telemetry,
             failures: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
         }
     }
 
@@ -109,6 +116,16 @@ impl Context {
         let n = map.entry(key).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// Remembers `version` for an applied object; returns the one remembered before.
+    fn applied_version(&self, key: (String, String, String), version: String) -> Option<String> {
+        let mut map = self.applied.lock().ok()?;
+        if map.len() >= MAX_REMEMBERED_OBJECTS && !map.contains_key(&key) {
+            // Bounded: forgetting only costs one "first apply" log line per object.
+            map.clear();
+        }
+        map.insert(key, version)
     }
 
     fn reset_failures(&self, key: &(String, String)) {
@@ -138,8 +155,62 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
 }
 
-fn key(rtc: &RealtimeCluster) -> (String, String) {
-    (rtc.namespace().unwrap_or_default(), rtc.name_any())
+fn key<K: ResourceExt>(object: &K) -> (String, String) {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Reconciles one stored object: a readable one as a `RealtimeCluster`; one that does not
+/// deserialize is reported on itself (`Ready=False`, reason `InvalidSpec`, a Warning event
+/// naming the field) and left alone, while every other object reconciles normally.
+pub async fn reconcile_stored(
+    object: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match stored::read(&object) {
+        Ok(rtc) => reconcile(Arc::new(rtc), ctx).await,
+        Err(unreadable) => {
+            ctx.telemetry.reconciled();
+            let (namespace, name) = key(object.as_ref());
+            tracing::warn!(%namespace, %name, field = %unreadable.path, problem = %unreadable.problem,
+                "cannot read RealtimeCluster; reporting it on the object");
+            report_unreadable(&object, &unreadable, &ctx).await?;
+            ctx.reset_failures(&key(object.as_ref()));
+            Ok(Action::requeue(ctx.settings.sync_period))
+        }
+    }
+}
+
+async fn report_unreadable(
+    object: &DynamicObject,
+    unreadable: &stored::Unreadable,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let namespace = object
+        .namespace()
+        .ok_or(DesiredError::MissingMetadata("namespace"))?;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &ar);
+    let announced = stored::already_reported(object, unreadable);
+    if let Some(patch) = stored::invalid_status_patch(object, unreadable, Timestamp::now()) {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch_status(&object.name_any(), &params, &Patch::Merge(&patch))
+            .await?;
+    }
+    if !announced {
+        let ev = event(
+            EventType::Warning,
+            status::INVALID_SPEC,
+            "Validate",
+            format!("cannot read the object: {unreadable}"),
+        );
+        if let Err(e) = ctx.recorder.publish(&ev, &object.object_ref(&ar)).await {
+            tracing::warn!(reason = %ev.reason, error = %e, "cannot publish event");
+        }
+    }
+    Ok(())
 }
 
 /// Reconciles one cluster; on success its error backoff resets.
@@ -148,22 +219,22 @@ fn key(rtc: &RealtimeCluster) -> (String, String) {
 pub async fn reconcile(rtc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     use tracing::Instrument as _;
     ctx.telemetry.reconciled();
-    let (namespace, name) = key(&rtc);
+    let (namespace, name) = key(rtc.as_ref());
     let span = tracing::info_span!("reconcile", %namespace, %name);
     let action = reconcile_cluster(&rtc, &ctx)
         .instrument(span.clone())
         .await
         .inspect_err(|error| span.in_scope(|| tracing::warn!(%error, "reconcile error")))?;
-    ctx.reset_failures(&key(&rtc));
+    ctx.reset_failures(&key(rtc.as_ref()));
     Ok(action)
 }
 
 /// Requeues a failed object with its own exponential backoff.
-pub fn error_policy(rtc: Arc<RealtimeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: ResourceExt>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.telemetry.failed();
-    let failures = ctx.record_failure(key(&rtc));
+    let failures = ctx.record_failure(key(object.as_ref()));
     let wait = backoff(failures);
-    tracing::warn!(cluster = %rtc.name_any(), %error, failures, ?wait, "reconcile failed");
+    tracing::warn!(cluster = %object.name_any(), %error, failures, ?wait, "reconcile failed");
     Action::requeue(wait)
 }
 
@@ -417,12 +488,13 @@ async fn builtin(
         .collect();
     let readings = pods::read_connections(&ctx.admin, &gateway_pods).await;
     ctx.telemetry.scrape_failed(readings.failures.len());
-    if !readings.failures.is_empty() {
-        tracing::warn!(
-            failed = readings.failures.len(),
-            pods = gateway_pods.len(),
-            "gateway metrics scrape failed"
-        );
+    for (pod, cause) in &readings.failures {
+        let address = gateway_pods
+            .iter()
+            .find(|p| &p.name == pod)
+            .and_then(|p| p.admin_url.as_deref())
+            .unwrap_or("none");
+        tracing::warn!(%pod, address, %cause, "gateway metrics scrape failed");
     }
     let mut plan = Plan::hold(current, ctx.settings.sync_period);
     plan.ready_pods =
@@ -453,6 +525,21 @@ async fn builtin(
     };
 
     if let Some(progress) = old.scale_down.clone() {
+        // The load is still recorded, so the down-window of a later scale-down counts
+        // from every sync, not only from those that decided something. The victims are on
+        // their way out: the pods expected to stay are `progress.to`.
+        let obs = Observation {
+            current: progress.to,
+            reported_pods: u32::try_from(readings.connections.len()).unwrap_or(u32::MAX),
+            connections: readings.total(),
+        };
+        plan.history = Some(autoscale::record(&policy, &obs, &history, now).1);
+        tracing::info!(
+            from = progress.from,
+            to = progress.to,
+            victims = %progress.victims.join(", "),
+            "drain resumed"
+        );
         return continue_scale_down(
             ctx,
             &pods_api,
@@ -478,19 +565,50 @@ async fn builtin(
         "{} connections over {} reporting pods, target {} per pod",
         obs.connections, obs.reported_pods, policy.target_per_pod
     );
+    if decision.replicas != current {
+        tracing::info!(
+            from = current,
+            to = decision.replicas,
+            connections = obs.connections,
+            reported_pods = obs.reported_pods,
+            target_per_pod = policy.target_per_pod,
+            recommendation = ?decision.recommendation,
+            reason = decision.reason.as_str(),
+            min = policy.min_replicas,
+            max = policy.max_replicas,
+            "autoscaler decision"
+        );
+    }
     if decision.replicas < current {
         let k = usize::try_from(current - decision.replicas).unwrap_or(0);
-        let victims = drain::choose_victims(&readings.connections, k);
+        let victims = drain::choose_victims_among(&gateway_pods, &readings.connections, k);
         if victims.is_empty() {
-            plan.scaling = Some((State::False, "NoVictims", "no pod can be drained".into()));
+            // No pod exists to drain (replicas set above the bounds before any pod ran):
+            // lowering replicas removes nobody.
+            let to = decision.replicas;
+            plan.replicas = Some(to);
+            plan.scaled = Some((current, to));
+            plan.scaling = Some((State::True, "ScaleDown", format!("{current} -> {to}")));
+            plan.events.push(event(
+                EventType::Normal,
+                "ScaleDown",
+                "Scale",
+                format!("scaled {current} -> {to}: no pod to drain ({detail})"),
+            ));
             return Ok(plan);
         }
-        let progress = drain::begin(current, victims, now);
+        let progress = drain::begin(current, decision.replicas, victims, now);
         // Record the scale-down before any side effect, so a restart resumes this one.
         let mut st = old.clone();
         st.scale_down = Some(progress.clone());
         st.autoscaler = Some(history);
         write_status(clusters, name, &st).await?;
+        tracing::info!(
+            from = progress.from,
+            to = progress.to,
+            victims = %progress.victims.join(", "),
+            "drain started"
+        );
         plan.events.push(event(
             EventType::Normal,
             "DrainStarted",
@@ -545,12 +663,13 @@ async fn continue_scale_down(
     now: Timestamp,
 ) -> Result<Plan, Error> {
     let costs = drain::deletion_costs(gateway_pods, &readings.connections, &progress.victims);
-    drain::apply_costs(pods_api, gateway_pods, &costs).await?;
+    drain::apply_costs(pods_api, gateway_pods, &costs, FIELD_MANAGER).await?;
     let outcomes = drain::drain_victims(&ctx.admin, gateway_pods, &progress.victims).await;
     let step = drain::next_step(&progress, &outcomes, now, ctx.settings.drain_deadline);
     let (from, to) = (progress.from, progress.to);
     match step {
         Step::Lower | Step::LowerAfterTimeout(_) => {
+            tracing::info!(from, to, victims = %progress.victims.join(", "), "drain finished");
             if let Step::LowerAfterTimeout(pending) = &step {
                 plan.events.push(event(
                     EventType::Warning,
@@ -578,6 +697,11 @@ async fn continue_scale_down(
         }
         Step::Wait(pending) => {
             ctx.telemetry.drain_failed(pending.len());
+            for victim in &pending {
+                if let Some(drain::DrainOutcome::Failed(cause)) = outcomes.get(victim) {
+                    tracing::warn!(%victim, %cause, from, to, "drain failed; retrying");
+                }
+            }
             let reasons: Vec<String> = pending
                 .iter()
                 .map(|p| match outcomes.get(p) {
@@ -634,27 +758,55 @@ fn metrics_condition(pods: &[GatewayPod], readings: &Readings) -> (State, &'stat
     }
 }
 
-async fn apply<K>(api: Api<K>, object: &K) -> Result<(), Error>
+async fn apply<K>(ctx: &Context, api: Api<K>, object: &K) -> Result<(), Error>
 where
-    K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(object)).await?;
+    let applied = api.patch(&name, &params, &Patch::Apply(object)).await?;
+    let meta = applied.meta();
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let version = meta.resource_version.clone().unwrap_or_default();
+    let kind = K::kind(&());
+    let before = ctx.applied_version(
+        (kind.to_string(), namespace.clone(), name.clone()),
+        version.clone(),
+    );
+    // An apply that changes nothing keeps the resourceVersion; an object created moments
+    // ago was created by this apply (nobody else writes these names).
+    let fresh = meta
+        .creation_timestamp
+        .as_ref()
+        .is_some_and(|t| Timestamp::now().duration_since(t.0) < SignedDuration::from_secs(5));
+    let change = match before {
+        Some(before) if before == version => None,
+        Some(_) => Some("changed"),
+        None if fresh => Some("created"),
+        None => Some("applied (first apply since start)"),
+    };
+    match change {
+        Some(change) => {
+            tracing::info!(%kind, %namespace, %name, resource_version = %version, "{change}")
+        }
+        None => tracing::debug!(%kind, %namespace, %name, "unchanged"),
+    }
     Ok(())
 }
 
 async fn apply_all(ctx: &Context, namespace: &str, objects: &Desired) -> Result<(), Error> {
     let client = &ctx.client;
     apply(
+        ctx,
         Api::<Deployment>::namespaced(client.clone(), namespace),
         &objects.deployment,
     )
     .await?;
     let services = Api::<Service>::namespaced(client.clone(), namespace);
-    apply(services.clone(), &objects.service).await?;
-    apply(services, &objects.admin_service).await?;
+    apply(ctx, services.clone(), &objects.service).await?;
+    apply(ctx, services, &objects.admin_service).await?;
     apply(
+        ctx,
         Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace),
         &objects.pdb,
     )
@@ -711,23 +863,27 @@ pub async fn run(
 ) {
     let client = &ctx.client;
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=roomcast-operator");
-    Controller::new(
-        scoped::<RealtimeCluster>(client, scope),
-        watcher::Config::default(),
-    )
-    .owns(scoped::<Deployment>(client, scope), owned.clone())
-    .owns(scoped::<Service>(client, scope), owned.clone())
-    .owns(scoped::<PodDisruptionBudget>(client, scope), owned)
-    .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "reconcile attempt failed"),
-        }
-    })
-    .await;
+    // Watched untyped: one object that does not deserialize must not fail the watch of all
+    // (kube's typed watcher errors on the whole list); `reconcile_stored` reads each one.
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let clusters = match scope {
+        Scope::All => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        Scope::Namespace(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+    };
+    Controller::new_with(clusters, watcher::Config::default(), ar)
+        .owns(scoped::<Deployment>(client, scope), owned.clone())
+        .owns(scoped::<Service>(client, scope), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(client, scope), owned)
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_stored, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile attempt failed"),
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]
@@ -813,6 +969,11 @@ mod tests {
                 .next()
                 .await
                 .expect(Method::PATCH, &format!("{PODS}/{name}"));
+            assert!(
+                call.uri.contains("fieldManager=roomcast-operator"),
+                "{}",
+                call.uri
+            );
             assert_eq!(
                 call.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
                 *cost
@@ -822,6 +983,22 @@ mod tests {
                 &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
             );
         }
+    }
+
+    /// Answers the two reads a full sync starts with: the Deployment, then the pod list.
+    async fn expect_sync_reads(
+        api: &mut fixtures::ApiServerVerifier,
+        replicas: i32,
+        pods: Vec<Value>,
+    ) {
+        api.next()
+            .await
+            .expect(Method::GET, DEPLOYMENT)
+            .respond(StatusCode::OK, &deployment(replicas));
+        api.next()
+            .await
+            .expect(Method::GET, PODS)
+            .respond(StatusCode::OK, &pod_list(pods));
     }
 
     async fn expect_applies(api: &mut fixtures::ApiServerVerifier) -> Value {
@@ -932,6 +1109,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unreadable_object_is_reported_on_itself_once() {
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let mut raw = serde_json::to_value(cluster(json!({"nats": {"url": "n"}}), None)).unwrap();
+        raw["spec"]["autoscaling"]["mode"] = json!("Bogus");
+        let object: DynamicObject = serde_json::from_value(raw.clone()).unwrap();
+        let script = async move {
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert!(
+                call.uri.contains("fieldManager=roomcast-operator"),
+                "{}",
+                call.uri
+            );
+            let ready = condition(&call.body["status"], "Ready").clone();
+            let mut echoed = raw.clone();
+            echoed["status"] = call.body["status"].clone();
+            call.respond(StatusCode::OK, &echoed);
+            assert_eq!(
+                (&ready["status"], &ready["reason"]),
+                (&json!("False"), &json!("InvalidSpec"))
+            );
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("spec.autoscaling.mode:"),
+                "{ready}"
+            );
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(
+                (&event.body["type"], &event.body["reason"]),
+                (&json!("Warning"), &json!("InvalidSpec"))
+            );
+            let note = event.body["note"].as_str().unwrap().to_string();
+            assert!(
+                note.contains("spec.autoscaling.mode") && note.contains("Bogus"),
+                "{note}"
+            );
+            event.echo();
+            (api, echoed)
+        };
+        let (result, (_api, echoed)) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(reconcile_stored(Arc::new(object), ctx.clone()), script)
+        })
+        .await
+        .unwrap();
+        assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(15)));
+        // Once reported, a later sync writes and announces nothing.
+        let object: DynamicObject = serde_json::from_value(echoed).unwrap();
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            reconcile_stored(Arc::new(object), ctx),
+        )
+        .await
+        .unwrap();
+        assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(15)));
+    }
+
+    #[tokio::test]
     async fn api_errors_fail_the_reconcile_and_back_off_per_object() {
         let (ctx, mut api) = fixtures::context(Settings::default());
         let rtc = cluster(json!({"nats": {"url": "n"}}), None);
@@ -959,7 +1194,7 @@ mod tests {
             error_policy(rtc.clone(), &err, ctx.clone()),
             Action::requeue(Duration::from_secs(4))
         );
-        ctx.reset_failures(&key(&rtc));
+        ctx.reset_failures(&key(rtc.as_ref()));
         assert_eq!(
             error_policy(rtc, &err, ctx.clone()),
             Action::requeue(Duration::from_secs(1))
@@ -1219,6 +1454,114 @@ mod tests {
         };
         run_reconcile(rtc, ctx, script).await.unwrap();
         assert_eq!((a.drains(), b.drains(), c.drains()), (1, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn replicas_above_max_without_metrics_drain_unread_pods_then_drop() {
+        // Scaled by hand to 4 with maxReplicas 2, no pod ready to read: still clamped, and
+        // the pods removed are drained first (unready ones, by name).
+        let gws = [
+            FakeGateway::start(0).await,
+            FakeGateway::start(0).await,
+            FakeGateway::start(0).await,
+            FakeGateway::start(0).await,
+        ];
+        let pods: Vec<Value> = ["a", "b", "c", "d"]
+            .iter()
+            .zip(&gws)
+            .map(|(n, g)| pod(n, false, g.port, "0"))
+            .collect();
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}),
+            None,
+        );
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let script = async move {
+            expect_sync_reads(&mut api, 4, pods).await;
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            let progress = call.body["status"]["scaleDown"].clone();
+            call.respond(StatusCode::OK, &echo_rtc);
+            assert_eq!(
+                (progress["from"].clone(), progress["to"].clone()),
+                (json!(4), json!(2))
+            );
+            assert_eq!(progress["victims"], json!(["a", "b"]));
+            let min = i32::MIN.to_string();
+            expect_deletion_costs(&mut api, &[("a", min.clone()), ("b", min)]).await;
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 2);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert_eq!(call.body["status"]["replicas"], 2);
+            call.respond(StatusCode::OK, &echo_rtc);
+            for reason in ["DrainStarted", "ScaleDown"] {
+                let event = api.next().await.expect(Method::POST, EVENTS);
+                assert_eq!(event.body["reason"], reason);
+                event.echo();
+            }
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
+        let drains: Vec<u32> = gws.iter().map(FakeGateway::drains).collect();
+        assert_eq!(drains, [1, 1, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn replicas_above_max_without_pods_drop_at_once() {
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 7}}),
+            None,
+        );
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let script = async move {
+            expect_sync_reads(&mut api, 9, vec![]).await;
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 7);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert_eq!(call.body["status"]["replicas"], 7);
+            call.respond(StatusCode::OK, &echo_rtc);
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "ScaleDown");
+            event.echo();
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_resumed_scale_down_records_the_recommendation() {
+        // Without it the down-window forgets the load seen while draining, and the next
+        // scale-down may follow sooner than scaleDownStabilizationSeconds allows.
+        let (b, c) = (FakeGateway::start(0).await, FakeGateway::start(250).await);
+        let min = i32::MIN.to_string();
+        let pods = vec![pod("b", false, b.port, &min), pod("c", true, c.port, "250")];
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {
+                "minReplicas": 1, "targetConnectionsPerPod": 100, "scaleDownStabilizationSeconds": 300}}),
+            Some(json!({
+                "replicas": 2,
+                "scaleDown": {"from": 2, "to": 1, "victims": ["b"], "started": "2099-01-01T00:00:00Z"}
+            })),
+        );
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let script = async move {
+            expect_sync_reads(&mut api, 2, pods).await;
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 1);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            // 250 connections on the pod that stays, 100 per pod: 3 recommended.
+            let recs = call.body["status"]["autoscaler"]["recommendations"].clone();
+            call.respond(StatusCode::OK, &echo_rtc);
+            assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
+            assert_eq!(recs[0]["replicas"], 3);
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "ScaleDown");
+            event.echo();
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
     }
 
     #[tokio::test]
