@@ -24,13 +24,14 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::SignedDuration;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::{self as runtime, Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::admin_client::AdminClient;
 use crate::crd::RealtimeCluster;
 use crate::desired::{Defaults, DesiredError};
+use crate::events::Events;
 use crate::operator_metrics::OperatorMetrics;
 use crate::stored;
 
@@ -42,6 +43,8 @@ pub const DRAIN_RETRY: Duration = Duration::from_secs(5);
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest error backoff.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Applied objects whose resourceVersion is remembered for the apply log.
+const MAX_REMEMBERED_OBJECTS: usize = 4096;
 
 /// Knobs of the reconciler.
 #[derive(Clone, Debug)]
@@ -72,7 +75,7 @@ pub struct Context {
     /// API client.
     pub client: Client,
     /// Event publisher.
-    pub recorder: Recorder,
+    pub recorder: Events,
     /// Gateway admin client.
     pub admin: AdminClient,
     /// Knobs.
@@ -81,6 +84,9 @@ pub struct Context {
     pub metrics: Arc<OperatorMetrics>,
     /// Consecutive failures per object (namespace, name), for the backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// resourceVersion each applied object had after our last apply (kind, namespace,
+    /// name), to log the applies that created or changed something.
+    applied: Mutex<HashMap<(String, String, String), String>>,
 }
 
 impl Context {
@@ -97,12 +103,13 @@ impl Context {
             instance,
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Events::new(client.clone(), reporter),
             client,
             admin: AdminClient::new(Duration::from_secs(2)),
             settings,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
         }
     }
 
@@ -113,6 +120,16 @@ impl Context {
         let n = map.entry(key).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// Remembers `version` for an applied object; returns the one remembered before.
+    fn applied_version(&self, key: (String, String, String), version: String) -> Option<String> {
+        let mut map = self.applied.lock().ok()?;
+        if map.len() >= MAX_REMEMBERED_OBJECTS && !map.contains_key(&key) {
+            // Bounded: forgetting only costs one "first apply" log line per object.
+            map.clear();
+        }
+        map.insert(key, version)
     }
 
     fn reset_failures(&self, key: &(String, String)) {

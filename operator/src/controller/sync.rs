@@ -12,10 +12,10 @@ use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
 
 use crate::autoscale::{self, Observation, Policy};
-use crate::conditions::{MetricsReason, ScalingReason, State, Verdict};
+use crate::conditions::{MetricsReason, Reason as _, ScalingReason, State, Verdict};
 use crate::controller::plan::{Plan, event};
 use crate::controller::writes::write_status;
-use crate::controller::{Context, DRAIN_RETRY, Error};
+use crate::controller::{Context, DRAIN_RETRY, Error, FIELD_MANAGER};
 use crate::crd::{RealtimeCluster, RealtimeClusterStatus, ScaleDownProgress};
 use crate::desired;
 use crate::drain::{self, Step};
@@ -143,6 +143,24 @@ pub async fn builtin(
             connections: scrape.readings.total(),
         };
         plan.history = Some(autoscale::record(&policy, &obs, &history, now).1);
+        tracing::info!(
+            from = progress.from,
+            to = progress.to,
+            victims = %progress.victims.join(", "),
+            "drain resumed"
+        );
+        plan.events.push(event(
+            EventType::Normal,
+            "DrainResumed",
+            "Drain",
+            format!(
+                "resuming scale-down {} -> {}: draining {} (started {})",
+                progress.from,
+                progress.to,
+                progress.victims.join(", "),
+                progress.started.0
+            ),
+        ));
         return continue_scale_down(ctx, &pods_api, &scrape, progress, plan, now).await;
     }
 
@@ -159,6 +177,20 @@ pub async fn builtin(
         "{} connections over {} reporting pods, target {} per pod",
         obs.connections, obs.reported_pods, policy.target_per_pod
     );
+    if decision.replicas != current {
+        tracing::info!(
+            from = current,
+            to = decision.replicas,
+            connections = obs.connections,
+            reported_pods = obs.reported_pods,
+            target_per_pod = policy.target_per_pod,
+            recommendation = ?decision.recommendation,
+            reason = ScalingReason::Autoscaler(decision.reason).as_str(),
+            min = policy.min_replicas,
+            max = policy.max_replicas,
+            "autoscaler decision"
+        );
+    }
     if decision.replicas < current {
         let k = usize::try_from(current - decision.replicas).unwrap_or(0);
         let victims = drain::choose_victims_among(&scrape.pods, &scrape.readings.connections, k);
@@ -180,6 +212,12 @@ pub async fn builtin(
         st.scale_down = Some(progress.clone());
         st.autoscaler = Some(history);
         write_status(clusters, name, &st).await?;
+        tracing::info!(
+            from = progress.from,
+            to = progress.to,
+            victims = %progress.victims.join(", "),
+            "drain started"
+        );
         plan.events.push(event(
             EventType::Normal,
             "DrainStarted",
@@ -229,12 +267,13 @@ async fn scrape(ctx: &Context, pods_api: &Api<Pod>, name: &str) -> Result<Scrape
         .collect();
     let readings = pods::read_connections(&ctx.admin, &pods).await;
     ctx.metrics.scrape_failed(readings.failures.len());
-    if !readings.failures.is_empty() {
-        tracing::warn!(
-            failed = readings.failures.len(),
-            pods = pods.len(),
-            "gateway metrics scrape failed"
-        );
+    for (pod, cause) in &readings.failures {
+        let address = pods
+            .iter()
+            .find(|p| &p.name == pod)
+            .and_then(|p| p.admin_url.as_deref())
+            .unwrap_or("none");
+        tracing::warn!(%pod, address, %cause, "gateway metrics scrape failed");
     }
     Ok(Scrape { pods, readings })
 }
@@ -251,19 +290,20 @@ async fn continue_scale_down(
 ) -> Result<Plan, Error> {
     let Scrape { pods, readings } = scrape;
     let costs = drain::deletion_costs(pods, &readings.connections, &progress.victims);
-    drain::apply_costs(pods_api, pods, &costs).await?;
+    drain::apply_costs(pods_api, pods, &costs, FIELD_MANAGER).await?;
     let outcomes = drain::drain_victims(&ctx.admin, pods, &progress.victims).await;
     let step = drain::next_step(&progress, &outcomes, now, ctx.settings.drain_deadline);
     let (from, to) = (progress.from, progress.to);
     match step {
         Step::Lower | Step::LowerAfterTimeout(_) => {
+            tracing::info!(from, to, victims = %progress.victims.join(", "), "drain finished");
             if let Step::LowerAfterTimeout(pending) = &step {
                 plan.events.push(event(
                     EventType::Warning,
                     "DrainTimeout",
                     "Drain",
                     format!(
-                        "lowering replicas although {} did not drain",
+                        "scale-down {from} -> {to}: lowering replicas although {} did not drain",
                         pending.join(", ")
                     ),
                 ));
@@ -274,6 +314,11 @@ async fn continue_scale_down(
         }
         Step::Wait(pending) => {
             ctx.metrics.drain_failed(pending.len());
+            for victim in &pending {
+                if let Some(drain::DrainOutcome::Failed(cause)) = outcomes.get(victim) {
+                    tracing::warn!(%victim, %cause, from, to, "drain failed; retrying");
+                }
+            }
             let reasons: Vec<String> = pending
                 .iter()
                 .map(|p| match outcomes.get(p) {
@@ -285,7 +330,7 @@ async fn continue_scale_down(
                 EventType::Warning,
                 "DrainFailed",
                 "Drain",
-                reasons.join("; "),
+                format!("scale-down {from} -> {to} waits: {}", reasons.join("; ")),
             ));
             plan.replicas = Some(from);
             plan.scale_down = Some(progress);

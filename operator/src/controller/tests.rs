@@ -8,7 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 
+use super::plan::event;
 use super::sync::sync_wait;
 use super::*;
 use crate::desired;
@@ -89,6 +91,11 @@ async fn expect_deletion_costs(api: &mut fixtures::ApiServerVerifier, costs: &[(
             .next()
             .await
             .expect(Method::PATCH, &format!("{PODS}/{name}"));
+        assert!(
+            call.uri.contains("fieldManager=roomcast-operator"),
+            "{}",
+            call.uri
+        );
         assert_eq!(
             call.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
             *cost
@@ -275,6 +282,44 @@ async fn an_unreadable_object_is_reported_on_itself_once() {
     .await
     .unwrap();
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(15)));
+}
+
+#[tokio::test]
+async fn each_decision_is_its_own_event_and_repeats_count_up() {
+    let (ctx, mut api) = fixtures::context(Settings::default());
+    let rtc = cluster(json!({"nats": {"url": "n"}}), None);
+    let script = async move {
+        let mut names = Vec::new();
+        for note in ["scaled 2 -> 4", "scaled 4 -> 5"] {
+            let call = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(call.body["note"], note);
+            names.push(call.body["metadata"]["name"].clone());
+            call.echo();
+        }
+        assert_ne!(names[0], names[1], "two decisions, two events");
+        let call = api.next().await.expect(
+            Method::PATCH,
+            &format!("{EVENTS}/{}", names[1].as_str().unwrap()),
+        );
+        assert_eq!(call.body["series"]["count"], 2);
+        assert_eq!(call.body["note"], "scaled 4 -> 5");
+        call.echo();
+        api
+    };
+    let publish = async {
+        for note in ["scaled 2 -> 4", "scaled 4 -> 5", "scaled 4 -> 5"] {
+            let ev = event(EventType::Normal, "ScaleUp", "Scale", note.into());
+            ctx.recorder
+                .publish(&ev, &rtc.object_ref(&()))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(publish, script)
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -557,6 +602,12 @@ async fn a_recorded_scale_down_is_resumed_not_repeated() {
         // Ready as the pods say (`a` is draining), not the Deployment's 3.
         assert_eq!(call.body["status"]["readyReplicas"], 2);
         call.respond(StatusCode::OK, &echo_rtc);
+        // The resumed drain is an event of its own, naming its numbers and victims.
+        let event = api.next().await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["reason"], "DrainResumed");
+        let note = event.body["note"].as_str().unwrap_or_default().to_string();
+        assert!(note.contains("scale-down 3 -> 1: draining a, b"), "{note}");
+        event.echo();
         let event = api.next().await.expect(Method::POST, EVENTS);
         assert_eq!(event.body["reason"], "ScaleDown");
         event.echo();
@@ -666,6 +717,12 @@ async fn a_resumed_scale_down_records_the_recommendation() {
         call.respond(StatusCode::OK, &echo_rtc);
         assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
         assert_eq!(recs[0]["replicas"], 3);
+        // The resumed drain is an event of its own, naming its numbers and victims.
+        let event = api.next().await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["reason"], "DrainResumed");
+        let note = event.body["note"].as_str().unwrap_or_default().to_string();
+        assert!(note.contains("scale-down 2 -> 1: draining b"), "{note}");
+        event.echo();
         let event = api.next().await.expect(Method::POST, EVENTS);
         assert_eq!(event.body["reason"], "ScaleDown");
         event.echo();
@@ -717,6 +774,12 @@ async fn a_victim_that_refuses_the_drain_keeps_replicas_and_retries_soon() {
             "Draining"
         );
         call.respond(StatusCode::OK, &echo_rtc);
+        // The resumed drain is an event of its own, naming its numbers and victims.
+        let event = api.next().await.expect(Method::POST, EVENTS);
+        assert_eq!(event.body["reason"], "DrainResumed");
+        let note = event.body["note"].as_str().unwrap_or_default().to_string();
+        assert!(note.contains("scale-down 3 -> 1: draining a, b"), "{note}");
+        event.echo();
         let event = api.next().await.expect(Method::POST, EVENTS);
         assert_eq!(event.body["reason"], "DrainFailed");
         event.echo();

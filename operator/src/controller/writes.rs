@@ -4,6 +4,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::Event;
@@ -15,13 +16,39 @@ use crate::controller::{Context, Error, FIELD_MANAGER};
 use crate::crd::{RealtimeCluster, RealtimeClusterStatus};
 use crate::desired::Desired;
 
-async fn apply<K>(api: Api<K>, object: &K) -> Result<(), Error>
+async fn apply<K>(ctx: &Context, api: Api<K>, object: &K) -> Result<(), Error>
 where
-    K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(object)).await?;
+    let applied = api.patch(&name, &params, &Patch::Apply(object)).await?;
+    let meta = applied.meta();
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let version = meta.resource_version.clone().unwrap_or_default();
+    let kind = K::kind(&());
+    let before = ctx.applied_version(
+        (kind.to_string(), namespace.clone(), name.clone()),
+        version.clone(),
+    );
+    // An apply that changes nothing keeps the resourceVersion; an object created moments
+    // ago was created by this apply (nobody else writes these names).
+    let fresh = meta
+        .creation_timestamp
+        .as_ref()
+        .is_some_and(|t| Timestamp::now().duration_since(t.0) < SignedDuration::from_secs(5));
+    let change = match before {
+        Some(before) if before == version => None,
+        Some(_) => Some("changed"),
+        None if fresh => Some("created"),
+        None => Some("applied (first apply since start)"),
+    };
+    match change {
+        Some(change) => {
+            tracing::info!(%kind, %namespace, %name, resource_version = %version, "{change}")
+        }
+        None => tracing::debug!(%kind, %namespace, %name, "unchanged"),
+    }
     Ok(())
 }
 
@@ -29,14 +56,16 @@ where
 pub async fn apply_all(ctx: &Context, namespace: &str, objects: &Desired) -> Result<(), Error> {
     let client = &ctx.client;
     apply(
+        ctx,
         Api::<Deployment>::namespaced(client.clone(), namespace),
         &objects.deployment,
     )
     .await?;
     let services = Api::<Service>::namespaced(client.clone(), namespace);
-    apply(services.clone(), &objects.service).await?;
-    apply(services, &objects.admin_service).await?;
+    apply(ctx, services.clone(), &objects.service).await?;
+    apply(ctx, services, &objects.admin_service).await?;
     apply(
+        ctx,
         Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace),
         &objects.pdb,
     )

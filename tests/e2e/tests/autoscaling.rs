@@ -138,6 +138,48 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
             st.get("scaleDown").is_none_or(Value::is_null),
             "finished: {st}"
         );
+        // The log tells the story: the decision with its inputs, the drain, the applies.
+        for line in [
+            &["autoscaler decision", "from=1", "to=3", "connections=25"][..],
+            &["autoscaler decision", "from=3", "to=2", "connections=20"],
+            &["drain started", "victims=chat-p1"],
+            &["drain finished", "victims=chat-p1"],
+            &["created", "kind=Deployment", "name=chat"],
+            &["changed", "kind=Deployment", "name=chat"],
+        ] {
+            eventually(&format!("a log line with {line:?}"), STEP, || async {
+                operator.logged(line).then_some(())
+            })
+            .await;
+        }
+        // Each decision and drain is an event of its own with its numbers and pod names
+        // (kubectl describe shows each; none is folded into an earlier one's series).
+        for (reason, words) in [
+            ("ScaleUp", "scaled 1 -> 3"),
+            ("DrainStarted", "scaling 3 -> 2: draining chat-p1"),
+            ("ScaleDown", "scaled 3 -> 2 after draining chat-p1"),
+        ] {
+            eventually(
+                &format!("a {reason} event saying {words:?}"),
+                STEP,
+                || async {
+                    let events = cluster
+                        .api::<k8s_openapi::api::events::v1::Event>()
+                        .list(&Default::default())
+                        .await
+                        .ok()?;
+                    events
+                        .items
+                        .iter()
+                        .any(|e| {
+                            e.reason.as_deref() == Some(reason)
+                                && e.note.as_deref().is_some_and(|n| n.contains(words))
+                        })
+                        .then_some(())
+                },
+            )
+            .await;
+        }
         // The drained gateway closes its clients over its 1 s drain.
         p1.gateway.wait_connections(0).await;
 
