@@ -34,7 +34,7 @@ mod tests {
     fn names_the_server_and_parses_as_yaml() {
         let addr: SocketAddr = "127.0.0.1:4321".parse().expect("addr");
         let text = render(addr);
-        let doc: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+        let doc: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
         assert_eq!(
             doc["clusters"][0]["cluster"]["server"],
             "http://127.0.0.1:4321"

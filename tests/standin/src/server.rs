@@ -148,7 +148,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     match serde_json::from_slice(body) {
         Ok(v) => Ok(v),
         Err(json_error) if content_type.contains("yaml") => {
-            serde_yaml::from_slice(body).map_err(|e| {
+            serde_saphyr::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("invalid YAML body: {e} (as JSON: {json_error})"))
             })
         }
