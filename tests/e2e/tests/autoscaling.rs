@@ -108,8 +108,11 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
         p2.gateway.connect(6).await;
         p0.gateway.disconnect(15).await;
         p1.gateway.connect(4).await;
+        // The status (scale-down finished) is written just after the Deployment: wait for both.
         eventually("scale-down to 2", STEP, || async {
-            (replicas(&cluster, "chat").await == Some(2)).then_some(())
+            let both = replicas(&cluster, "chat").await == Some(2)
+                && status(&cluster).await["replicas"] == 2;
+            both.then_some(())
         })
         .await;
         // Drain first: p1 was drained (unready) and carries the lowest cost; the others
@@ -144,6 +147,34 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
             eventually(&format!("a log line with {line:?}"), STEP, || async {
                 operator.logged(line).then_some(())
             })
+            .await;
+        }
+        // Each decision and drain is an event of its own with its numbers and pod names
+        // (kubectl describe shows each; none is folded into an earlier one's series).
+        for (reason, words) in [
+            ("ScaleUp", "scaled 1 -> 3"),
+            ("DrainStarted", "scaling 3 -> 2: draining chat-p1"),
+            ("ScaleDown", "scaled 3 -> 2 after draining chat-p1"),
+        ] {
+            eventually(
+                &format!("a {reason} event saying {words:?}"),
+                STEP,
+                || async {
+                    let events = cluster
+                        .api::<k8s_openapi::api::events::v1::Event>()
+                        .list(&Default::default())
+                        .await
+                        .ok()?;
+                    events
+                        .items
+                        .iter()
+                        .any(|e| {
+                            e.reason.as_deref() == Some(reason)
+                                && e.note.as_deref().is_some_and(|n| n.contains(words))
+                        })
+                        .then_some(())
+                },
+            )
             .await;
         }
         // The drained gateway closes its clients over its 1 s drain.
