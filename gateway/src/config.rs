@@ -5,14 +5,23 @@
 //! Every option is declared once in [`OPTIONS`]; its flag (`--limits-max-frame-bytes`)
 //! and environment variable (`ROOMCAST_LIMITS_MAX_FRAME_BYTES`) are derived from
 //! its path in the YAML file (`limits.max_frame_bytes`), so the three sources can
-//! never drift apart. A bad value fails start-up with a message naming the field.
+//! never drift apart. A bad value fails start-up with a message naming the
+//! field and where the value came from (the flag, the variable or the file).
+//!
+//! [`Config::from_sources`] is the whole loader without I/O: arguments,
+//! environment and file text in, a validated configuration out. The file is
+//! read as YAML (serde-saphyr); flags and variables are applied one at a time
+//! to the configuration as a JSON tree, so each is checked on its own.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Arg, ArgAction, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use roomcast_telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
-use serde_yaml::{Mapping, Value};
+use serde_json::{Map, Value};
 
 /// The whole gateway configuration, as the YAML file spells it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +40,8 @@ pub struct Config {
     /// Log filter (`info`, `debug`, `roomcast_gateway=trace`, …).
     pub log_level: String,
     /// Log line format: `text` or `json`.
-    pub log_format: String,
+    #[serde(with = "as_text")]
+    pub log_format: LogFormat,
     /// Per-connection limits.
     pub limits: Limits,
     /// Client authentication and the HTTP API key.
@@ -143,7 +153,7 @@ impl Default for Config {
             heartbeat_ms: 25_000,
             drain_seconds: 30,
             log_level: "info".into(),
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             limits: Limits::default(),
             auth: Auth::default(),
             nats: Nats::default(),
@@ -168,12 +178,33 @@ impl Default for Limits {
     }
 }
 
-/// How a flag or environment value becomes a YAML value.
+/// (De)serializes a field through its text form (`FromStr`/`Display`).
+mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err: Display>,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+/// How a flag or environment value becomes a configuration value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     /// Taken verbatim as a string (secrets, names, addresses).
     Text,
-    /// Parsed as a YAML scalar (numbers, booleans).
+    /// Read as a number or a boolean when it is one, else as a string (the
+    /// field's type then names what it wanted).
     Scalar,
     /// Comma-separated list of strings.
     List,
@@ -370,32 +401,43 @@ impl Config {
     pub fn load_from<I, T>(args: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
+        T: Into<OsString> + Clone,
     {
-        let matches = match command().try_get_matches_from(args) {
-            Ok(matches) => matches,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-                ) =>
-            {
-                e.exit()
-            }
-            Err(e) => return Err(ConfigError(e.to_string().trim().to_owned())),
+        let env: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("ROOMCAST_"))
+            .collect();
+        let matches = parse_args(args)?;
+        let path = matches
+            .get_one::<PathBuf>("config")
+            .cloned()
+            .or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
+        let file = match &path {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?,
+            ),
+            None => None,
         };
-        let mut tree = match matches.get_one::<PathBuf>("config") {
-            Some(path) => read_file(path)?,
-            None => Value::Mapping(Mapping::new()),
-        };
-        for option in OPTIONS {
-            if let Some(raw) = matches.get_one::<String>(option.path) {
-                set_path(&mut tree, option.path, to_value(option.kind, raw))?;
-            }
-        }
-        let config = from_tree(&tree)?;
-        config.validate()?;
-        Ok(config)
+        let label = path.map(|p| format!("config file {}", p.display()));
+        resolve(&matches, &env, file.as_deref().zip(label.as_deref()))
+    }
+
+    /// The loader without I/O: `args` (the first is the program name; a
+    /// `--config` among them is ignored, `file` stands for it), `ROOMCAST_*`
+    /// variables as given in `env`, and the text of the YAML file, if any.
+    /// Precedence and checks are those of [`Config::load`].
+    pub fn from_sources<I, T>(
+        args: I,
+        env: &BTreeMap<String, String>,
+        file: Option<&str>,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = parse_args(args)?;
+        resolve(&matches, env, file.map(|text| (text, "config file")))
     }
 
     /// Checks the rules the types cannot express, naming the offending field.
@@ -426,9 +468,6 @@ impl Config {
                 self.limits.outbound_queue_bytes,
             ),
         ];
-        if let Err(e) = self.log_format.parse::<roomcast_telemetry::LogFormat>() {
-            return Err(ConfigError(format!("log_format: {e}")));
-        }
         for (field, value) in positive {
             if value == 0 {
                 return Err(ConfigError(format!(
@@ -474,7 +513,7 @@ impl Config {
                 "nats.request_timeout_ms must be greater than 0 (got 0)".into(),
             ));
         }
-        if !crate::bus::is_subject_token(&nats.cluster_name) {
+        if !is_subject_token(&nats.cluster_name) {
             return Err(ConfigError(format!(
                 "nats.cluster_name must be a NATS subject token of letters, digits, '_' or '-' (got {:?})",
                 nats.cluster_name
@@ -511,6 +550,15 @@ impl Config {
     }
 }
 
+/// Whether `token` can stand as one NATS subject token: non-empty, and only
+/// letters, digits, `_` and `-` (no `.`, `*`, `>` or whitespace).
+fn is_subject_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Whether `url` looks like a NATS server address (`nats://host:port`,
 /// `tls://…`, or bare `host:port`), optionally with credentials.
 fn valid_nats_url(url: &str) -> bool {
@@ -535,9 +583,14 @@ pub fn env_name(path: &str) -> String {
     format!("ROOMCAST_{}", path.replace('.', "_").to_uppercase())
 }
 
-/// The clap command, built from [`OPTIONS`] with each default shown in `--help`.
+/// The variable naming the configuration file.
+const CONFIG_ENV: &str = "ROOMCAST_CONFIG";
+
+/// The clap command, built from [`OPTIONS`] with each default and variable
+/// shown in `--help`. It parses arguments only: variables are applied by the
+/// loader, from the environment it is given.
 pub fn command() -> Command {
-    let defaults = serde_yaml::to_value(Config::default()).unwrap_or(Value::Null);
+    let defaults = defaults_tree();
     let mut cmd = Command::new("roomcast-gateway")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Roomcast real-time gateway: WebSocket rooms, direct messages and presence.")
@@ -549,28 +602,94 @@ pub fn command() -> Command {
         .arg(
             Arg::new("config")
                 .long("config")
-                .env("ROOMCAST_CONFIG")
                 .value_name("FILE")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("YAML configuration file"),
+                .help(format!("YAML configuration file [env: {CONFIG_ENV}]")),
         );
     for option in OPTIONS {
         let default = describe_default(lookup(&defaults, option.path));
-        let mut arg = Arg::new(option.path)
-            .long(flag_name(option.path))
-            .env(env_name(option.path))
-            .action(ArgAction::Set)
-            .value_name("VALUE")
-            .help(format!("{} [default: {default}]", option.help));
-        if matches!(
-            option.path,
-            "auth.jwt_secret" | "auth.api_key" | "nats.token" | "nats.password"
-        ) {
-            arg = arg.hide_env_values(true);
-        }
-        cmd = cmd.arg(arg);
+        cmd = cmd.arg(
+            Arg::new(option.path)
+                .long(flag_name(option.path))
+                .action(ArgAction::Set)
+                .value_name("VALUE")
+                .help(format!(
+                    "{} [env: {}] [default: {default}]",
+                    option.help,
+                    env_name(option.path)
+                )),
+        );
     }
     cmd
+}
+
+fn parse_args<I, T>(args: I) -> Result<ArgMatches, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match command().try_get_matches_from(args) {
+        Ok(matches) => Ok(matches),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => Err(ConfigError(e.to_string().trim().to_owned())),
+    }
+}
+
+/// Merges the sources over the defaults, each checked where it applies, then
+/// validates the result. `file` is the YAML text and how to name it.
+fn resolve(
+    matches: &ArgMatches,
+    env: &BTreeMap<String, String>,
+    file: Option<(&str, &str)>,
+) -> Result<Config, ConfigError> {
+    let config = match file {
+        Some((text, label)) => {
+            parse_file(text).map_err(|e| ConfigError(format!("{label}: {e}")))?
+        }
+        None => Config::default(),
+    };
+    let mut tree = serde_json::to_value(&config).map_err(|e| ConfigError(e.to_string()))?;
+    let mut config = config;
+    for option in OPTIONS {
+        let name = env_name(option.path);
+        if let Some(raw) = env.get(&name) {
+            let source = format!("{name}={raw:?} ({})", option.path);
+            config = apply(&mut tree, option, raw, &source)?;
+        }
+    }
+    for option in OPTIONS {
+        if let Some(raw) = matches.get_one::<String>(option.path) {
+            let source = format!("--{} {raw:?} ({})", flag_name(option.path), option.path);
+            config = apply(&mut tree, option, raw, &source)?;
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Reads a configuration file; an empty one (or only comments) means defaults.
+fn parse_file(text: &str) -> Result<Config, String> {
+    serde_saphyr::from_str::<Option<Config>>(text)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| e.to_string())
+}
+
+/// Sets one option in `tree` and reads the configuration back, so a value
+/// of the wrong type is reported against `source` (the flag or variable).
+fn apply(tree: &mut Value, option: &Opt, raw: &str, source: &str) -> Result<Config, ConfigError> {
+    set_path(tree, option.path, to_value(option.kind, raw));
+    serde_json::from_value(tree.clone()).map_err(|e| ConfigError(format!("{source}: {e}")))
+}
+
+fn defaults_tree() -> Value {
+    serde_json::to_value(Config::default()).unwrap_or(Value::Null)
 }
 
 fn describe_default(value: Option<&Value>) -> String {
@@ -578,10 +697,8 @@ fn describe_default(value: Option<&Value>) -> String {
         None | Some(Value::Null) => "none".into(),
         Some(Value::String(s)) if s.is_empty() => "\"\"".into(),
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Sequence(items)) if items.is_empty() => "[]".into(),
-        Some(other) => serde_yaml::to_string(other)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default(),
+        Some(Value::Array(items)) if items.is_empty() => "[]".into(),
+        Some(other) => other.to_string(),
     }
 }
 
@@ -592,69 +709,47 @@ fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
 fn to_value(kind: Kind, raw: &str) -> Value {
     match kind {
         Kind::Text => Value::String(raw.to_owned()),
-        Kind::List => Value::Sequence(
+        Kind::List => Value::Array(
             raw.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| Value::String(s.to_owned()))
                 .collect(),
         ),
-        // A scalar that does not parse as one stays a string, so the type
-        // check below reports it against the field's name.
-        Kind::Scalar => match serde_yaml::from_str::<Value>(raw) {
+        // A scalar that does not read as one stays a string, so the type
+        // check reports it against the option's name.
+        Kind::Scalar => match serde_json::from_str::<Value>(raw.trim()) {
             Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
             _ => Value::String(raw.to_owned()),
         },
     }
 }
 
-fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), ConfigError> {
+/// Sets `path` in `tree` (a mapping of mappings, as the defaults make it).
+fn set_path(tree: &mut Value, path: &str, value: Value) {
     let mut node = tree;
     let mut keys = path.split('.').peekable();
     while let Some(key) = keys.next() {
-        let Value::Mapping(map) = node else {
-            return Err(ConfigError(format!(
-                "{path}: the file gives a non-mapping on the way"
-            )));
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let Value::Object(map) = node else {
+            return;
         };
-        let key = Value::String(key.to_owned());
         if keys.peek().is_none() {
-            map.insert(key, value);
-            return Ok(());
+            map.insert(key.to_owned(), value);
+            return;
         }
         node = map
-            .entry(key)
-            .or_insert_with(|| Value::Mapping(Mapping::new()));
+            .entry(key.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
-    Ok(())
-}
-
-fn read_file(path: &PathBuf) -> Result<Value, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
-    let value: Value = serde_yaml::from_str(&text)
-        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
-    match value {
-        Value::Null => Ok(Value::Mapping(Mapping::new())),
-        Value::Mapping(_) => Ok(value),
-        _ => Err(ConfigError(format!(
-            "config file {}: the top level must be a mapping",
-            path.display()
-        ))),
-    }
-}
-
-/// Deserializes the merged tree. Going through text makes serde_yaml report
-/// the failing field's path (`limits.max_frame_bytes: invalid type …`).
-fn from_tree(tree: &Value) -> Result<Config, ConfigError> {
-    let text = serde_yaml::to_string(tree).map_err(|e| ConfigError(e.to_string()))?;
-    serde_yaml::from_str(&text).map_err(|e| ConfigError(e.to_string()))
 }
 
 /// Markdown table of every option, its flag, environment variable and default;
 /// docs/configuration.md embeds it and a test keeps the two in sync.
 pub fn options_markdown() -> String {
-    let defaults = serde_yaml::to_value(Config::default()).unwrap_or(Value::Null);
+    let defaults = defaults_tree();
     let mut out = String::from(
         "| YAML path | flag | environment | default | meaning |\n|---|---|---|---|---|\n",
     );
@@ -678,7 +773,7 @@ mod tests {
 
     #[test]
     fn every_option_exists_in_the_config_type() {
-        let defaults = serde_yaml::to_value(Config::default()).unwrap();
+        let defaults = defaults_tree();
         for option in OPTIONS {
             assert!(lookup(&defaults, option.path).is_some(), "{}", option.path);
         }
@@ -734,8 +829,11 @@ mod tests {
     #[test]
     fn log_format_is_text_or_json() {
         let c = Config::load_from(["gw", "--log-format", "json"]).unwrap();
-        assert_eq!(c.log_format, "json");
-        assert_eq!(Config::load_from(["gw"]).unwrap().log_format, "text");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            Config::load_from(["gw"]).unwrap().log_format,
+            LogFormat::Text
+        );
         let err = Config::load_from(["gw", "--log-format", "xml"]).unwrap_err();
         assert!(err.to_string().contains("log_format"), "{err}");
     }
@@ -819,6 +917,61 @@ mod tests {
             let err = Config::load_from(["gw", flag, value]).unwrap_err();
             assert!(err.to_string().contains(field), "{flag} {value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bad_value_names_its_flag_or_variable_not_a_line() {
+        let env = BTreeMap::new();
+        let err = Config::from_sources(["gw", "--limits-max-frame-bytes", "lots"], &env, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--limits-max-frame-bytes \"lots\" (limits.max_frame_bytes)"),
+            "{err}"
+        );
+        assert!(!err.contains("line"), "{err}");
+        let env = BTreeMap::from([("ROOMCAST_HEARTBEAT_MS".to_owned(), "-5".to_owned())]);
+        let err = Config::from_sources(["gw"], &env, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ROOMCAST_HEARTBEAT_MS=\"-5\" (heartbeat_ms)"),
+            "{err}"
+        );
+        let err = Config::from_sources(
+            ["gw"],
+            &BTreeMap::new(),
+            Some("limits:\n  publish_burst: many\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("config file") && err.contains("publish_burst"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn from_sources_layers_file_env_and_flags_without_io() {
+        let env = BTreeMap::from([
+            ("ROOMCAST_NODE_NAME".to_owned(), "from-env".to_owned()),
+            (
+                "ROOMCAST_NATS_URL".to_owned(),
+                "nats://a:4222,nats://b:4222".to_owned(),
+            ),
+            ("ROOMCAST_LOG_FORMAT".to_owned(), "json".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ]);
+        let file =
+            "node_name: from-file\nheartbeat_ms: 700\nlimits:\n  max_rooms_per_connection: 3\n";
+        let c = Config::from_sources(["gw", "--heartbeat-ms", "900"], &env, Some(file)).unwrap();
+        assert_eq!(c.node_name, "from-env", "env beats the file");
+        assert_eq!(c.heartbeat_ms, 900, "flag beats the file");
+        assert_eq!(c.limits.max_rooms_per_connection, 3, "file beats defaults");
+        assert_eq!(c.nats.url, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(c.log_format, LogFormat::Json);
+        let empty = Config::from_sources(["gw"], &BTreeMap::new(), Some("# nothing\n")).unwrap();
+        assert_eq!(empty, Config::default(), "an empty file means defaults");
     }
 
     #[test]

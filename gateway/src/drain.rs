@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use crate::hub::Hub;
+use crate::delivery::hub::Hub;
+use crate::delivery::outbound::Close;
 use crate::metrics::Metrics;
-use crate::outbound::Close;
 
 /// Share of the drain period over which closes are spread; the rest leaves
 /// time for the last close handshakes before the period ends.

@@ -1,28 +1,38 @@
 //! Roomcast gateway: WebSocket rooms, direct messages and presence for
 //! browsers, apps and backends, one gateway alone or many relayed over a bus.
 //!
-//! How a frame flows (see docs/architecture.md): `server` accepts the upgrade,
-//! `session` reads and decodes it with `protocol`, executes it against the
-//! `hub` (room membership, local fan-out) which relays through the `bus`;
-//! recipients' `outbound` writes the shared encoded frame (`ws`) to their
-//! sockets, queuing it only when a socket is full.
+//! Where things are (see docs/architecture.md for how a frame flows):
+//! - `server`: the listeners, routes and upgrade checks; `server/api.rs` is
+//!   the HTTP API, `server/admission.rs` bounds the HTTP phase. `state`:
+//!   what they all share.
+//! - `transport`: how frames travel. `transport/ws.rs` parses and encodes
+//!   WebSocket frames; `transport/websocket.rs` is the socket loop.
+//! - `session`: what a client session is and does, whatever its transport:
+//!   identity, token expiry, rooms, rate limit, executing operations.
+//! - `protocol`: client frames decoded to typed operations, server frames
+//!   encoded, contract error codes and checks (pure).
+//! - `delivery`: the one path of a publish or a direct message
+//!   (`delivery::deliver`), frames encoded once per wire format
+//!   (`delivery/frame.rs`), room fan-out (`delivery/hub.rs`) and each
+//!   connection's bounded way out (`delivery/outbound.rs`).
+//! - `bus`: the hop to other gateways (NATS in `bus/nats.rs`, peers in
+//!   `bus/peers.rs`); it hands what it receives to an `Inbox` (the hub).
+//! - `auth`, `room`, `ratelimit`, `drain`, `metrics`, `trace`, `config`.
 
-pub mod admission;
-pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod delivery;
 pub mod drain;
-pub mod hub;
 pub mod metrics;
-pub mod outbound;
 pub mod protocol;
 pub mod ratelimit;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod trace;
-pub mod ws;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Gateway, StartError};

@@ -20,8 +20,7 @@ async fn main() -> ExitCode {
     let telemetry = match roomcast_telemetry::init(&roomcast_telemetry::Options {
         service: "roomcast-gateway",
         log_level: &config.log_level,
-        // Config::load validated it.
-        log_format: config.log_format.parse().unwrap_or_default(),
+        log_format: config.log_format,
         // trace.rs decides once per publish, before any span exists.
         sampling: roomcast_telemetry::Sampling::Caller,
     }) {

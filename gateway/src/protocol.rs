@@ -1,4 +1,6 @@
-//! The v1 wire protocol: decoding client frames and encoding server frames.
+//! The v1 wire protocol: decoding client frames and encoding server frames,
+//! the contract's error codes and the checks every publish and send passes
+//! (whether it came as a frame or through the HTTP API).
 //!
 //! Pure functions only. A client frame is decoded into a [`Request`] without
 //! ever parsing its `data` (it stays a borrowed raw JSON slice), and every
@@ -6,7 +8,7 @@
 //! straight into strings so a `message` is encoded exactly once per publish.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -94,6 +96,23 @@ impl Failure {
     fn bad(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
     }
+
+    /// The cluster bus could not take the operation: `unavailable`, with why.
+    pub fn unavailable(why: impl fmt::Display) -> Self {
+        Self::new(ErrorCode::Unavailable, why.to_string())
+    }
+}
+
+/// Refuses a `data` over the payload limit.
+pub fn check_payload(len: usize, max: usize) -> Result<(), Failure> {
+    if len > max {
+        Err(Failure::new(
+            ErrorCode::PayloadTooLarge,
+            format!("data is {len} bytes; the limit is {max}"),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// A client frame's `id`, kept as the exact JSON text the client sent so the
@@ -116,25 +135,33 @@ pub enum Op<'a> {
     /// Unsubscribe from a room.
     Leave(RoomName),
     /// Publish `data` to a room.
-    Publish {
-        /// Target room.
-        room: RoomName,
-        /// Raw JSON, passed through unparsed.
-        data: &'a RawValue,
-        /// Whether the sender receives its own message.
-        echo: bool,
-    },
+    Publish(Publish<'a>),
     /// Direct message to every connection of a user.
-    Send {
-        /// Target user id.
-        to: Cow<'a, str>,
-        /// Raw JSON, passed through unparsed.
-        data: &'a RawValue,
-    },
+    Send(Send<'a>),
     /// Distinct members of a room across the cluster.
     Presence(RoomName),
     /// Application-level ping.
     Ping,
+}
+
+/// A publish to a room (a `publish` frame or `POST /v1/publish`).
+#[derive(Debug, Clone)]
+pub struct Publish<'a> {
+    /// Target room.
+    pub room: RoomName,
+    /// Raw JSON, passed through unparsed.
+    pub data: &'a RawValue,
+    /// Whether the sender receives its own message.
+    pub echo: bool,
+}
+
+/// A direct message to every connection of a user (a `send` frame or `POST /v1/send`).
+#[derive(Debug, Clone)]
+pub struct Send<'a> {
+    /// Target user id.
+    pub to: Cow<'a, str>,
+    /// Raw JSON, passed through unparsed.
+    pub data: &'a RawValue,
 }
 
 /// A decoded client frame: its `id` (if any, and valid) and the operation,
@@ -196,10 +223,16 @@ pub fn decode(text: &str) -> Request<'_> {
     Request { id, op }
 }
 
-/// Decodes an HTTP API body as the operation `kind` (`"publish"`, `"send"`):
-/// the same fields and rules as the frame of that type, without `type`.
-pub fn decode_as<'a>(kind: &str, text: &'a str) -> Result<Op<'a>, Failure> {
-    decode_op(kind, &parse_object(text)?)
+/// Decodes an HTTP API publish body: the fields and rules of a `publish`
+/// frame, without `type`.
+pub fn decode_publish(text: &str) -> Result<Publish<'_>, Failure> {
+    publish_fields(&parse_object(text)?)
+}
+
+/// Decodes an HTTP API send body: the fields and rules of a `send` frame,
+/// without `type`.
+pub fn decode_send(text: &str) -> Result<Send<'_>, Failure> {
+    send_fields(&parse_object(text)?)
 }
 
 fn parse_object(text: &str) -> Result<RawFrame<'_>, Failure> {
@@ -216,32 +249,36 @@ fn decode_op<'a>(kind: &str, raw: &RawFrame<'a>) -> Result<Op<'a>, Failure> {
     match kind {
         "join" => Ok(Op::Join(room_field(raw.room)?)),
         "leave" => Ok(Op::Leave(room_field(raw.room)?)),
-        "publish" => {
-            let room = room_field(raw.room)?;
-            let data = data_field(raw.data)?;
-            let echo = match raw.echo {
-                None => true,
-                Some(v) => match serde_json::from_str::<Option<bool>>(v.get()) {
-                    Ok(b) => b.unwrap_or(true),
-                    Err(_) => return Err(Failure::bad("field `echo` must be a boolean")),
-                },
-            };
-            Ok(Op::Publish { room, data, echo })
-        }
-        "send" => {
-            let to = required_str(raw.to, "to")?;
-            if to.is_empty() {
-                return Err(Failure::bad("field `to` must not be empty"));
-            }
-            Ok(Op::Send {
-                to,
-                data: data_field(raw.data)?,
-            })
-        }
+        "publish" => publish_fields(raw).map(Op::Publish),
+        "send" => send_fields(raw).map(Op::Send),
         "presence" => Ok(Op::Presence(room_field(raw.room)?)),
         "ping" => Ok(Op::Ping),
         _ => Err(Failure::bad("unknown frame type")),
     }
+}
+
+fn publish_fields<'a>(raw: &RawFrame<'a>) -> Result<Publish<'a>, Failure> {
+    let room = room_field(raw.room)?;
+    let data = data_field(raw.data)?;
+    let echo = match raw.echo {
+        None => true,
+        Some(v) => match serde_json::from_str::<Option<bool>>(v.get()) {
+            Ok(b) => b.unwrap_or(true),
+            Err(_) => return Err(Failure::bad("field `echo` must be a boolean")),
+        },
+    };
+    Ok(Publish { room, data, echo })
+}
+
+fn send_fields<'a>(raw: &RawFrame<'a>) -> Result<Send<'a>, Failure> {
+    let to = required_str(raw.to, "to")?;
+    if to.is_empty() {
+        return Err(Failure::bad("field `to` must not be empty"));
+    }
+    Ok(Send {
+        to,
+        data: data_field(raw.data)?,
+    })
 }
 
 fn parse_id(raw: &RawValue) -> Result<RequestId, Failure> {
@@ -418,7 +455,7 @@ mod tests {
         ));
         assert!(matches!(op(r#"{"type":"ping"}"#), Ok(Op::Ping)));
         match op(r#"{"type":"publish","room":"a","data":{"x":[1, 2]}}"#) {
-            Ok(Op::Publish { data, echo, .. }) => {
+            Ok(Op::Publish(Publish { data, echo, .. })) => {
                 assert_eq!(
                     data.get(),
                     r#"{"x":[1, 2]}"#,
@@ -430,10 +467,10 @@ mod tests {
         }
         assert!(matches!(
             op(r#"{"type":"publish","room":"a","data":1,"echo":false}"#),
-            Ok(Op::Publish { echo: false, .. })
+            Ok(Op::Publish(Publish { echo: false, .. }))
         ));
         assert!(
-            matches!(op(r#"{"type":"send","to":"u\"1","data":null}"#), Ok(Op::Send { to, .. }) if to == "u\"1")
+            matches!(op(r#"{"type":"send","to":"u\"1","data":null}"#), Ok(Op::Send(Send { to, .. })) if to == "u\"1")
         );
     }
 
@@ -507,6 +544,15 @@ mod tests {
         let max = format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(128));
         assert!(op(&max).is_ok());
         assert!(op(r#"{"type":"join","room":"A-z_0:9@x/y"}"#).is_ok());
+    }
+
+    #[test]
+    fn payload_limit_is_inclusive() {
+        assert!(check_payload(10, 10).is_ok());
+        assert_eq!(
+            check_payload(11, 10).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
     }
 
     #[test]

@@ -1,310 +1,155 @@
-//! One WebSocket connection, from upgrade to close.
+//! A client session, whatever transport carries it: who the client is
+//! (identity, and when its token expires), the rooms it has joined, its rate
+//! limit, executing its operations in order and answering them, its bounded
+//! outbound queue (in the connection's [`Conn`]) and why it closes.
 //!
-//! A session is a single task that owns the connection's socket. It reads
-//! client frames and executes them against the hub, in order; it writes out
-//! whatever the outbound queue holds when the socket was too full to take it
-//! at once (most frames never wait: see `outbound.rs`); and it keeps the
-//! heartbeat, the token's expiry and the close handshake. Every close
-//! (drain, slow consumer, oversized frame, client close) ends in one place:
-//! a close frame queued behind what must still be written.
+//! A transport (`transport/websocket.rs` today; Server-Sent Events and long
+//! polling later) opens a session over its [`Wire`] and [`Format`], hands it
+//! each protocol frame the client sends ([`Session::receive`]), writes out
+//! what the outbound queue holds, keeps its own liveness checks, and ends the
+//! session when the connection is gone ([`Session::end`]). It never looks
+//! inside a protocol frame.
 
 use std::collections::HashSet;
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::auth::Identity;
-use crate::bus::{BusError, Topic};
-use crate::hub::Conn;
-use crate::outbound::{Close, Flush, Outbound, Pushed, QueueLimits, Wire};
-use crate::protocol::{self, ErrorCode, Failure, Op};
+use crate::delivery::frame::{Format, Frame};
+use crate::delivery::hub::Conn;
+use crate::delivery::outbound::{Close, Outbound, Pushed, QueueLimits, Wire};
+use crate::delivery::{self, Outgoing, Sender};
+use crate::protocol::{self, ErrorCode, Failure, Op, RequestId};
 use crate::ratelimit::TokenBucket;
 use crate::room::RoomName;
-use crate::server::Shared;
-use crate::trace;
-use crate::ws::{FrameReader, Incoming, Violation, WireFrame, echo_code};
+use crate::state::Shared;
 
-/// How long a close may take: writing the close frame, and waiting for the
-/// client's reply. After that the socket is dropped.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Bytes read from the socket at a time (on the stack, never per connection).
-const READ_CHUNK: usize = 4096;
-
-/// Serves one upgraded connection until it closes. `early` holds bytes the
-/// client sent right behind its upgrade request.
-pub async fn run(socket: TcpStream, early: Bytes, shared: Arc<Shared>, identity: Identity) {
-    let config = &shared.config;
-    let socket = Arc::new(socket);
-    let session: Arc<str> = new_session_id().into();
-    let user: Arc<str> = identity
-        .user
-        .clone()
-        .map_or_else(|| session.clone(), Into::into);
-    let limits = QueueLimits {
-        frames: config.limits.outbound_queue_frames,
-        bytes: config.limits.outbound_queue_bytes,
-    };
-    let wire: Arc<dyn Wire> = socket.clone();
-    let conn = Arc::new(Conn {
-        id: shared.hub.next_conn_id(),
-        session,
-        user,
-        outbound: Outbound::new(limits, shared.metrics.clone(), Some(wire)),
-    });
-    let mut session = Session {
-        bucket: TokenBucket::new(
-            config.limits.publish_rate_per_second,
-            config.limits.publish_burst,
-            std::time::Instant::now(),
-        ),
-        conn: conn.clone(),
-        shared: shared.clone(),
-        identity,
-        joined: HashSet::new(),
-        reader: FrameReader::new(config.limits.max_frame_bytes),
-    };
-    // Written before the connection is reachable, so it is always the first frame.
-    session.send(&WireFrame::text(&protocol::welcome(
-        &conn.session,
-        &conn.user,
-        &shared.node,
-        config.heartbeat_ms,
-    )));
-    Box::pin(shared.hub.connect(&conn)).await;
-    tracing::debug!(session = %conn.session, user = %conn.user, "connected");
-    session.reader.feed(&early);
-    // It may share HTTP's whole read buffer: never keep it for the session's life.
-    drop(early);
-    session
-        .serve(&socket, Duration::from_millis(config.heartbeat_ms))
-        .await;
-    let rooms = std::mem::take(&mut session.joined);
-    Box::pin(shared.hub.disconnect(&conn, rooms)).await;
-    tracing::debug!(session = %conn.session, "disconnected");
-}
-
-fn new_session_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
-/// The session's state: who the client is, what it has joined, and the
-/// client frame being read.
-struct Session {
+/// One client's session.
+pub struct Session {
     conn: Arc<Conn>,
     shared: Arc<Shared>,
     identity: Identity,
     joined: HashSet<RoomName>,
     bucket: TokenBucket,
-    reader: FrameReader,
-}
-
-/// The deadlines one timer serves: an idle connection keeps a single timer.
-struct Clock {
-    heartbeat: Duration,
-    /// Next server ping.
-    ping: Instant,
-    /// The client counts as dead if it sends nothing until then.
-    silence: Instant,
-    /// The token expires.
-    expiry: Option<Instant>,
-    /// The close handshake is given up.
-    close: Option<Instant>,
-}
-
-impl Clock {
-    fn next(&self) -> Instant {
-        match self.close {
-            Some(close) => close,
-            None => self
-                .ping
-                .min(self.silence)
-                .min(self.expiry.unwrap_or(self.silence)),
-        }
-    }
-}
-
-/// Where the close handshake stands.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    /// Open.
-    No,
-    /// The close frame is queued; when it is written, wait for the client's.
-    Queued,
-    /// The close frame is written.
-    Sent,
-}
-
-/// What the session does with what the client sends.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Reading {
-    /// Frames are read and executed.
-    Frames,
-    /// After a frame that broke the framing: bytes are read and dropped
-    /// (closing the socket with unread bytes would reset it and could lose
-    /// our close frame).
-    Discard,
-    /// The client closed (or vanished): nothing more to read.
-    Done,
+    /// How the transport names itself in traces (`websocket`).
+    via: &'static str,
 }
 
 impl Session {
-    /// Reads, writes and keeps time until the connection is closed.
-    async fn serve(&mut self, socket: &TcpStream, heartbeat: Duration) {
-        let conn = self.conn.clone();
-        let now = Instant::now();
-        let mut clock = Clock {
-            heartbeat,
-            ping: now + heartbeat,
-            silence: now + 2 * heartbeat,
-            expiry: self.identity.expires_at.map(deadline_of),
-            close: None,
+    /// Opens a session for `identity` whose frames leave through `wire` in
+    /// `format`: sends `welcome`, then makes the connection reachable (so
+    /// `welcome` is always the first frame).
+    pub async fn open(
+        shared: Arc<Shared>,
+        identity: Identity,
+        wire: Arc<dyn Wire>,
+        format: Format,
+        via: &'static str,
+    ) -> Session {
+        let config = &shared.config;
+        let session: Arc<str> = new_session_id().into();
+        let user: Arc<str> = identity
+            .user
+            .clone()
+            .map_or_else(|| session.clone(), Into::into);
+        let limits = QueueLimits {
+            frames: config.limits.outbound_queue_frames,
+            bytes: config.limits.outbound_queue_bytes,
         };
-        let timer = sleep_until(clock.next());
-        tokio::pin!(timer);
-        let mut closing = Closing::No;
-        // Frames that came with the upgrade request.
-        let mut reading = self.take_frames().await;
-        loop {
-            let (flush, written) = conn.outbound.flush();
-            self.shared.metrics.frames_out.fetch_add(written, Relaxed);
-            let blocked = match flush {
-                Flush::Failed => return,
-                Flush::Blocked => {
-                    if clock.close.is_none() && conn.outbound.is_closing() {
-                        clock.close = Some(Instant::now() + CLOSE_TIMEOUT);
-                    }
-                    true
-                }
-                Flush::Idle => {
-                    if closing == Closing::Queued {
-                        closing = Closing::Sent;
-                        if reading == Reading::Discard {
-                            // Our close is out; the FIN tells the client to finish.
-                            let _ =
-                                socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
-                        }
-                    }
-                    false
-                }
-                Flush::Close(close) => {
-                    conn.outbound
-                        .push_close(&WireFrame::close(close.code, close.reason));
-                    closing = Closing::Queued;
-                    clock.close.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
-                    continue;
-                }
-            };
-            if reading == Reading::Done && (closing == Closing::Sent || !conn.outbound.is_closing())
-            {
-                // Our close is written after the client's, or the client
-                // vanished without one.
-                return;
-            }
-            if timer.deadline() != clock.next() {
-                timer.as_mut().reset(clock.next());
-            }
-            tokio::select! {
-                biased;
-                _ = conn.outbound.wait() => {}
-                ready = socket.writable(), if blocked => {
-                    if ready.is_err() {
-                        return;
-                    }
-                }
-                ready = socket.readable(), if reading != Reading::Done => {
-                    if ready.is_err() {
-                        return;
-                    }
-                    let discard = reading == Reading::Discard;
-                    match read_into(socket, (!discard).then_some(&mut self.reader)) {
-                        Ok(0) => reading = Reading::Done,
-                        Ok(_) if discard => {}
-                        Ok(_) => {
-                            clock.silence = Instant::now() + 2 * clock.heartbeat;
-                            reading = self.take_frames().await;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => reading = Reading::Done,
-                    }
-                }
-                () = &mut timer => {
-                    let now = Instant::now();
-                    if clock.close.is_some_and(|at| at <= now) {
-                        return;
-                    }
-                    if clock.silence <= now {
-                        conn.outbound.close(Close::HEARTBEAT);
-                    } else if clock.expiry.is_some_and(|at| at <= now) {
-                        conn.outbound.close(Close::TOKEN_EXPIRED);
-                    } else if clock.ping <= now {
-                        self.send(&WireFrame::ping());
-                        clock.ping = now + clock.heartbeat;
-                    }
-                }
-            }
-        }
+        let conn = Arc::new(Conn {
+            id: shared.hub.next_conn_id(),
+            session,
+            user,
+            outbound: Outbound::new(limits, shared.metrics.clone(), wire, format),
+        });
+        let this = Session {
+            bucket: TokenBucket::new(
+                config.limits.publish_rate_per_second,
+                config.limits.publish_burst,
+                std::time::Instant::now(),
+            ),
+            conn,
+            shared,
+            identity,
+            joined: HashSet::new(),
+            via,
+        };
+        this.send(&Frame::new(protocol::welcome(
+            &this.conn.session,
+            &this.conn.user,
+            &this.shared.node,
+            this.shared.config.heartbeat_ms,
+        )));
+        Box::pin(this.shared.hub.connect(&this.conn)).await;
+        tracing::debug!(session = %this.conn.session, user = %this.conn.user, "connected");
+        this
     }
 
-    /// Executes every complete frame read so far; says how reading goes on.
-    async fn take_frames(&mut self) -> Reading {
-        loop {
-            let incoming = match self.reader.next_incoming() {
-                Ok(Some(incoming)) => incoming,
-                Ok(None) => return Reading::Frames,
-                Err(violation) => {
-                    tracing::debug!(session = %self.conn.session, why = %crate::ws::describe(violation), "closing on a bad frame");
-                    match violation {
-                        // Still framed after these: read on, for the
-                        // client's close (other frames are ignored from now
-                        // on: the connection is closing, see `frame`).
-                        Violation::TooBig => self.conn.outbound.close(Close::TOO_BIG),
-                        Violation::InvalidUtf8 => self.conn.outbound.close(Close::INVALID_PAYLOAD),
-                        Violation::Protocol(_) => {
-                            self.conn.outbound.close(Close::PROTOCOL);
-                            return Reading::Discard;
-                        }
-                    };
-                    continue;
-                }
-            };
-            match incoming {
-                Incoming::Text(text) => self.frame(&text).await,
-                Incoming::Binary => {
-                    self.shared.metrics.frames_in.fetch_add(1, Relaxed);
-                    self.fail(
-                        None,
-                        &Failure::new(ErrorCode::BadRequest, "frames must be text (UTF-8 JSON)"),
-                    );
-                }
-                Incoming::Ping(payload) => self.send(&WireFrame::pong(&payload)),
-                Incoming::Pong => {}
-                Incoming::Close(code) => {
-                    // Answered with the same code, unless we are closing already.
-                    self.conn.outbound.close(Close {
-                        code: echo_code(code),
-                        reason: "",
-                    });
-                    return Reading::Done;
-                }
-            }
-        }
+    /// The session id (`welcome.session`), for logs.
+    pub fn id(&self) -> &str {
+        &self.conn.session
     }
 
-    /// Sends one of this session's own frames, counting it if written at once.
-    fn send(&self, frame: &WireFrame) {
-        if self.conn.outbound.push(frame) == Pushed::Written {
+    /// The connection as the hub sees it; its outbound queue is what the
+    /// transport writes out.
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    /// When the token expires, if it does: the transport closes the session
+    /// with [`Session::expire`] then.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.identity.expires_at.map(deadline_of)
+    }
+
+    /// The token has expired: close with 4001.
+    pub fn expire(&self) {
+        self.close(Close::TOKEN_EXPIRED);
+    }
+
+    /// Starts closing with `close`, unless a close is already under way.
+    pub fn close(&self, close: Close) {
+        self.conn.outbound.close(close);
+    }
+
+    /// Counts frames the transport wrote out of the queue.
+    pub fn written(&self, frames: u64) {
+        self.shared.metrics.frames_out.fetch_add(frames, Relaxed);
+    }
+
+    /// Sends bytes in the transport's own framing (pings, pongs), counting
+    /// them if written at once.
+    pub fn send_transport(&self, bytes: bytes::Bytes) {
+        self.count(self.conn.outbound.push_bytes(bytes));
+    }
+
+    /// Sends one of this session's own protocol frames.
+    fn send(&self, frame: &Frame) {
+        self.count(self.conn.outbound.push(frame));
+    }
+
+    fn count(&self, pushed: Pushed) {
+        if pushed == Pushed::Written {
             self.shared.metrics.frames_out.fetch_add(1, Relaxed);
         }
     }
 
-    /// Decodes and executes one text frame, then answers it.
-    async fn frame(&mut self, text: &str) {
+    /// A client message that is not a protocol frame (WebSocket binary):
+    /// answered with `bad_request`.
+    pub fn receive_unreadable(&self) {
+        self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+        self.fail(
+            None,
+            &Failure::new(ErrorCode::BadRequest, "frames must be text (UTF-8 JSON)"),
+        );
+    }
+
+    /// Decodes and executes one protocol frame, then answers it. Frames that
+    /// arrive once the session is closing are counted and ignored.
+    pub async fn receive(&mut self, text: &str) {
         self.shared.metrics.frames_in.fetch_add(1, Relaxed);
         if self.conn.outbound.is_closing() {
             return;
@@ -318,16 +163,16 @@ impl Session {
         };
         match (outcome, &request.id) {
             (Ok(extra), Some(id)) => {
-                self.send(&WireFrame::text(&protocol::ok(id, &extra)));
+                self.send(&Frame::new(protocol::ok(id, &extra)));
             }
             (Ok(_), None) => {}
             (Err(failure), id) => self.fail(id.as_ref(), &failure),
         }
     }
 
-    fn fail(&self, id: Option<&protocol::RequestId>, failure: &Failure) {
+    fn fail(&self, id: Option<&RequestId>, failure: &Failure) {
         self.shared.metrics.error(failure.code);
-        self.send(&WireFrame::text(&protocol::error(id, failure)));
+        self.send(&Frame::new(protocol::error(id, failure)));
     }
 
     /// Executes an operation; `Ok` carries the extra fields of the `ok` answer.
@@ -352,7 +197,7 @@ impl Session {
                     .hub
                     .join(&room, &self.conn)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(Failure::unavailable)?;
                 self.joined.insert(room);
                 Ok(String::new())
             }
@@ -362,41 +207,19 @@ impl Session {
                 }
                 Ok(String::new())
             }
-            Op::Publish { room, data, echo } => {
-                self.check_access(&room)?;
-                check_payload(data.get().len(), limits.max_payload_bytes)?;
-                self.take_token()?;
-                let frame = protocol::message(&room, Some(&self.conn.user), data);
-                let skip = (!echo).then_some(self.conn.id);
-                let trace = trace::start_publish(room.as_str(), "websocket");
-                self.shared
-                    .hub
-                    .publish(
-                        &Topic::Room(room),
-                        WireFrame::text(&frame),
-                        skip,
-                        trace.as_ref(),
-                    )
-                    .await
-                    .map_err(unavailable)?;
-                self.shared.metrics.publishes.fetch_add(1, Relaxed);
-                Ok(String::new())
+            Op::Publish(publish) => {
+                self.check_access(&publish.room)?;
+                self.deliver(Outgoing::Publish(publish)).await
             }
-            Op::Send { to, data } => {
-                check_payload(data.get().len(), limits.max_payload_bytes)?;
-                self.take_token()?;
-                let frame = protocol::direct(Some(&self.conn.user), data);
-                self.shared
-                    .hub
-                    .publish(&Topic::User(to.into()), WireFrame::text(&frame), None, None)
-                    .await
-                    .map_err(unavailable)?;
-                self.shared.metrics.sends.fetch_add(1, Relaxed);
-                Ok(String::new())
-            }
+            Op::Send(send) => self.deliver(Outgoing::Send(send)).await,
             Op::Presence(room) => {
                 self.check_access(&room)?;
-                let members = self.shared.hub.presence(&room).await.map_err(unavailable)?;
+                let members = self
+                    .shared
+                    .hub
+                    .presence(&room)
+                    .await
+                    .map_err(Failure::unavailable)?;
                 Ok(protocol::members_field(&members))
             }
             Op::Ping => {
@@ -406,6 +229,17 @@ impl Session {
                 Ok(format!(r#""ts":{ts}"#))
             }
         }
+    }
+
+    async fn deliver(&mut self, op: Outgoing<'_>) -> Result<String, Failure> {
+        let sender = Sender {
+            user: Some(&self.conn.user),
+            conn: Some(self.conn.id),
+            via: self.via,
+            bucket: Some(&mut self.bucket),
+        };
+        delivery::deliver(&self.shared, sender, op).await?;
+        Ok(String::new())
     }
 
     fn check_access(&self, room: &RoomName) -> Result<(), Failure> {
@@ -419,45 +253,17 @@ impl Session {
         }
     }
 
-    fn take_token(&mut self) -> Result<(), Failure> {
-        if self.bucket.try_take(std::time::Instant::now()) {
-            Ok(())
-        } else {
-            Err(Failure::new(
-                ErrorCode::RateLimited,
-                "publish/send rate exceeded; frame dropped",
-            ))
-        }
+    /// Ends the session once its connection is gone: leaves its rooms and
+    /// makes it unreachable.
+    pub async fn end(self) {
+        let rooms = self.joined;
+        Box::pin(self.shared.hub.disconnect(&self.conn, rooms)).await;
+        tracing::debug!(session = %self.conn.session, "disconnected");
     }
 }
 
-/// Refuses a `data` over the payload limit.
-pub fn check_payload(len: usize, max: usize) -> Result<(), Failure> {
-    if len > max {
-        Err(Failure::new(
-            ErrorCode::PayloadTooLarge,
-            format!("data is {len} bytes; the limit is {max}"),
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// Maps a bus failure to the contract's error.
-pub fn unavailable(error: BusError) -> Failure {
-    Failure::new(ErrorCode::Unavailable, error.to_string())
-}
-
-/// Reads what the socket has into the frame reader: the bytes read, 0 at
-/// end of stream; without a reader the bytes are dropped. The buffer lives on the stack for the call only, so idle
-/// sessions hold none.
-fn read_into(socket: &TcpStream, reader: Option<&mut FrameReader>) -> io::Result<usize> {
-    let mut chunk = [0u8; READ_CHUNK];
-    let n = socket.try_read(&mut chunk)?;
-    if let Some(reader) = reader {
-        reader.feed(&chunk[..n]);
-    }
-    Ok(n)
+fn new_session_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// The monotonic instant of a wall-clock time (now, if it has passed).
@@ -471,15 +277,6 @@ fn deadline_of(at: SystemTime) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payload_limit_is_inclusive() {
-        assert!(check_payload(10, 10).is_ok());
-        assert_eq!(
-            check_payload(11, 10).unwrap_err().code,
-            ErrorCode::PayloadTooLarge
-        );
-    }
 
     #[test]
     fn session_ids_are_unique_and_fixed_width() {

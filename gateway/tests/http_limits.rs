@@ -3,6 +3,8 @@
 //! `Content-Length` over the limit is refused at once (413), connections not
 //! yet upgraded are bounded in number, and idle ones are closed.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! by a real nats-server) form one trace whose B side hangs under A's
 //! `bus publish` span; and without any `OTEL_*` variable nothing is sent.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod common;
 mod nats;
 

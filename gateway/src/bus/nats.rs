@@ -34,13 +34,12 @@ use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
-use super::{BusError, Topic};
+use super::{BusError, Inbox, Topic};
 use crate::config::{ConfigError, Nats};
-use crate::hub::Hub;
+use crate::delivery::frame::Frame;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
 use crate::trace;
-use crate::ws::WireFrame;
 
 /// How long after (re)connecting a gateway waits for peers' hellos before
 /// it reports ready.
@@ -113,8 +112,47 @@ pub fn decode_direct(payload: &[u8]) -> Option<(&str, &str)> {
     ))
 }
 
+/// The control-plane subjects, `<c>.ctl.<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Peer discovery: an instance id, `?` appended to ask for hellos back.
+    Hello,
+    /// A peer leaves: its instance id.
+    Bye,
+    /// A room's local members, asked of every peer.
+    Presence,
+    /// Answered once everything sent before it is processed (join confirmation).
+    Sync,
+    /// No one subscribes: the server's "no responders" answer proves a round trip.
+    RoundTrip,
+}
+
+impl Control {
+    /// The subjects every gateway answers.
+    const ANSWERED: [Control; 4] = [
+        Control::Hello,
+        Control::Bye,
+        Control::Presence,
+        Control::Sync,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Control::Hello => "hello",
+            Control::Bye => "bye",
+            Control::Presence => "presence",
+            Control::Sync => "sync",
+            Control::RoundTrip => "rtt",
+        }
+    }
+}
+
+/// Where received traffic goes, once the hub has attached itself. Shared with
+/// the pumps, which look it up per message, so traffic arriving before the
+/// hub attached is not lost to a stale empty handle.
+type InboxSlot = Arc<OnceLock<Weak<dyn Inbox>>>;
+
 /// A gateway's connection to the NATS cluster.
-#[derive(Debug)]
 pub struct NatsBus {
     client: Client,
     prefix: String,
@@ -122,7 +160,7 @@ pub struct NatsBus {
     instance: String,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
-    hub: OnceLock<Weak<Hub>>,
+    inbox: InboxSlot,
     peers: Mutex<Peers>,
     /// One message pump per subscribed topic; aborting it unsubscribes.
     pumps: Mutex<HashMap<Topic, JoinHandle<()>>>,
@@ -132,6 +170,15 @@ pub struct NatsBus {
     settled: AtomicBool,
     /// Connected, but the last health probe went unanswered (see [`watch_health`]).
     stalled: AtomicBool,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -209,7 +256,7 @@ impl NatsBus {
             instance: format!("{:016x}", rand::random::<u64>()),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             metrics,
-            hub: OnceLock::new(),
+            inbox: Arc::new(OnceLock::new()),
             peers: Mutex::new(Peers::default()),
             pumps: Mutex::new(HashMap::new()),
             control: Mutex::new(Vec::new()),
@@ -225,9 +272,13 @@ impl NatsBus {
         Ok(bus)
     }
 
-    /// Lets the bus deliver into `hub`.
-    pub fn attach(self: &Arc<Self>, hub: Weak<Hub>) {
-        let _ = self.hub.set(hub);
+    /// Lets the bus deliver into `inbox`.
+    pub fn attach(&self, inbox: Weak<dyn Inbox>) {
+        let _ = self.inbox.set(inbox);
+    }
+
+    fn inbox(&self) -> Option<Arc<dyn Inbox>> {
+        self.inbox.get().and_then(Weak::upgrade)
     }
 
     /// Whether the NATS connection is up and its server answers: false
@@ -271,8 +322,8 @@ impl NatsBus {
         self.is_up() && self.settled.load(Relaxed)
     }
 
-    fn ctl(&self, what: &str) -> String {
-        format!("{}.ctl.{what}", self.prefix)
+    fn ctl(&self, what: Control) -> String {
+        format!("{}.ctl.{}", self.prefix, what.name())
     }
 
     /// Subscribes to `topic` and returns once the subscription is confirmed
@@ -287,8 +338,12 @@ impl NatsBus {
             return Err(BusError::Unavailable);
         }
         let subscriber = self.subscribe_bounded(subject(&self.prefix, topic)).await?;
-        let hub = self.hub.get().cloned().unwrap_or_default();
-        let pump = tokio::spawn(pump(subscriber, topic.clone(), hub, self.metrics.clone()));
+        let pump = tokio::spawn(pump(
+            subscriber,
+            topic.clone(),
+            self.inbox.clone(),
+            self.metrics.clone(),
+        ));
         // Registered before any await, so a caller that gives up mid-way
         // leaves a pump the next subscribe or unsubscribe will find.
         if let Some(previous) = lock(&self.pumps).insert(topic.clone(), pump) {
@@ -301,7 +356,7 @@ impl NatsBus {
         let peers = self.live_peers();
         if peers > 0 {
             let confirmed = self
-                .gather(&self.ctl("sync"), Bytes::new(), peers)
+                .gather(&self.ctl(Control::Sync), Bytes::new(), peers)
                 .await
                 .map_or(0, |r| r.len());
             if confirmed < peers {
@@ -325,7 +380,9 @@ impl NatsBus {
     }
 
     async fn server_round_trip_within(&self, limit: Duration) -> Result<(), BusError> {
-        let request = self.client.request(self.ctl("rtt"), Bytes::new());
+        let request = self
+            .client
+            .request(self.ctl(Control::RoundTrip), Bytes::new());
         let answered = match tokio::time::timeout(limit, request).await {
             Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
             // An answer (someone subscribed to it after all) is a round trip too.
@@ -350,15 +407,15 @@ impl NatsBus {
     pub async fn publish(
         &self,
         topic: &Topic,
-        frame: &WireFrame,
+        frame: &Frame,
         trace: Option<&trace::Publish>,
     ) -> Result<(), BusError> {
         if !self.is_up() {
             return Err(BusError::Unavailable);
         }
         let payload = match topic {
-            Topic::Room(_) => frame.payload(),
-            Topic::User(user) => encode_direct(user, &frame.payload()),
+            Topic::Room(_) => frame.json().clone(),
+            Topic::User(user) => encode_direct(user, frame.json()),
         };
         let subject = subject(&self.prefix, topic);
         match trace.and_then(|t| t.bus_publish(&subject)) {
@@ -392,7 +449,7 @@ impl NatsBus {
         }
         let replies = self
             .gather(
-                &self.ctl("presence"),
+                &self.ctl(Control::Presence),
                 Bytes::from(room.as_str().to_owned()),
                 peers,
             )
@@ -442,7 +499,7 @@ impl NatsBus {
     /// Says goodbye, stops every task and drains the connection.
     pub async fn shutdown(&self) {
         let _ = self
-            .send(self.ctl("bye"), Bytes::from(self.instance.clone()))
+            .send(self.ctl(Control::Bye), Bytes::from(self.instance.clone()))
             .await;
         for (_, pump) in lock(&self.pumps).drain() {
             pump.abort();
@@ -457,7 +514,7 @@ impl NatsBus {
     /// server, but these must be live before the first hello goes out).
     async fn start_control_plane(self: &Arc<Self>) -> Result<(), BusError> {
         let mut tasks = Vec::new();
-        for what in ["hello", "bye", "presence", "sync"] {
+        for what in Control::ANSWERED {
             let subscriber = self
                 .client
                 .subscribe(self.ctl(what))
@@ -470,8 +527,11 @@ impl NatsBus {
             .subscribe(format!("{}.user.>", self.prefix))
             .await
             .map_err(|_| BusError::Unavailable)?;
-        let hub = self.hub.get().cloned().unwrap_or_default();
-        tasks.push(tokio::spawn(pump_users(users, hub, self.metrics.clone())));
+        tasks.push(tokio::spawn(pump_users(
+            users,
+            self.inbox.clone(),
+            self.metrics.clone(),
+        )));
         lock(&self.control).extend(tasks);
         Ok(())
     }
@@ -482,7 +542,9 @@ impl NatsBus {
         } else {
             self.instance.clone()
         };
-        let _ = self.send(self.ctl("hello"), Bytes::from(payload)).await;
+        let _ = self
+            .send(self.ctl(Control::Hello), Bytes::from(payload))
+            .await;
     }
 
     /// Subscribes within the request timeout (the same queue as `send`).
@@ -506,30 +568,44 @@ impl NatsBus {
     }
 }
 
-/// Delivers a room subscription's messages to the hub's local members of `topic`.
-async fn pump(mut subscriber: Subscriber, topic: Topic, hub: Weak<Hub>, metrics: Arc<Metrics>) {
+/// Delivers a room subscription's messages to the local members of `topic`.
+async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metrics: Arc<Metrics>) {
     while let Some(message) = subscriber.next().await {
         metrics.bus_messages_in.fetch_add(1, Relaxed);
-        let Some(hub) = hub.upgrade() else { return };
-        match std::str::from_utf8(&message.payload) {
-            Ok(frame) => {
-                trace::bus_receive(message.headers.as_ref(), &message.subject, || {
-                    hub.deliver(&topic, &WireFrame::text(frame), None)
-                });
-            }
-            Err(_) => tracing::warn!(?topic, "bus message that is not UTF-8 dropped"),
+        // Not attached yet: no connection can be waiting for it.
+        let Some(attached) = inbox.get() else {
+            continue;
+        };
+        let Some(inbox) = attached.upgrade() else {
+            return;
+        };
+        if std::str::from_utf8(&message.payload).is_err() {
+            tracing::warn!(?topic, "bus message that is not UTF-8 dropped");
+            continue;
         }
+        // Shares the received bytes: no copy until a format is encoded.
+        let frame = Frame::from_json(message.payload);
+        trace::bus_receive(message.headers.as_ref(), &message.subject, || {
+            inbox.receive(&topic, &frame)
+        });
     }
 }
 
 /// Delivers direct messages to the users connected to this gateway.
-async fn pump_users(mut subscriber: Subscriber, hub: Weak<Hub>, metrics: Arc<Metrics>) {
+async fn pump_users(mut subscriber: Subscriber, inbox: InboxSlot, metrics: Arc<Metrics>) {
     while let Some(message) = subscriber.next().await {
         metrics.bus_messages_in.fetch_add(1, Relaxed);
-        let Some(hub) = hub.upgrade() else { return };
+        // Not attached yet: no connection can be waiting for it.
+        let Some(attached) = inbox.get() else {
+            continue;
+        };
+        let Some(inbox) = attached.upgrade() else {
+            return;
+        };
         match decode_direct(&message.payload) {
             Some((user, frame)) => {
-                hub.deliver(&Topic::User(user.into()), &WireFrame::text(frame), None);
+                let frame = Frame::from_json(message.payload.slice_ref(frame.as_bytes()));
+                inbox.receive(&Topic::User(user.into()), &frame);
             }
             None => tracing::warn!(subject = %message.subject, "malformed direct message dropped"),
         }
@@ -537,12 +613,12 @@ async fn pump_users(mut subscriber: Subscriber, hub: Weak<Hub>, metrics: Arc<Met
 }
 
 /// Serves one control subject.
-async fn answer(bus: Weak<NatsBus>, what: &'static str, mut subscriber: Subscriber) {
+async fn answer(bus: Weak<NatsBus>, what: Control, mut subscriber: Subscriber) {
     while let Some(message) = subscriber.next().await {
         let Some(bus) = bus.upgrade() else { return };
         let payload = String::from_utf8_lossy(&message.payload);
         match what {
-            "hello" => {
+            Control::Hello => {
                 let (instance, ask_back) = match payload.strip_suffix('?') {
                     Some(instance) => (instance, true),
                     None => (payload.as_ref(), false),
@@ -555,13 +631,10 @@ async fn answer(bus: Weak<NatsBus>, what: &'static str, mut subscriber: Subscrib
                     bus.hello(false).await;
                 }
             }
-            "bye" => lock(&bus.peers).forget(&payload),
-            "presence" => {
-                let members = match (
-                    RoomName::parse(&payload),
-                    bus.hub.get().and_then(Weak::upgrade),
-                ) {
-                    (Some(room), Some(hub)) => hub.local_members(&room),
+            Control::Bye => lock(&bus.peers).forget(&payload),
+            Control::Presence => {
+                let members = match (RoomName::parse(&payload), bus.inbox()) {
+                    (Some(room), Some(inbox)) => inbox.local_members(&room),
                     _ => Vec::new(),
                 };
                 if let Some(reply) = message.reply {
@@ -569,7 +642,7 @@ async fn answer(bus: Weak<NatsBus>, what: &'static str, mut subscriber: Subscrib
                     let _ = bus.send(reply.to_string(), Bytes::from(body)).await;
                 }
             }
-            _ => {
+            Control::Sync | Control::RoundTrip => {
                 if let Some(reply) = message.reply {
                     let _ = bus.send(reply.to_string(), Bytes::new()).await;
                 }
@@ -592,7 +665,7 @@ async fn say_hello(bus: Weak<NatsBus>) {
 
 /// Probes the server every [`HEALTH_INTERVAL`] while connected and marks the
 /// bus stalled when a probe goes unanswered for [`HEALTH_TIMEOUT`]. While
-/// stalled it probes again at once, so a server that answers again is seen
+/// stalled it probes again every [`HEALTH_RETRY`], so a server that answers again is seen
 /// within one round trip.
 async fn watch_health(bus: Weak<NatsBus>) {
     loop {
@@ -640,8 +713,8 @@ async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receive
                     }
                 }
                 bus.hello(true).await;
-                if let Some(hub) = bus.hub.get().and_then(Weak::upgrade) {
-                    hub.restore_subscriptions().await;
+                if let Some(inbox) = bus.inbox() {
+                    inbox.resubscribe().await;
                 }
                 // The client replays live subscriptions on reconnect; a round
                 // trip proves the server has them. Peers answer the hello

@@ -1,8 +1,10 @@
-//! The gateway process: its shared state, its two listeners and their routes.
+//! The gateway process: its two listeners and their routes, and the
+//! [`Gateway`] handle that starts and stops it.
 //!
 //! Public listener: `GET /ws` (upgrade, after origin, auth, drain and
-//! capacity checks), the HTTP API (`api.rs`) and the demo page. Admin
-//! listener: `/metrics`, `/healthz`, `/readyz` and `POST /drain`.
+//! capacity checks; the connection then belongs to `transport/websocket.rs`),
+//! the HTTP API (`api.rs`) and the demo page. Admin listener: `/metrics`,
+//! `/healthz`, `/readyz` and `POST /drain`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,50 +27,25 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::admission::HttpPhase;
 use crate::auth::{Authenticator, bearer};
 use crate::bus::Bus;
 use crate::config::{Config, ConfigError};
+use crate::delivery::hub::Hub;
+use crate::delivery::outbound::Close;
 use crate::drain::Drain;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::outbound::Close;
 use crate::protocol::SUBPROTOCOL;
-use crate::{api, session, ws};
+use crate::state::Shared;
+use crate::transport::{websocket, ws};
+
+mod admission;
+mod api;
+
+use self::admission::HttpPhase;
 
 /// How long [`Gateway::shutdown`] waits for connections to finish their close
 /// handshakes. Unlike a drain, a shutdown does not wait for slow clients.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// State every request and session shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The validated configuration.
-    pub config: Config,
-    /// This gateway's name (`welcome.node`).
-    pub node: String,
-    /// Connections and memberships.
-    pub hub: Arc<Hub>,
-    /// Upgrade and HTTP API checks.
-    pub auth: Authenticator,
-    /// Counters and gauges.
-    pub metrics: Arc<Metrics>,
-    /// Drain state.
-    pub drain: Arc<Drain>,
-}
-
-impl Shared {
-    /// Whether `/readyz` answers 200.
-    pub fn is_ready(&self) -> bool {
-        !self.drain.is_draining() && self.hub.bus().is_ready()
-    }
-
-    /// Starts the drain (SIGTERM and `POST /drain`); false if already draining.
-    pub fn start_drain(&self) -> bool {
-        let period = Duration::from_secs(self.config.drain_seconds);
-        self.drain.start(self.hub.clone(), &self.metrics, period)
-    }
-}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +282,7 @@ fn admin_router(shared: Arc<Shared>) -> Router {
 
 /// The demo chat page, embedded in the binary.
 async fn demo() -> Html<&'static str> {
-    Html(include_str!("demo/index.html"))
+    Html(include_str!("../demo/index.html"))
 }
 
 #[derive(Deserialize)]
@@ -383,7 +360,7 @@ async fn upgrade(
         // Our listener serves plain TCP, so this always succeeds.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                session::run(parts.io.into_inner(), parts.read_buf, shared, identity).await
+                websocket::serve(parts.io.into_inner(), parts.read_buf, shared, identity).await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

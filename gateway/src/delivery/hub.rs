@@ -1,4 +1,4 @@
-//! The gateway's shared state: its open connections and who is in which room
+//! The gateway's open connections and who is in which room
 //! (and which connections belong to which user), with local fan-out.
 //!
 //! Membership is sharded twice so no lookup or join serializes all
@@ -6,26 +6,29 @@
 //! topic a read-write lock that fan-out only ever takes for reading. Bus
 //! interest follows local membership: the first local member of a topic
 //! subscribes the gateway to it on the bus, the last one to go unsubscribes.
+//! What the bus receives from other gateways comes in through [`Inbox`].
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
-use crate::bus::{Bus, BusError, Topic};
+use super::frame::Frame;
+use super::outbound::{Outbound, Pushed};
+use crate::bus::{Bus, BusError, Inbox, Topic};
 use crate::metrics::Metrics;
-use crate::outbound::{Outbound, Pushed};
 use crate::room::RoomName;
 use crate::trace;
-use crate::ws::WireFrame;
 
 /// Process-unique connection number.
 pub type ConnId = u64;
 
-/// One open WebSocket connection, as the rest of the gateway sees it.
+/// One open connection (whatever its transport), as the rest of the gateway sees it.
 #[derive(Debug)]
 pub struct Conn {
     /// Map key; never sent to clients.
@@ -102,7 +105,8 @@ impl Hub {
             metrics,
             gone: Notify::new(),
         });
-        hub.bus.attach(Arc::downgrade(&hub));
+        let inbox: Weak<Hub> = Arc::downgrade(&hub);
+        hub.bus.attach(inbox);
         hub
     }
 
@@ -268,11 +272,11 @@ impl Hub {
             .remove_if(topic, |_, current| Arc::ptr_eq(current, members));
     }
 
-    /// Delivers an encoded frame to this gateway's members of `topic`, except
-    /// `skip`: written straight to each socket that can take it, queued
-    /// (sharing `frame`'s bytes) for the others. Returns how many connections
+    /// Delivers a frame to this gateway's members of `topic`, except `skip`:
+    /// written straight to each socket that can take it, queued (sharing the
+    /// frame's encoded bytes) for the others. Returns how many connections
     /// took it.
-    pub fn deliver(&self, topic: &Topic, frame: &WireFrame, skip: Option<ConnId>) -> usize {
+    pub fn deliver(&self, topic: &Topic, frame: &Frame, skip: Option<ConnId>) -> usize {
         let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
             return 0;
         };
@@ -296,24 +300,24 @@ impl Hub {
         taken
     }
 
-    /// Delivers to `topic`'s members on every gateway: locally, then through
-    /// the bus. Fails without delivering anything while the bus is down.
+    /// Delivers to `topic`'s members on every gateway: through the bus, then
+    /// locally. Fails without delivering anything while the bus is down.
     /// `trace` is the publish's trace when it was sampled (see `trace.rs`).
+    /// Returns how many local connections took it.
     pub async fn publish(
         &self,
         topic: &Topic,
-        frame: WireFrame,
+        frame: &Frame,
         skip: Option<ConnId>,
         trace: Option<&trace::Publish>,
-    ) -> Result<(), BusError> {
+    ) -> Result<usize, BusError> {
         if !self.bus.is_up() {
             return Err(BusError::Unavailable);
         }
         // The bus first: other gateways start their fan-out while this one
         // does its own.
-        self.bus.publish(topic, &frame, trace).await?;
-        trace::fanout(trace, || self.deliver(topic, &frame, skip));
-        Ok(())
+        self.bus.publish(topic, frame, trace).await?;
+        Ok(trace::fanout(trace, || self.deliver(topic, frame, skip)))
     }
 
     /// Distinct user ids joined to `room` on this gateway.
@@ -355,18 +359,57 @@ impl Hub {
     }
 }
 
+impl Inbox for Hub {
+    fn receive(&self, topic: &Topic, frame: &Frame) -> usize {
+        self.deliver(topic, frame, None)
+    }
+
+    fn local_members(&self, room: &RoomName) -> Vec<String> {
+        Hub::local_members(self, room)
+    }
+
+    fn resubscribe(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.restore_subscriptions())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::io::{self, IoSlice};
+    use std::sync::Mutex;
+
     use super::*;
-    use crate::outbound::QueueLimits;
+    use crate::delivery::frame::Format;
+    use crate::delivery::outbound::{QueueLimits, Wire};
 
     fn hub() -> (Arc<Hub>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
         (Hub::new(Bus::Local, metrics.clone()), metrics)
     }
 
+    /// A socket that takes every write whole and keeps each one.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Vec<u8>>>);
+
+    impl Wire for Recorder {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let write: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = write.len();
+            self.0.lock().unwrap().push(write);
+            Ok(n)
+        }
+    }
+
+    thread_local! {
+        /// Each test connection's socket, by connection id (tests run on
+        /// one thread each).
+        static SOCKETS: std::cell::RefCell<HashMap<ConnId, Arc<Recorder>>> = Default::default();
+    }
+
     fn conn(hub: &Hub, user: &str, metrics: &Arc<Metrics>) -> Arc<Conn> {
         let id = hub.next_conn_id();
+        let socket = Arc::new(Recorder::default());
+        SOCKETS.with(|s| s.borrow_mut().insert(id, socket.clone()));
         Arc::new(Conn {
             id,
             session: format!("s{id}").into(),
@@ -377,15 +420,16 @@ mod tests {
                     bytes: 1 << 20,
                 },
                 metrics.clone(),
-                None,
+                socket,
+                Format::WebSocketText,
             ),
         })
     }
 
-    /// The payloads queued for `c` (a socketless queue keeps everything).
+    /// The payloads written to `c`'s socket so far.
     fn drain(c: &Conn) -> Vec<String> {
-        c.outbound
-            .take_queued()
+        let socket = SOCKETS.with(|s| s.borrow()[&c.id].clone());
+        std::mem::take(&mut *socket.0.lock().unwrap())
             .iter()
             .map(|f| {
                 let header = match f[1] {
@@ -414,7 +458,7 @@ mod tests {
         hub.join(&room, &b).await.unwrap();
         let sent = hub.deliver(
             &Topic::Room(room.clone()),
-            &WireFrame::text("m"),
+            &Frame::new("m".into()),
             Some(a.id),
         );
         assert_eq!(sent, 1);

@@ -2,7 +2,8 @@
 //! bounded queue for when the socket cannot take them yet.
 //!
 //! Producers (the connection's own session, and every publisher fanning out to
-//! a room it is in) push encoded [`WireFrame`]s without blocking. While nothing
+//! a room it is in) push [`Frame`]s without blocking; the queue takes each in
+//! its transport's [`Format`], encoded once for all recipients of that format. While nothing
 //! is queued, a push writes the frame to the socket at once, from the
 //! producer's task: fan-out to a hundred connections is a hundred `write`s and
 //! no task wake-ups. When the socket is full the frame (or what is left of it)
@@ -11,6 +12,7 @@
 //! marks the connection for a 4008 close instead of growing, so memory stays
 //! bounded whatever a client does. Queued frames share their bytes with every
 //! other recipient's: queuing is a reference-count increment, never a copy.
+//! The queue knows nothing of the transport beyond its [`Wire`] and format.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -19,11 +21,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, Bytes};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::frame::{Format, Frame};
 use crate::metrics::Metrics;
-use crate::ws::WireFrame;
 
 /// Why and how a connection is being closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,17 +98,11 @@ pub struct QueueLimits {
     pub bytes: usize,
 }
 
-/// Where a connection's bytes go: its socket. Writes never block; a write the
-/// socket cannot take now fails with `WouldBlock`.
+/// Where a connection's bytes go: its socket, as its transport provides it.
+/// Writes never block; a write the socket cannot take now fails with `WouldBlock`.
 pub trait Wire: Debug + Send + Sync {
     /// Writes as much of `bufs` as the socket takes now.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-}
-
-impl Wire for TcpStream {
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        TcpStream::try_write_vectored(self, bufs)
-    }
 }
 
 /// What became of a pushed frame.
@@ -154,7 +149,8 @@ struct State {
 #[derive(Debug)]
 pub struct Outbound {
     state: Mutex<State>,
-    wire: Option<Arc<dyn Wire>>,
+    wire: Arc<dyn Wire>,
+    format: Format,
     wake: Notify,
     limits: QueueLimits,
     metrics: Arc<Metrics>,
@@ -167,11 +163,17 @@ const IDLE_CAPACITY: usize = 16;
 const MAX_IOV: usize = 64;
 
 impl Outbound {
-    /// The way out to `wire`; without one frames are only queued (tests).
-    pub fn new(limits: QueueLimits, metrics: Arc<Metrics>, wire: Option<Arc<dyn Wire>>) -> Self {
+    /// The way out to `wire`, which takes frames in `format`.
+    pub fn new(
+        limits: QueueLimits,
+        metrics: Arc<Metrics>,
+        wire: Arc<dyn Wire>,
+        format: Format,
+    ) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wire,
+            format,
             wake: Notify::new(),
             limits,
             metrics,
@@ -184,19 +186,23 @@ impl Outbound {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends a frame: written at once when nothing is queued ahead of it,
-    /// queued otherwise. Refused when the connection is closing or the
-    /// queue would overflow (which starts a 4008 close).
-    pub fn push(&self, frame: &WireFrame) -> Pushed {
+    /// Sends a protocol frame in this connection's format: written at once
+    /// when nothing is queued ahead of it, queued otherwise. Refused when the
+    /// connection is closing or the queue would overflow (which starts a
+    /// 4008 close).
+    pub fn push(&self, frame: &Frame) -> Pushed {
+        self.push_bytes(frame.encoded(self.format).clone())
+    }
+
+    /// Sends bytes already in the transport's framing (its own control
+    /// frames: pings, pongs), with the same rules as [`Outbound::push`].
+    pub fn push_bytes(&self, mut bytes: Bytes) -> Pushed {
         let mut state = self.state();
         if state.close.is_some() {
             return Pushed::Refused;
         }
-        let mut bytes = frame.bytes().clone();
-        if state.queue.is_empty()
-            && let Some(wire) = &self.wire
-        {
-            match wire.try_write_vectored(&[IoSlice::new(&bytes)]) {
+        if state.queue.is_empty() {
+            match self.wire.try_write_vectored(&[IoSlice::new(&bytes)]) {
                 Ok(n) if n == bytes.len() => return Pushed::Written,
                 // The rest waits for the session; nothing may overtake it.
                 Ok(n) => {
@@ -283,11 +289,11 @@ impl Outbound {
         (Flush::Idle, written)
     }
 
-    /// Queues the final close frame behind whatever is left, whatever the
-    /// bounds; [`Outbound::flush`] writes it.
-    pub fn push_close(&self, frame: &WireFrame) {
+    /// Queues the transport's final close frame behind whatever is left,
+    /// whatever the bounds; [`Outbound::flush`] writes it.
+    pub fn push_close(&self, frame: Bytes) {
         let mut state = self.state();
-        self.enqueue(&mut state, frame.bytes().clone());
+        self.enqueue(&mut state, frame);
     }
 
     /// Appends to the queue and its gauges; true when nothing was queued before.
@@ -303,9 +309,6 @@ impl Outbound {
     /// Writes from the front of the queue until it is empty or the socket is
     /// full; counts the whole frames written.
     fn write_queued(&self, state: &mut State) -> Result<u64, ()> {
-        let Some(wire) = &self.wire else {
-            return Ok(0);
-        };
         let mut frames = 0;
         while !state.queue.is_empty() {
             let slices: Vec<IoSlice<'_>> = state
@@ -314,7 +317,7 @@ impl Outbound {
                 .take(MAX_IOV)
                 .map(|b| IoSlice::new(b))
                 .collect();
-            let mut n = match wire.try_write_vectored(&slices) {
+            let mut n = match self.wire.try_write_vectored(&slices) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -344,17 +347,6 @@ impl Outbound {
         }
         self.metrics.queued_frames.fetch_sub(frames as i64, Relaxed);
         Ok(frames)
-    }
-
-    /// Takes everything queued (tests of queues without a socket).
-    #[cfg(test)]
-    pub fn take_queued(&self) -> Vec<Bytes> {
-        let mut state = self.state();
-        let (frames, bytes) = (state.queue.len(), state.bytes);
-        state.bytes = 0;
-        let queued = std::mem::take(&mut state.queue).into();
-        self.release(frames, bytes);
-        queued
     }
 
     /// Drops what is queued, except the rest of a partly written frame.
@@ -390,6 +382,7 @@ impl Drop for Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::ws::WireFrame;
 
     /// A socket that takes `room` more bytes, then would block.
     #[derive(Debug, Default)]
@@ -434,13 +427,14 @@ mod tests {
         let out = Outbound::new(
             QueueLimits { frames, bytes },
             metrics.clone(),
-            Some(wire.clone()),
+            wire.clone(),
+            Format::WebSocketText,
         );
         (out, wire, metrics)
     }
 
-    fn text(s: &str) -> WireFrame {
-        WireFrame::text(s)
+    fn text(s: &str) -> Frame {
+        Frame::new(s.into())
     }
 
     #[test]
@@ -487,7 +481,7 @@ mod tests {
         wire.open(100);
         assert_eq!(out.flush(), (Flush::Close(Close::SLOW_CONSUMER), 0));
         assert_eq!(m.queued_bytes.load(Relaxed), 0);
-        out.push_close(&WireFrame::close(4008, "slow consumer"));
+        out.push_close(WireFrame::close(4008, "slow consumer").into_bytes());
         assert_eq!(
             out.flush(),
             (Flush::Idle, 1),

@@ -1,12 +1,13 @@
-//! WebSocket framing (RFC 6455), the gateway's side of it: the upgrade
+//! WebSocket framing (RFC 6455), the gateway's side of it, pure: the upgrade
 //! handshake, the frames the server sends and an incremental reader of the
-//! frames clients send.
+//! frames clients send. The socket loop that uses it is `websocket.rs`.
 //!
 //! The gateway frames WebSocket itself rather than through a general-purpose
 //! library because of fan-out: server frames are unmasked, so a message's
-//! bytes on the wire are identical for every recipient. A [`WireFrame`] is
-//! encoded once (header and payload in one buffer) and written as is, with
-//! one `write` per recipient and no per-recipient framing or copying.
+//! bytes on the wire are identical for every recipient. A protocol frame is
+//! encoded once into a [`WireFrame`] (header and payload in one buffer, see
+//! `delivery/frame.rs`) and written as is, with one `write` per recipient and
+//! no per-recipient framing or copying.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -38,7 +39,12 @@ pub struct WireFrame {
 impl WireFrame {
     /// A text frame (a protocol frame: JSON).
     pub fn text(payload: &str) -> Self {
-        Self::encode(OP_TEXT, payload.as_bytes())
+        Self::text_bytes(payload.as_bytes())
+    }
+
+    /// A text frame from a payload the caller knows to be UTF-8.
+    pub fn text_bytes(payload: &[u8]) -> Self {
+        Self::encode(OP_TEXT, payload)
     }
 
     /// A ping with an empty payload.
@@ -87,6 +93,11 @@ impl WireFrame {
     /// The whole frame: header and payload.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    /// The whole frame, owned.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
     }
 
     /// The payload alone, sharing the frame's bytes.

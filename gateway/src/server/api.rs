@@ -3,7 +3,6 @@
 //! as a client's frames, with `from: null`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,13 +14,10 @@ use axum::routing::post;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::admission::read_body;
-use crate::bus::Topic;
-use crate::protocol::{self, ErrorCode, Failure, Op};
-use crate::server::Shared;
-use crate::session::{check_payload, unavailable};
-use crate::trace;
-use crate::ws::WireFrame;
+use super::admission::read_body;
+use crate::delivery::{self, Outgoing, Sender};
+use crate::protocol::{self, ErrorCode, Failure};
+use crate::state::Shared;
 
 /// Room for the JSON envelope around `data` in a request body.
 const ENVELOPE_BYTES: usize = 4 * 1024;
@@ -34,17 +30,28 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    handle(&shared, request, "publish").await
+    handle(&shared, request, |text| {
+        protocol::decode_publish(text).map(Outgoing::Publish)
+    })
+    .await
 }
 
 async fn send(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    handle(&shared, request, "send").await
+    handle(&shared, request, |text| {
+        protocol::decode_send(text).map(Outgoing::Send)
+    })
+    .await
 }
 
 /// Checks the key, then reads the body (bounded in size and time: see
-/// `admission.rs`), then delivers. The key comes first, so a client without
-/// one is refused before it can hold the connection with a slow body.
-async fn handle(shared: &Shared, request: Request, kind: &str) -> Response {
+/// `admission.rs`), then delivers the operation `decode` reads from it. The
+/// key comes first, so a client without one is refused before it can hold
+/// the connection with a slow body.
+async fn handle(
+    shared: &Shared,
+    request: Request,
+    decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
+) -> Response {
     let limits = &shared.config.limits;
     let deadline = Instant::now() + Duration::from_millis(limits.http_read_timeout_ms);
     let (parts, body) = request.into_parts();
@@ -64,7 +71,7 @@ async fn handle(shared: &Shared, request: Request, kind: &str) -> Response {
         Ok(body) => body,
         Err(refusal) => return answer_error(shared, refusal.status, &refusal.failure),
     };
-    match deliver(shared, body, kind).await {
+    match deliver(shared, body, decode).await {
         Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
         Err(failure) => {
             let status = match failure.code {
@@ -87,38 +94,19 @@ fn answer_error(shared: &Shared, status: StatusCode, failure: &Failure) -> Respo
         .into_response()
 }
 
-async fn deliver(shared: &Shared, body: Bytes, kind: &str) -> Result<(), Failure> {
-    let limits = &shared.config.limits;
+async fn deliver(
+    shared: &Shared,
+    body: Bytes,
+    decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
+) -> Result<(), Failure> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| Failure::new(ErrorCode::BadRequest, "body is not UTF-8"))?;
-    match protocol::decode_as(kind, text)? {
-        Op::Publish { room, data, .. } => {
-            check_payload(data.get().len(), limits.max_payload_bytes)?;
-            let frame = protocol::message(&room, None, data);
-            let trace = trace::start_publish(room.as_str(), "http");
-            shared
-                .hub
-                .publish(
-                    &Topic::Room(room),
-                    WireFrame::text(&frame),
-                    None,
-                    trace.as_ref(),
-                )
-                .await
-                .map_err(unavailable)?;
-            shared.metrics.publishes.fetch_add(1, Relaxed);
-        }
-        Op::Send { to, data } => {
-            check_payload(data.get().len(), limits.max_payload_bytes)?;
-            let frame = protocol::direct(None, data);
-            shared
-                .hub
-                .publish(&Topic::User(to.into()), WireFrame::text(&frame), None, None)
-                .await
-                .map_err(unavailable)?;
-            shared.metrics.sends.fetch_add(1, Relaxed);
-        }
-        _ => return Err(Failure::new(ErrorCode::Internal, "unexpected operation")),
-    }
+    let sender = Sender {
+        user: None,
+        conn: None,
+        via: "http",
+        bucket: None,
+    };
+    delivery::deliver(shared, sender, decode(text)?).await?;
     Ok(())
 }

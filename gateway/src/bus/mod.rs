@@ -8,28 +8,39 @@
 //!
 //! - [`Bus::Local`]: the in-process bus of a gateway running alone; every
 //!   subscription is trivially live and there are no peers.
-//! - [`Bus::Nats`]: gateways relayed over NATS (`nats.rs`).
+//! - [`Bus::Nats`]: gateways relayed over NATS (`nats.rs`), with the peers it
+//!   knows of (`peers.rs`).
+//!
+//! What the bus receives goes into an [`Inbox`] (the hub implements it): the
+//! bus never knows the hub's type.
 
 mod nats;
 pub mod peers;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 pub use self::nats::NatsBus;
 use crate::config::{ConfigError, Nats};
-use crate::hub::Hub;
+use crate::delivery::frame::Frame;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
 use crate::trace;
-use crate::ws::WireFrame;
 
-/// Whether `token` can stand as one NATS subject token: non-empty, and only
-/// letters, digits, `_` and `-` (no `.`, `*`, `>` or whitespace).
-pub fn is_subject_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+/// Where the bus hands what it receives from other gateways: this gateway's
+/// local members (the hub).
+pub trait Inbox: Send + Sync {
+    /// Delivers a frame from another gateway to the local members of
+    /// `topic`; returns how many connections took it.
+    fn receive(&self, topic: &Topic, frame: &Frame) -> usize;
+
+    /// Distinct user ids joined to `room` on this gateway (a peer's presence question).
+    fn local_members(&self, room: &RoomName) -> Vec<String>;
+
+    /// Subscribes again every topic with local members but no live
+    /// subscription (called when the bus connection comes back).
+    fn resubscribe(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// What traffic is addressed to: a room, or every connection of a user.
@@ -73,11 +84,11 @@ impl Bus {
         Ok(Bus::Nats(NatsBus::connect(nats, node, metrics).await?))
     }
 
-    /// Lets the bus deliver what it receives into `hub` (called once, by `Hub::new`).
-    pub fn attach(&self, hub: Weak<Hub>) {
+    /// Lets the bus deliver what it receives into `inbox` (called once, by `Hub::new`).
+    pub fn attach(&self, inbox: Weak<dyn Inbox>) {
         match self {
             Bus::Local => {}
-            Bus::Nats(bus) => bus.attach(hub),
+            Bus::Nats(bus) => bus.attach(inbox),
         }
     }
 
@@ -121,7 +132,7 @@ impl Bus {
     pub async fn publish(
         &self,
         topic: &Topic,
-        frame: &WireFrame,
+        frame: &Frame,
         trace: Option<&trace::Publish>,
     ) -> Result<(), BusError> {
         match self {

@@ -1,0 +1,110 @@
+//! Delivery: the one path a publish or a direct message takes, whoever sends
+//! it (a session over any transport, or the HTTP API), and what it is made of:
+//!
+//! - [`deliver`]: a typed operation in ([`Outgoing`]), a typed result out
+//!   ([`Delivered`] or the contract [`Failure`]): payload check, encoding the
+//!   server frame once, trace decision, bus relay and local fan-out, counters.
+//! - `frame.rs`: a server frame encoded at most once per wire format, lazily.
+//! - `hub.rs`: connections, room and user membership, local fan-out.
+//! - `outbound.rs`: one connection's way out, with its bounded queue.
+//!
+//! Room access depends on who is sending: the session checks it before it
+//! calls [`deliver`], and hands in its rate limit ([`Sender::bucket`]), taken
+//! after the payload check as the contract orders them.
+
+pub mod frame;
+pub mod hub;
+pub mod outbound;
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use self::frame::Frame;
+use self::hub::ConnId;
+use crate::bus::Topic;
+use crate::protocol::{self, ErrorCode, Failure, Publish, Send};
+use crate::ratelimit::TokenBucket;
+use crate::state::Shared;
+use crate::trace;
+
+/// An operation that delivers to other connections.
+#[derive(Debug)]
+pub enum Outgoing<'a> {
+    /// A message to a room's members on every gateway.
+    Publish(Publish<'a>),
+    /// A direct message to every connection of a user, on every gateway.
+    Send(Send<'a>),
+}
+
+/// Who sends, as recipients and traces see it.
+#[derive(Debug)]
+pub struct Sender<'a> {
+    /// The sending user (`from`); `None` for the HTTP API (`from: null`).
+    pub user: Option<&'a str>,
+    /// The sending connection, left out of its own publish when it asked for no echo.
+    pub conn: Option<ConnId>,
+    /// How the operation arrived, for traces (`websocket`, `http`).
+    pub via: &'static str,
+    /// The sender's publish/send rate limit, if it has one.
+    pub bucket: Option<&'a mut TokenBucket>,
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Connections on this gateway that took the frame.
+    pub local: usize,
+}
+
+/// Delivers `op` from `sender`: locally and through the bus to the other
+/// gateways. Fails (and delivers nothing) on a payload over the limit or
+/// while the bus is down.
+pub async fn deliver(
+    shared: &Shared,
+    sender: Sender<'_>,
+    op: Outgoing<'_>,
+) -> Result<Delivered, Failure> {
+    let max = shared.config.limits.max_payload_bytes;
+    let local = match op {
+        Outgoing::Publish(Publish { room, data, echo }) => {
+            protocol::check_payload(data.get().len(), max)?;
+            take_token(sender.bucket)?;
+            let frame = Frame::new(protocol::message(&room, sender.user, data));
+            let skip = sender.conn.filter(|_| !echo);
+            let trace = trace::start_publish(room.as_str(), sender.via);
+            let local = shared
+                .hub
+                .publish(&Topic::Room(room), &frame, skip, trace.as_ref())
+                .await
+                .map_err(Failure::unavailable)?;
+            shared.metrics.publishes.fetch_add(1, Relaxed);
+            local
+        }
+        Outgoing::Send(Send { to, data }) => {
+            protocol::check_payload(data.get().len(), max)?;
+            take_token(sender.bucket)?;
+            let frame = Frame::new(protocol::direct(sender.user, data));
+            let local = shared
+                .hub
+                .publish(&Topic::User(to.into()), &frame, None, None)
+                .await
+                .map_err(Failure::unavailable)?;
+            shared.metrics.sends.fetch_add(1, Relaxed);
+            local
+        }
+    };
+    Ok(Delivered { local })
+}
+
+fn take_token(bucket: Option<&mut TokenBucket>) -> Result<(), Failure> {
+    let Some(bucket) = bucket else {
+        return Ok(());
+    };
+    if bucket.try_take(std::time::Instant::now()) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            ErrorCode::RateLimited,
+            "publish/send rate exceeded; frame dropped",
+        ))
+    }
+}
