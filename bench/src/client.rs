@@ -25,6 +25,16 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens a WebSocket to `target`, from `source` when given.
 pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Ws, BenchError> {
+    connect_with(target, source, None).await
+}
+
+/// Like [`connect`], with the socket's receive buffer set to `recv_buffer`
+/// bytes when given (a slow reader's small window fills sooner).
+pub async fn connect_with(
+    target: &Target,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+) -> Result<Ws, BenchError> {
     let socket = if is_ipv6(&target.addr) {
         TcpSocket::new_v6()?
     } else {
@@ -32,6 +42,9 @@ pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Ws, Benc
     };
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
     }
     let stream = socket.connect(target.addr).await?;
     // Latency matters more than packet count for a benchmark client.
@@ -127,6 +140,32 @@ pub async fn post_drain(admin: SocketAddr) -> Result<u16, BenchError> {
     })
     .await
     .map_err(|_| BenchError::new(format!("no answer from {admin} in time")))?
+}
+
+/// `GET path` on an HTTP/1.1 listener (the gateways' admin port); the body
+/// of a 200 answer, at most `limit` bytes read.
+pub async fn http_get(addr: SocketAddr, path: &str, limit: u64) -> Result<String, BenchError> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let answer = timeout(Duration::from_secs(5), async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.take(limit).read_to_end(&mut answer).await?;
+        Ok::<_, BenchError>(answer)
+    })
+    .await
+    .map_err(|_| BenchError::new(format!("no answer from {addr}{path} in time")))??;
+    match parse_status(&answer) {
+        Some(200) => {}
+        other => {
+            return Err(BenchError::new(format!(
+                "GET {addr}{path}: status {other:?}"
+            )));
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok(body.to_owned())
 }
 
 /// The status code of an HTTP/1.x response head.

@@ -81,6 +81,25 @@ impl Stream {
             .sum();
         sent - arrived.min(sent)
     }
+
+    /// The sequence numbers `expected` holds that this stream lacks, in
+    /// order (what a subscriber missed of what a publisher had accepted).
+    pub fn missing_of(&self, expected: &Stream) -> Vec<u64> {
+        let mut missing = Vec::new();
+        for (word, &bits) in expected.seen.iter().enumerate() {
+            let mut lacking = bits & !self.seen.get(word).copied().unwrap_or(0);
+            while lacking != 0 {
+                missing.push(word as u64 * 64 + u64::from(lacking.trailing_zeros()));
+                lacking &= lacking - 1;
+            }
+        }
+        missing
+    }
+
+    /// Distinct sequence numbers recorded.
+    pub fn distinct(&self) -> u64 {
+        self.distinct
+    }
 }
 
 /// Counts for one (publisher, room, subscriber) triple.
@@ -157,6 +176,11 @@ impl Ledger {
         }
     }
 
+    /// The stream (publisher, room), if anything of it was recorded.
+    pub fn stream(&self, publisher: u32, room: u32) -> Option<&Stream> {
+        self.streams.get(&(publisher, room))
+    }
+
     /// Streams received from rooms other than those listed (misrouted).
     pub fn streams_outside(&self, rooms: &[u32]) -> usize {
         self.streams
@@ -206,6 +230,23 @@ mod tests {
         ledger.record(0, 9, 1);
         assert_eq!(ledger.streams_outside(&[0]), 1);
         assert_eq!(ledger.streams_outside(&[0, 9]), 0);
+    }
+
+    #[test]
+    fn missing_of_lists_what_was_expected_but_never_seen() {
+        let mut accepted = Stream::default();
+        let mut received = Stream::default();
+        for seq in [0, 1, 2, 63, 64, 65, 130] {
+            accepted.record(seq, 1000);
+        }
+        for seq in [0, 2, 64, 500] {
+            received.record(seq, 1000);
+        }
+        assert_eq!(received.missing_of(&accepted), vec![1, 63, 65, 130]);
+        assert_eq!(accepted.distinct(), 7);
+        assert!(accepted.missing_of(&accepted).is_empty());
+        assert_eq!(Stream::default().missing_of(&accepted).len(), 7);
+        assert!(accepted.missing_of(&Stream::default()).is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Roomcast load generator: clients that speak protocol v1 against gateways
 //! (or the Node.js baseline), the benchmark scenarios (`fanout`, `idle`,
-//! `connect-storm`, `drain`) and the report that turns their JSON results
-//! into docs/benchmarks.md.
+//! `connect-storm`, `drain`, `soak`) and the report that turns their JSON
+//! results into docs/benchmarks.md.
 
 pub mod client;
 pub mod latency;

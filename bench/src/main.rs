@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use roomcast_bench::scenario::{connect_storm, drain, fanout, idle};
+use roomcast_bench::scenario::soak::restart::NatsControl;
+use roomcast_bench::scenario::soak::verdict::Mix;
+use roomcast_bench::scenario::{connect_storm, drain, fanout, idle, soak};
 use roomcast_bench::summary::emit;
 use roomcast_bench::target::{Target, parse_loopback_authority, parse_target};
 use roomcast_bench::{BenchError, report};
@@ -31,6 +33,9 @@ enum Command {
     ConnectStorm(StormArgs),
     /// N clients on gateway A, POST /drain on A: time until all moved, losses.
     Drain(DrainArgs),
+    /// Minutes of random churn on two gateways, NATS restarted half way:
+    /// RSS and fds flat, connections and rooms back to 0, nothing accepted lost.
+    Soak(SoakArgs),
     /// Writes docs/benchmarks.md from a results directory of scripts/bench.
     Report(ReportArgs),
 }
@@ -173,6 +178,99 @@ struct DrainArgs {
 }
 
 #[derive(Args)]
+struct SoakArgs {
+    #[command(flatten)]
+    targets: Targets,
+    /// Admin addresses (host:port) of the gateways, in the order of --url.
+    #[arg(long = "admin", value_delimiter = ',', required = true)]
+    admins: Vec<String>,
+    /// Gateway pids, in the order of --url.
+    #[arg(long = "gateway-pid", value_delimiter = ',', required = true)]
+    gateway_pids: Vec<u32>,
+    /// Pid of the nats-server to restart half way (none: no restart).
+    #[arg(long, requires = "nats_server")]
+    nats_pid: Option<u32>,
+    /// nats-server binary to start again.
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// The nats-server's port on 127.0.0.1.
+    #[arg(long, default_value_t = 4222)]
+    nats_port: u16,
+    /// Log file of the restarted nats-server.
+    #[arg(long)]
+    nats_log: Option<PathBuf>,
+    /// Seconds nats-server stays down.
+    #[arg(long, default_value_t = 2.0)]
+    nats_down: f64,
+    /// Seconds of load (600 in `make bench`).
+    #[arg(long, default_value_t = 600.0)]
+    duration: f64,
+    /// Seconds at the start not judged for flatness.
+    #[arg(long, default_value_t = 60.0)]
+    warmup: f64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 10.0)]
+    sample_every: f64,
+    /// Churning clients open at once (about).
+    #[arg(long, default_value_t = 1000)]
+    churners: usize,
+    /// Shortest life of a churning connection, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    min_life: f64,
+    /// Longest life of a churning connection, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    max_life: f64,
+    /// Percent of connections closed cleanly.
+    #[arg(long, default_value_t = 60)]
+    clean: u32,
+    /// Percent ended by a TCP reset.
+    #[arg(long, default_value_t = 15)]
+    reset: u32,
+    /// Percent dropped without a close frame.
+    #[arg(long, default_value_t = 22)]
+    drop: u32,
+    /// Percent slow readers (stop reading in the hot room).
+    #[arg(long, default_value_t = 3)]
+    slow: u32,
+    /// Seconds a slow reader stops reading.
+    #[arg(long, default_value_t = 15.0)]
+    stall: f64,
+    /// Steady subscribers (checked for loss).
+    #[arg(long, default_value_t = 200)]
+    steady: usize,
+    /// Rooms.
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// Publishers.
+    #[arg(long, default_value_t = 20)]
+    publishers: usize,
+    /// Messages per second per publisher.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 200)]
+    payload: usize,
+    /// Messages per second to the hot room.
+    #[arg(long, default_value_t = 100.0)]
+    hot_rate: f64,
+    /// Payload bytes of hot-room messages.
+    #[arg(long, default_value_t = 8192)]
+    hot_payload: usize,
+    /// Steady subscribers of the hot room.
+    #[arg(long, default_value_t = 10)]
+    hot_readers: usize,
+    /// Churning connections per source address 127.0.0.2, 127.0.0.3, … (0: no binding).
+    #[arg(long, default_value_t = 125)]
+    per_source_address: usize,
+    /// Seconds to wait for connections and rooms to reach 0 at the end.
+    #[arg(long, default_value_t = 30.0)]
+    settle: f64,
+    /// Seed of the random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args)]
 struct ReportArgs {
     /// Directory of `<scenario>.<system>.<round>.json` results (plus commands.txt, notes.txt).
     #[arg(long)]
@@ -180,6 +278,9 @@ struct ReportArgs {
     /// Markdown file to write.
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
+    /// Only the soak section, spliced into the existing output file.
+    #[arg(long, value_parser = ["soak"])]
+    only: Option<String>,
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration, BenchError> {
@@ -251,13 +352,90 @@ async fn run(command: Command) -> Result<(), BenchError> {
             };
             emit(&drain::run(&cfg).await?)
         }
+        Command::Soak(a) => {
+            let admins = a
+                .admins
+                .iter()
+                .map(|addr| {
+                    parse_loopback_authority(addr, 80)
+                        .map_err(|why| BenchError::new(format!("--admin {addr}: {why}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let nats = match (a.nats_pid, a.nats_server) {
+                (Some(pid), Some(binary)) => Some(NatsControl {
+                    pid,
+                    binary,
+                    port: a.nats_port,
+                    log: a.nats_log,
+                }),
+                _ => None,
+            };
+            let cfg = soak::Config {
+                targets: a.targets.parse()?,
+                admins,
+                gateway_pids: a.gateway_pids,
+                nats,
+                nats_down: seconds(a.nats_down, "--nats-down")?,
+                duration: seconds(a.duration, "--duration")?,
+                warmup: seconds(a.warmup, "--warmup")?,
+                sample_every: seconds(a.sample_every, "--sample-every")?,
+                churners: a.churners,
+                lifetime: (
+                    seconds(a.min_life, "--min-life")?,
+                    seconds(a.max_life.max(a.min_life), "--max-life")?,
+                ),
+                mix: Mix {
+                    clean: a.clean,
+                    reset: a.reset,
+                    drop: a.drop,
+                    slow: a.slow,
+                },
+                stall: seconds(a.stall, "--stall")?,
+                steady: a.steady,
+                rooms: a.rooms,
+                publishers: a.publishers,
+                rate: a.rate,
+                payload: a.payload,
+                hot_rate: a.hot_rate,
+                hot_payload: a.hot_payload,
+                hot_readers: a.hot_readers,
+                per_source_address: a.per_source_address,
+                settle: seconds(a.settle, "--settle")?,
+                seed: a.seed,
+                command: command_line(),
+            };
+            let report = soak::run(&cfg).await?;
+            emit(&report)?;
+            eprint!("{}", soak::verdict_lines(&report));
+            Ok(())
+        }
         Command::Report(a) => {
             let inputs = report::load(&a.results)?;
-            std::fs::write(&a.output, report::render(&inputs))?;
+            let text = if a.only.is_some() {
+                let existing = std::fs::read_to_string(&a.output).unwrap_or_default();
+                report::splice_section(
+                    &existing,
+                    report::SOAK_HEADING,
+                    &report::render_soak(&inputs),
+                )
+            } else {
+                report::render(&inputs)
+            };
+            std::fs::write(&a.output, text)?;
             eprintln!("wrote {}", a.output.display());
             Ok(())
         }
     }
+}
+
+/// This process's command line, program name shortened, for reports.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let _ = args.next();
+    std::iter::once("roomcast-bench".to_owned())
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn main() -> ExitCode {

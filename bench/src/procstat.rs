@@ -1,5 +1,6 @@
 //! Server-side costs read from /proc: CPU time (utime + stime of
-//! /proc/PID/stat) and resident memory (VmRSS of /proc/PID/status).
+//! /proc/PID/stat), resident memory (VmRSS of /proc/PID/status), open file
+//! descriptors (entries of /proc/PID/fd) and the load average.
 
 use std::fs;
 
@@ -36,6 +37,38 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// Resident memory of a process in KiB (`None` if it is gone).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     parse_rss_kib(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// Open file descriptors of a process (`None` if it is gone or not ours to read).
+pub fn fd_count(pid: u32) -> Option<u64> {
+    let entries = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.filter(Result::is_ok).count() as u64)
+}
+
+/// The 1-, 5- and 15-minute load averages, from the text of /proc/loadavg.
+pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    Some([
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+    ])
+}
+
+/// This machine's load averages now (`None` without /proc).
+pub fn loadavg() -> Option<[f64; 3]> {
+    parse_loadavg(&fs::read_to_string("/proc/loadavg").ok()?)
+}
+
+/// Whether a process has ended (gone, or a zombie its parent has not reaped).
+pub fn has_exited(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
 }
 
 /// CPU time of a set of processes at one moment.
@@ -97,8 +130,22 @@ mod tests {
     }
 
     #[test]
+    fn loadavg_fields() {
+        assert_eq!(
+            parse_loadavg("2.26 1.21 0.86 3/412 9999\n"),
+            Some([2.26, 1.21, 0.86])
+        );
+        assert_eq!(parse_loadavg("2.26 x"), None);
+        assert_eq!(parse_loadavg(""), None);
+    }
+
+    #[test]
     fn own_process_is_readable() {
         let me = std::process::id();
+        assert!(fd_count(me).is_some_and(|n| n >= 3));
+        assert_eq!(fd_count(u32::MAX), None);
+        assert!(!has_exited(me));
+        assert!(has_exited(u32::MAX));
         assert!(cpu_seconds(me).is_some());
         assert!(rss_kib(me).is_some_and(|kib| kib > 0));
         let before = CpuSnapshot::take(&[me, u32::MAX]);

@@ -41,6 +41,8 @@ pub struct Inputs {
     pub commands: String,
     /// Free-form notes from the driver (mode, load averages).
     pub notes: String,
+    /// The commands of the soak (servers and load generator), one a line.
+    pub soak_commands: String,
 }
 
 /// Splits `standard.roomcast.2.json` into its parts.
@@ -85,6 +87,7 @@ pub fn load(dir: &Path) -> Result<Inputs, BenchError> {
         machine: machine(),
         commands: read("commands.txt"),
         notes: read("notes.txt"),
+        soak_commands: read("soak-commands.txt"),
     })
 }
 
@@ -235,6 +238,7 @@ pub fn render(inputs: &Inputs) -> String {
     idle_section(w, inputs);
     storm_section(w, inputs);
     drain_section(w, inputs);
+    soak_section(w, inputs);
 
     let _ = writeln!(w, "## Commands\n");
     let _ = writeln!(
@@ -548,6 +552,348 @@ fn drain_section(w: &mut String, inputs: &Inputs) {
     let _ = writeln!(w);
 }
 
+/// The heading of the soak section (what [`splice_section`] replaces).
+pub const SOAK_HEADING: &str = "## Soak";
+
+/// Just the soak section, for `report --only soak`.
+pub fn render_soak(inputs: &Inputs) -> String {
+    let mut md = String::new();
+    soak_section(&mut md, inputs);
+    md
+}
+
+/// `doc` with the section that starts at a line beginning with `heading`
+/// (up to the next `## ` heading) replaced by `section`; without one, the
+/// section goes before `## Commands`, or at the end.
+pub fn splice_section(doc: &str, heading: &str, section: &str) -> String {
+    let lines: Vec<&str> = doc.split_inclusive('\n').collect();
+    let start = lines.iter().position(|l| l.starts_with(heading));
+    let (from, to) = match start {
+        Some(from) => {
+            let to = lines[from + 1..]
+                .iter()
+                .position(|l| l.starts_with("## "))
+                .map_or(lines.len(), |i| from + 1 + i);
+            (from, to)
+        }
+        None => {
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with("## Commands"))
+                .unwrap_or(lines.len());
+            (at, at)
+        }
+    };
+    let mut out: String = lines[..from].concat();
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    out.push_str(section.trim_end());
+    out.push_str("\n\n");
+    out.push_str(&lines[to..].concat());
+    out.trim_end().to_owned() + "\n"
+}
+
+fn soak_section(w: &mut String, inputs: &Inputs) {
+    let Some(run) = inputs.runs.iter().find(|r| r.scenario == "soak") else {
+        return;
+    };
+    let r = &run.result;
+    let n = |p: &str| fmt(num(r, p), 0, "");
+    let _ = writeln!(w, "{SOAK_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "{} s of churn against 2 gateways on one nats-server: about {} clients open at once \
+         connect to a random gateway, join 1–3 of {} rooms, publish, leave one room half way and \
+         disconnect after their lifetime (ways to end, in percent: {}), then start over; slow \
+         readers join a hot room ({} msg/s of {}-byte payloads) and stop reading for {} s. \
+         {} steady subscribers stay connected and keep reading, checked for loss against {} \
+         publishers at {} msg/s each plus the hot publisher; every publish carries an `id`. \
+         nats-server is stopped (SIGTERM) half way and started again on the same port. Every \
+         {} s the load generator samples VmRSS (/proc/PID/status) and open file descriptors \
+         (/proc/PID/fd) of each gateway, of nats-server and of itself, and `roomcast_connections`, \
+         `roomcast_rooms` and `roomcast_bus_up` from each gateway's `/metrics`.\n",
+        n("duration_s"),
+        n("churners"),
+        n("rooms"),
+        r.get("mix").map(Value::to_string).unwrap_or_default(),
+        n("hot_rate"),
+        n("hot_payload"),
+        n("stall_s"),
+        n("steady"),
+        n("publishers"),
+        fmt(num(r, "rate"), 1, ""),
+        fmt(num(r, "sample_every_s"), 0, ""),
+    );
+    let load = |k: &str| {
+        r.get(k).and_then(Value::as_array).map_or("–".into(), |v| {
+            v.iter().map(plain_number).collect::<Vec<_>>().join(" ")
+        })
+    };
+    let _ = writeln!(
+        w,
+        "Load average before: {}; after: {} (2 cores; anything above 2 means other work \
+         competed for them). Gateway CPU {} s, load generator CPU {} s over the run.\n",
+        load("loadavg_before"),
+        load("loadavg_after"),
+        fmt(num(r, "gateway_cpu_s"), 1, ""),
+        fmt(num(r, "loadgen_cpu_s"), 1, ""),
+    );
+
+    // Verdicts.
+    let ok = |k: &str| {
+        r.get("verdicts")
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_bool)
+    };
+    let _ = writeln!(w, "| criterion | figures | verdict |");
+    let _ = writeln!(w, "|---|---|---|");
+    let flat_rows: Vec<String> = r
+        .get("flat")
+        .and_then(Value::as_array)
+        .map(|rows| {
+            rows.iter()
+                .map(|v| {
+                    let process = v.get("process").map(plain_number).unwrap_or_default();
+                    let metric = v.get("metric").map(plain_number).unwrap_or_default();
+                    match v.get("flatness").filter(|f| !f.is_null()) {
+                        Some(f) => format!(
+                            "{process} {metric} {} → {} (limit {})",
+                            fmt(num(f, "early_mean"), 0, ""),
+                            fmt(num(f, "late_mean"), 0, ""),
+                            fmt(num(f, "limit"), 0, "")
+                        ),
+                        None => format!("{process} {metric}: too few samples"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let warmup = num(r, "warmup_s").unwrap_or(0.0);
+    let _ = writeln!(
+        w,
+        "| flat after warm-up: {} | {} | {} |",
+        crate::scenario::soak::flat_criterion(warmup),
+        flat_rows.join("; "),
+        verdict(ok("flat"))
+    );
+    let show = |k: &str| {
+        r.get("settle")
+            .and_then(|s| s.get(k))
+            .and_then(Value::as_array)
+            .map_or("–".into(), |v| {
+                v.iter().map(plain_number).collect::<Vec<_>>().join(", ")
+            })
+    };
+    let _ = writeln!(
+        w,
+        "| back to 0: {} | connections [{}], rooms [{}]{} | {} |",
+        crate::scenario::soak::ZERO_CRITERION,
+        show("connections"),
+        show("rooms"),
+        num(r, "settle.zero_after_s").map_or(String::new(), |s| format!(
+            ", {s} s after the last client left"
+        )),
+        verdict(ok("back_to_zero"))
+    );
+    let _ = writeln!(
+        w,
+        "| no loss: {} | owed {}, received {}, lost outside the restart window {}, inside it {}, duplicated {}, reordered {}; steady subscribers dropped {} of {} | {} |\n",
+        crate::scenario::soak::LOSS_CRITERION,
+        n("delivery.owed"),
+        n("delivery.received"),
+        n("delivery.lost_outside_restart"),
+        n("delivery.lost_around_restart"),
+        n("delivery.problems.duplicated"),
+        n("delivery.problems.out_of_order"),
+        n("delivery.steady_dropped"),
+        n("delivery.steady"),
+        verdict(ok("no_loss"))
+    );
+    let _ = writeln!(
+        w,
+        "**Accepted** means answered `ok`: a publish refused with `error` (`unavailable` while the \
+         gateway's bus is down) is not owed to anyone, and one still unanswered when its \
+         publisher closed is counted apart. Across the restart the gateways get their bus back \
+         one after the other: a publish one gateway accepts while a peer's bus is still down \
+         cannot reach that peer's subscribers (NATS has no interest from it yet; delivery is at \
+         most once), so the verdict counts publishes accepted outside the restart window and \
+         the losses inside it are shown beside it. Lost messages (first ten): {}. Messages a \
+         subscriber received although their publish was refused or unanswered: {}. Publish → \
+         receipt latency of the steady subscribers: p50 {} ms, p99 {} ms, max {} ms.\n",
+        r.get("delivery")
+            .and_then(|d| d.get("lost_examples"))
+            .and_then(Value::as_array)
+            .filter(|v| !v.is_empty())
+            .map_or("none".into(), |v| {
+                v.iter().map(plain_number).collect::<Vec<_>>().join("; ")
+            }),
+        n("delivery.received_not_accepted"),
+        fmt(num(r, "delivery.latency.p50_ms"), 2, ""),
+        fmt(num(r, "delivery.latency.p99_ms"), 2, ""),
+        fmt(num(r, "delivery.latency.max_ms"), 2, ""),
+    );
+    if r.get("restart").is_some_and(|v| !v.is_null()) {
+        let refused = r
+            .get("publishing")
+            .and_then(|p| p.get("refused"))
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let span = r
+            .get("publishing")
+            .and_then(|p| p.get("refused_span_s"))
+            .and_then(Value::as_array)
+            .map_or("–".into(), |v| {
+                v.iter()
+                    .map(plain_number)
+                    .collect::<Vec<_>>()
+                    .join(" s to ")
+            });
+        let _ = writeln!(
+            w,
+            "NATS restart: SIGTERM at {} s, old server gone at {} s, new one listening at {} s, \
+             every gateway's bus up again at {} s. Publishes: {} sent, {} accepted, refused {} \
+             (from {} s), {} unanswered.\n",
+            fmt(num(r, "restart.stop_s"), 1, ""),
+            fmt(num(r, "restart.stopped_s"), 1, ""),
+            fmt(num(r, "restart.started_s"), 1, ""),
+            fmt(num(r, "restart.bus_back_s"), 1, ""),
+            n("publishing.sent"),
+            n("publishing.accepted"),
+            refused,
+            span,
+            n("publishing.unanswered"),
+        );
+    }
+    // A counter of every gateway at the last sample.
+    let last_gateways = |k: &str| {
+        r.get("samples")
+            .and_then(Value::as_array)
+            .and_then(|s| s.last())
+            .and_then(|s| s.get("gateways"))
+            .and_then(Value::as_array)
+            .map_or("–".into(), |g| {
+                g.iter()
+                    .map(|x| fmt(num(x, k), 0, ""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+    };
+    let churn = |k: &str| {
+        r.get("churn")
+            .and_then(|c| c.get(k))
+            .map(|v| match v {
+                Value::Object(_) | Value::Array(_) => v.to_string(),
+                other => plain_number(other),
+            })
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        w,
+        "Churn: {} connections opened (at most {} open at once), {} failed before their welcome \
+         {}; joins ok {}, refused {}; publishes ok {}, refused {}; leaves ok {}; ended by fate {}; \
+         ended by the gateway before their time {}; slow readers, once reading again: {}; \
+         4008 closes counted by the gateways (`roomcast_slow_consumer_closes_total`): {}.\n",
+        churn("opened"),
+        churn("peak_open"),
+        churn("connect_failures"),
+        churn("connect_failure_examples"),
+        churn("joins_ok"),
+        churn("join_errors"),
+        churn("publishes_ok"),
+        churn("publish_errors"),
+        churn("leaves_ok"),
+        churn("endings"),
+        churn("ended_by_gateway"),
+        churn("slow_outcomes"),
+        last_gateways("slow_closes"),
+    );
+
+    // Samples.
+    let samples: Vec<&Value> = r
+        .get("samples")
+        .and_then(Value::as_array)
+        .map(|s| s.iter().collect())
+        .unwrap_or_default();
+    let names: Vec<String> = samples
+        .first()
+        .and_then(|s| s.get("processes"))
+        .and_then(Value::as_array)
+        .map(|p| {
+            p.iter()
+                .filter_map(|x| x.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let gateways = samples
+        .first()
+        .and_then(|s| s.get("gateways"))
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let mut head = String::from("| t s | phase | churn open |");
+    let mut rule = String::from("|---|---|---|");
+    for name in &names {
+        let _ = write!(head, " {name} RSS MiB | {name} fds |");
+        rule.push_str("---|---|");
+    }
+    for g in 0..gateways {
+        let name = crate::scenario::soak::gateway_name(g);
+        let _ = write!(head, " {name} conns | {name} rooms | {name} bus |");
+        rule.push_str("---|---|---|");
+    }
+    let _ = writeln!(w, "{head}\n{rule}");
+    for s in samples {
+        let mut row = format!(
+            "| {} | {} | {} |",
+            fmt(num(s, "t_s"), 0, ""),
+            s.get("phase").and_then(Value::as_str).unwrap_or(""),
+            fmt(num(s, "churn_open"), 0, "")
+        );
+        let procs = s.get("processes").and_then(Value::as_array);
+        for name in &names {
+            let p = procs.and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+            });
+            let rss = p.and_then(|p| num(p, "rss_kib")).map(|k| k / 1024.0);
+            let fds = p.and_then(|p| num(p, "fds"));
+            let _ = write!(row, " {} | {} |", fmt(rss, 1, ""), fmt(fds, 0, ""));
+        }
+        let gws = s.get("gateways").and_then(Value::as_array);
+        for g in 0..gateways {
+            let gw = gws.and_then(|v| v.get(g));
+            let v = |k: &str| fmt(gw.and_then(|x| num(x, k)), 0, "");
+            let _ = write!(
+                row,
+                " {} | {} | {} |",
+                v("connections"),
+                v("rooms"),
+                v("bus_up")
+            );
+        }
+        let _ = writeln!(w, "{row}");
+    }
+    let _ = writeln!(w);
+    let command = r.get("command").and_then(Value::as_str).unwrap_or_default();
+    let servers = inputs.soak_commands.trim();
+    let _ = writeln!(
+        w,
+        "The soak ran:\n\n```sh\n{}{command}\n```\n",
+        if servers.is_empty() {
+            String::new()
+        } else {
+            format!("{servers}\n")
+        }
+    );
+}
+
+fn plain_number(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,6 +915,91 @@ mod tests {
             round,
             result,
         }
+    }
+
+    #[test]
+    fn soak_section_shows_verdicts_samples_and_command() {
+        let soak = json!({"scenario":"soak","command":"roomcast-bench soak --duration 30",
+            "duration_s":30.0,"warmup_s":6.0,"sample_every_s":2.0,"churners":200,
+            "mix":{"clean":60,"reset":15,"drop":20,"slow":5},"steady":50,"rooms":20,
+            "publishers":4,"rate":10.0,"hot_rate":50.0,"hot_payload":4096,"stall_s":8.0,
+            "loadavg_before":[1.5,1.0,0.5],"loadavg_after":[2.0,1.2,0.6],
+            "restart":{"stop_s":15.0,"stopped_s":15.1,"started_s":17.2,"bus_back_s":18.0,"new_pid":9},
+            "samples":[{"t_s":2.0,"phase":"load","churn_open":150,
+                "processes":[{"name":"gw-a","pid":1,"rss_kib":20480,"fds":180}],
+                "gateways":[{"connections":170,"rooms":21,"bus_up":1,"slow_closes":12}]}],
+            "flat":[{"process":"gw-a","metric":"rss_kib","samples":9,
+                "flatness":{"early_mean":20000.0,"late_mean":20100.0,"limit":26096.0,"max":20500,"pass":true}},
+                {"process":"gw-a","metric":"fds","samples":2,"flatness":null}],
+            "settle":{"zero_after_s":0.4,"connections":[0,0],"rooms":[0,0]},
+            "delivery":{"steady":50,"steady_dropped":0,"owed":1000,"received":1000,"lost":0,
+                "lost_around_restart":0,"lost_outside_restart":0,"lost_examples":[],"problems":{"lost":0,"duplicated":0,"out_of_order":0},
+                "received_not_accepted":3,"latency":{"p50_ms":1.0,"p99_ms":5.0,"max_ms":9.0}},
+            "publishing":{"sent":1200,"accepted":1150,"refused":{"unavailable":50},
+                "refused_span_s":[15.0,18.0],"unanswered":0},
+            "churn":{"opened":900,"peak_open":190,"connect_failures":0,"slow_outcomes":{"close 4008":12}},
+            "gateway_cpu_s":12.5,"loadgen_cpu_s":4.0,
+            "verdicts":{"flat":true,"back_to_zero":true,"no_loss":false,"passed":false}});
+        let inputs = Inputs {
+            runs: vec![run("soak", "roomcast", 1, soak)],
+            soak_commands: "nats-server -a 127.0.0.1 -p 23022 &".into(),
+            ..Inputs::default()
+        };
+        let section = render_soak(&inputs);
+        assert!(section.starts_with("## Soak"), "{section}");
+        assert!(
+            section.contains("gw-a rss_kib 20000 → 20100 (limit 26096)"),
+            "{section}"
+        );
+        assert!(section.contains("gw-a fds: too few samples"), "{section}");
+        assert!(section.contains("| yes |"), "{section}");
+        assert!(section.contains("| **no** |"), "{section}");
+        assert!(
+            section.contains("| 2 | load | 150 | 20.0 | 180 | 170 | 21 | 1 |"),
+            "{section}"
+        );
+        assert!(
+            section.contains("refused {\"unavailable\":50} (from 15.0 s to 18.0 s)"),
+            "{section}"
+        );
+        assert!(section.contains("\"close 4008\":12"), "{section}");
+        assert!(
+            section.contains("(`roomcast_slow_consumer_closes_total`): 12."),
+            "{section}"
+        );
+        assert!(
+            section.contains(
+                "```sh\nnats-server -a 127.0.0.1 -p 23022 &\nroomcast-bench soak --duration 30\n```"
+            ),
+            "{section}"
+        );
+        // The full report has it before the commands.
+        let md = render(&inputs);
+        assert!(md.find("## Soak").unwrap() < md.find("## Commands").unwrap());
+    }
+
+    #[test]
+    fn splicing_replaces_or_inserts_one_section() {
+        let doc = "# B\n\n## Drain\n\nd\n\n## Soak (old)\n\nold\n\n## Commands\n\nc\n";
+        let out = splice_section(doc, SOAK_HEADING, "## Soak (new)\n\nnew\n");
+        assert_eq!(
+            out,
+            "# B\n\n## Drain\n\nd\n\n## Soak (new)\n\nnew\n\n## Commands\n\nc\n"
+        );
+        let without = "# B\n\n## Drain\n\nd\n\n## Commands\n\nc\n";
+        assert_eq!(
+            splice_section(without, SOAK_HEADING, "## Soak\n\nnew"),
+            "# B\n\n## Drain\n\nd\n\n## Soak\n\nnew\n\n## Commands\n\nc\n"
+        );
+        let last = "# B\n\n## Soak\n\nold\n";
+        assert_eq!(
+            splice_section(last, SOAK_HEADING, "## Soak\n\nnew\n"),
+            "# B\n\n## Soak\n\nnew\n"
+        );
+        assert_eq!(
+            splice_section("", SOAK_HEADING, "## Soak\n\nx\n"),
+            "## Soak\n\nx\n"
+        );
     }
 
     #[test]
@@ -630,6 +1061,7 @@ mod tests {
             ),
             commands: "scripts/bench".into(),
             notes: "Quick mode.".into(),
+            soak_commands: String::new(),
         };
         let md = render(&inputs);
         assert!(md.contains("CPU: Test CPU, 2 cores"), "{md}");

@@ -121,6 +121,15 @@ pub fn publish(room: &str, probe: &Probe, padding: &str) -> String {
     )
 }
 
+/// Like [`publish`], with an `id`: the gateway answers `ok` once it has
+/// accepted the message, or `error` (`unavailable` while the bus is down).
+pub fn publish_with_id(room: &str, probe: &Probe, padding: &str, id: u64) -> String {
+    format!(
+        r#"{{"type":"publish","room":"{room}","echo":false,"id":{id},"data":{}}}"#,
+        probe_data(probe, padding)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +185,22 @@ mod tests {
         );
         assert_eq!(decode("not json"), Incoming::Other);
         assert_eq!(decode(r#"{"type":"direct","data":1}"#), Incoming::Other);
+    }
+
+    #[test]
+    fn publish_with_id_carries_the_id_and_the_probe() {
+        let probe = Probe {
+            p: 1,
+            r: 2,
+            s: 3,
+            t: 4,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&publish_with_id("soak-2", &probe, "xx", 77)).unwrap();
+        assert_eq!(v["id"], 77);
+        assert_eq!(v["room"], "soak-2");
+        assert_eq!(v["data"]["s"], 3);
+        assert_eq!(v["data"]["x"], "xx");
     }
 
     #[test]

@@ -170,6 +170,37 @@ fn within(time: &Time, now: Timestamp, window: SignedDuration) -> bool {
     now.duration_since(time.0) < window
 }
 
+/// This sync's recommendation (within the bounds; `None` without data) and the history
+/// with it recorded. Every sync records one, also a sync that only continues a scale-down,
+/// so the stabilization windows see the whole load history as the HPA's do.
+pub fn record(
+    policy: &Policy,
+    obs: &Observation,
+    history: &AutoscalerHistory,
+    now: Timestamp,
+) -> (Option<i32>, AutoscalerHistory) {
+    let (recommendation, _, history) = recorded(policy, obs, history, now);
+    (recommendation, history)
+}
+
+fn recorded(
+    policy: &Policy,
+    obs: &Observation,
+    history: &AutoscalerHistory,
+    now: Timestamp,
+) -> (Option<i32>, Reason, AutoscalerHistory) {
+    let (raw, reason) = recommend(policy, obs);
+    let recommendation = raw.map(|raw| clamp(raw, policy));
+    let mut next = history.clone();
+    if let Some(replicas) = recommendation {
+        next.recommendations.push(TimedReplicas {
+            time: Time(now),
+            replicas,
+        });
+    }
+    (recommendation, reason, prune(next, policy, now))
+}
+
 /// Decides the replicas for this sync, HPA-style, and returns the history to keep.
 pub fn decide(
     policy: &Policy,
@@ -178,23 +209,23 @@ pub fn decide(
     now: Timestamp,
 ) -> Decision {
     let current = obs.current;
-    let (raw, mut reason) = recommend(policy, obs);
-    let Some(raw) = raw else {
+    let (recommendation, mut reason, mut next) = recorded(policy, obs, history, now);
+    let Some(recommendation) = recommendation else {
+        // Like the HPA: whatever the metrics, replicas stay within the bounds.
         return Decision {
             replicas: clamp(i64::from(current), policy),
             recommendation: None,
             reason,
             rate_limited: false,
-            history: prune(history.clone(), policy, now),
+            history: next,
         };
     };
-    let recommendation = clamp(raw, policy);
 
     // Stabilization: scale up to the lowest recommendation of the up-window, down to the
-    // highest of the down-window (both include this sync's).
+    // highest of the down-window (both include this sync's, recorded above).
     let mut up = recommendation;
     let mut down = recommendation;
-    for r in &history.recommendations {
+    for r in &next.recommendations {
         if within(&r.time, now, policy.scale_up_window) {
             up = up.min(r.replicas);
         }
@@ -245,11 +276,6 @@ pub fn decide(
         std::cmp::Ordering::Equal => reason,
     };
 
-    let mut next = history.clone();
-    next.recommendations.push(TimedReplicas {
-        time: Time(now),
-        replicas: recommendation,
-    });
     if replicas > current {
         next.scale_ups.push(TimedReplicas {
             time: Time(now),
@@ -564,6 +590,35 @@ mod tests {
         let d = decide(&policy(), &obs(4, 0, 0), &recs(&[(-10, 4)]), t(0));
         assert_eq!(d.recommendation, None);
         assert_eq!(d.history.recommendations.len(), 1);
+    }
+
+    #[test]
+    fn every_sync_records_its_recommendation() {
+        // What a sync that only continues a scale-down records: the load's recommendation.
+        let (rec, h) = record(&policy(), &obs(3, 3, 700), &recs(&[(-30, 5)]), t(0));
+        assert_eq!(rec, Some(7));
+        let got: Vec<i32> = h.recommendations.iter().map(|r| r.replicas).collect();
+        assert_eq!(got, [5, 7]);
+        // Clamped like a decision's, and nothing without data.
+        let (rec, _) = record(&policy(), &obs(3, 3, 100_000), &recs(&[]), t(0));
+        assert_eq!(rec, Some(20));
+        let (rec, h) = record(&policy(), &obs(3, 0, 0), &recs(&[(-30, 5)]), t(0));
+        assert_eq!((rec, h.recommendations.len()), (None, 1));
+    }
+
+    #[test]
+    fn without_metrics_replicas_are_clamped_to_the_bounds() {
+        let mut p = policy();
+        p.max_replicas = 7;
+        let d = decide(&p, &obs(9, 0, 0), &AutoscalerHistory::default(), t(0));
+        assert_eq!(d.replicas, 7);
+        p.max_replicas = 4;
+        let d = decide(&p, &obs(9, 0, 0), &d.history, t(15));
+        assert_eq!(d.replicas, 4);
+        // Some pods read but not all: the max still holds (a scale-down that missing data
+        // would otherwise block).
+        let d = decide(&p, &obs(9, 2, 1000), &recs(&[(-10, 9)]), t(0));
+        assert_eq!(d.replicas, 4);
     }
 
     #[test]

@@ -453,6 +453,15 @@ async fn builtin(
     };
 
     if let Some(progress) = old.scale_down.clone() {
+        // The load is still recorded, so the down-window of a later scale-down counts
+        // from every sync, not only from those that decided something. The victims are on
+        // their way out: the pods expected to stay are `progress.to`.
+        let obs = Observation {
+            current: progress.to,
+            reported_pods: u32::try_from(readings.connections.len()).unwrap_or(u32::MAX),
+            connections: readings.total(),
+        };
+        plan.history = Some(autoscale::record(&policy, &obs, &history, now).1);
         return continue_scale_down(
             ctx,
             &pods_api,
@@ -480,12 +489,23 @@ async fn builtin(
     );
     if decision.replicas < current {
         let k = usize::try_from(current - decision.replicas).unwrap_or(0);
-        let victims = drain::choose_victims(&readings.connections, k);
+        let victims = drain::choose_victims_among(&gateway_pods, &readings.connections, k);
         if victims.is_empty() {
-            plan.scaling = Some((State::False, "NoVictims", "no pod can be drained".into()));
+            // No pod exists to drain (replicas set above the bounds before any pod ran):
+            // lowering replicas removes nobody.
+            let to = decision.replicas;
+            plan.replicas = Some(to);
+            plan.scaled = Some((current, to));
+            plan.scaling = Some((State::True, "ScaleDown", format!("{current} -> {to}")));
+            plan.events.push(event(
+                EventType::Normal,
+                "ScaleDown",
+                "Scale",
+                format!("scaled {current} -> {to}: no pod to drain ({detail})"),
+            ));
             return Ok(plan);
         }
-        let progress = drain::begin(current, victims, now);
+        let progress = drain::begin(current, decision.replicas, victims, now);
         // Record the scale-down before any side effect, so a restart resumes this one.
         let mut st = old.clone();
         st.scale_down = Some(progress.clone());
@@ -822,6 +842,22 @@ mod tests {
                 &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
             );
         }
+    }
+
+    /// Answers the two reads a full sync starts with: the Deployment, then the pod list.
+    async fn expect_sync_reads(
+        api: &mut fixtures::ApiServerVerifier,
+        replicas: i32,
+        pods: Vec<Value>,
+    ) {
+        api.next()
+            .await
+            .expect(Method::GET, DEPLOYMENT)
+            .respond(StatusCode::OK, &deployment(replicas));
+        api.next()
+            .await
+            .expect(Method::GET, PODS)
+            .respond(StatusCode::OK, &pod_list(pods));
     }
 
     async fn expect_applies(api: &mut fixtures::ApiServerVerifier) -> Value {
@@ -1219,6 +1255,114 @@ mod tests {
         };
         run_reconcile(rtc, ctx, script).await.unwrap();
         assert_eq!((a.drains(), b.drains(), c.drains()), (1, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn replicas_above_max_without_metrics_drain_unread_pods_then_drop() {
+        // Scaled by hand to 4 with maxReplicas 2, no pod ready to read: still clamped, and
+        // the pods removed are drained first (unready ones, by name).
+        let gws = [
+            FakeGateway::start(0).await,
+            FakeGateway::start(0).await,
+            FakeGateway::start(0).await,
+            FakeGateway::start(0).await,
+        ];
+        let pods: Vec<Value> = ["a", "b", "c", "d"]
+            .iter()
+            .zip(&gws)
+            .map(|(n, g)| pod(n, false, g.port, "0"))
+            .collect();
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}),
+            None,
+        );
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let script = async move {
+            expect_sync_reads(&mut api, 4, pods).await;
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            let progress = call.body["status"]["scaleDown"].clone();
+            call.respond(StatusCode::OK, &echo_rtc);
+            assert_eq!(
+                (progress["from"].clone(), progress["to"].clone()),
+                (json!(4), json!(2))
+            );
+            assert_eq!(progress["victims"], json!(["a", "b"]));
+            let min = i32::MIN.to_string();
+            expect_deletion_costs(&mut api, &[("a", min.clone()), ("b", min)]).await;
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 2);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert_eq!(call.body["status"]["replicas"], 2);
+            call.respond(StatusCode::OK, &echo_rtc);
+            for reason in ["DrainStarted", "ScaleDown"] {
+                let event = api.next().await.expect(Method::POST, EVENTS);
+                assert_eq!(event.body["reason"], reason);
+                event.echo();
+            }
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
+        let drains: Vec<u32> = gws.iter().map(FakeGateway::drains).collect();
+        assert_eq!(drains, [1, 1, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn replicas_above_max_without_pods_drop_at_once() {
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 7}}),
+            None,
+        );
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let script = async move {
+            expect_sync_reads(&mut api, 9, vec![]).await;
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 7);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert_eq!(call.body["status"]["replicas"], 7);
+            call.respond(StatusCode::OK, &echo_rtc);
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "ScaleDown");
+            event.echo();
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_resumed_scale_down_records_the_recommendation() {
+        // Without it the down-window forgets the load seen while draining, and the next
+        // scale-down may follow sooner than scaleDownStabilizationSeconds allows.
+        let (b, c) = (FakeGateway::start(0).await, FakeGateway::start(250).await);
+        let min = i32::MIN.to_string();
+        let pods = vec![pod("b", false, b.port, &min), pod("c", true, c.port, "250")];
+        let rtc = cluster(
+            json!({"nats": {"url": "n"}, "autoscaling": {
+                "minReplicas": 1, "targetConnectionsPerPod": 100, "scaleDownStabilizationSeconds": 300}}),
+            Some(json!({
+                "replicas": 2,
+                "scaleDown": {"from": 2, "to": 1, "victims": ["b"], "started": "2099-01-01T00:00:00Z"}
+            })),
+        );
+        let echo_rtc = serde_json::to_value(&rtc).unwrap();
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let script = async move {
+            expect_sync_reads(&mut api, 2, pods).await;
+            let applied = expect_applies(&mut api).await;
+            assert_eq!(applied["spec"]["replicas"], 1);
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            // 250 connections on the pod that stays, 100 per pod: 3 recommended.
+            let recs = call.body["status"]["autoscaler"]["recommendations"].clone();
+            call.respond(StatusCode::OK, &echo_rtc);
+            assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
+            assert_eq!(recs[0]["replicas"], 3);
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "ScaleDown");
+            event.echo();
+            api
+        };
+        run_reconcile(rtc, ctx, script).await.unwrap();
     }
 
     #[tokio::test]

@@ -31,6 +31,26 @@ pub fn choose_victims(connections: &BTreeMap<String, u64>, k: usize) -> Vec<Stri
         .collect()
 }
 
+/// The `k` pods a scale-down removes: the least loaded of those that reported
+/// ([`choose_victims`]), then, when the bounds force out more pods than reported (replicas
+/// above `maxReplicas` while pods cannot be read), the unread ones: unready before ready
+/// (they carry no routed traffic), then by name. Terminating pods are leaving already.
+pub fn choose_victims_among(
+    pods: &[GatewayPod],
+    connections: &BTreeMap<String, u64>,
+    k: usize,
+) -> Vec<String> {
+    let mut victims = choose_victims(connections, k);
+    let mut unread: Vec<&GatewayPod> = pods
+        .iter()
+        .filter(|p| !p.terminating && !connections.contains_key(&p.name))
+        .collect();
+    unread.sort_by(|a, b| a.ready.cmp(&b.ready).then_with(|| a.name.cmp(&b.name)));
+    let more = k.saturating_sub(victims.len());
+    victims.extend(unread.into_iter().take(more).map(|p| p.name.clone()));
+    victims
+}
+
 /// Deletion cost per pod: victims get [`VICTIM_COST`], every other pod that reported gets
 /// its connection count (busier pods are costlier to remove), and the rest keep theirs.
 pub fn deletion_costs(
@@ -67,11 +87,12 @@ pub fn cost_changes<'a>(
 }
 
 /// A scale-down from `from` to `to` with its victims, recorded before any side effect.
-pub fn begin(from: i32, victims: Vec<String>, now: Timestamp) -> ScaleDownProgress {
-    let k = i32::try_from(victims.len()).unwrap_or(i32::MAX);
+/// `to` may be below `from - victims` when the Deployment asks for more pods than exist
+/// (replicas set by hand above the bounds): the missing pods need no drain.
+pub fn begin(from: i32, to: i32, victims: Vec<String>, now: Timestamp) -> ScaleDownProgress {
     ScaleDownProgress {
         from,
-        to: from.saturating_sub(k),
+        to,
         victims,
         started: Time(now),
     }
@@ -213,6 +234,25 @@ mod tests {
     }
 
     #[test]
+    fn bounds_without_readings_pick_unread_pods_unready_first() {
+        let mut unready = gw("c", None, false);
+        unready.ready = false;
+        let pods = [
+            gw("e", None, false),
+            gw("a", None, false),
+            gw("b", None, false),
+            unready,
+            gw("d", None, true),
+        ];
+        // Readings first, then unread pods: unready (c), then ready by name; never `d`.
+        let r = readings(&[("b", 7)]);
+        assert_eq!(choose_victims_among(&pods, &r, 1), ["b"]);
+        assert_eq!(choose_victims_among(&pods, &r, 3), ["b", "c", "a"]);
+        assert_eq!(choose_victims_among(&pods, &r, 9), ["b", "c", "a", "e"]);
+        assert_eq!(choose_victims_among(&pods, &BTreeMap::new(), 2), ["c", "a"]);
+    }
+
+    #[test]
     fn victims_get_the_lowest_cost_and_others_their_load() {
         let pods = [
             gw("a", Some("0"), false),
@@ -255,7 +295,7 @@ mod tests {
 
     #[test]
     fn begin_records_target_and_victims() {
-        let p = begin(5, vec!["x".into(), "y".into()], t(0));
+        let p = begin(5, 3, vec!["x".into(), "y".into()], t(0));
         assert_eq!((p.from, p.to), (5, 3));
         assert_eq!(p.victims, ["x", "y"]);
         assert_eq!(p.started, Time(t(0)));
@@ -263,7 +303,7 @@ mod tests {
 
     #[test]
     fn replicas_drop_only_once_victims_drain_or_the_deadline_passes() {
-        let progress = begin(4, vec!["a".into(), "b".into()], t(0));
+        let progress = begin(4, 2, vec!["a".into(), "b".into()], t(0));
         let deadline = SignedDuration::from_secs(60);
         let all_ok = BTreeMap::from([
             ("a".to_string(), DrainOutcome::Accepted),

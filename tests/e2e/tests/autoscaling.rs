@@ -73,7 +73,12 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
             (replicas(&cluster, "chat").await == Some(3)).then_some(())
         })
         .await;
-        let st = status(&cluster).await;
+        // The status is written after the Deployment: wait for it rather than race it.
+        let st = eventually("status of the scale-up", STEP, || async {
+            let st = status(&cluster).await;
+            (st["replicas"] == 3).then_some(st)
+        })
+        .await;
         assert_eq!(st["replicas"], 3, "{st}");
         assert_eq!(st["connections"], 25, "{st}");
         assert!(st["lastScaleTime"].is_string(), "{st}");
@@ -297,6 +302,59 @@ async fn a_restarted_operator_resumes_the_recorded_scale_down() {
             "not repeated down to 1"
         );
         second.terminate().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replicas_above_max_are_clamped_without_metrics() {
+    roomcast_e2e::binaries::bin_dir().await;
+    within(240, async {
+        // No pod ever runs, so no metric is ever read: the bounds alone must hold replicas.
+        let Some(cluster) = autoscaled_cluster(
+            "clamp",
+            "replicas_above_max_are_clamped_without_metrics",
+            json!({"minReplicas": 1, "maxReplicas": 7}),
+        )
+        .await
+        else {
+            return;
+        };
+        let _operator = Operator::start(&cluster, &Options::new("op-clamp")).await;
+        eventually("1 replica (minReplicas)", STEP, || async {
+            (replicas(&cluster, "chat").await == Some(1)).then_some(())
+        })
+        .await;
+        // Scaled by hand above maxReplicas.
+        cluster
+            .kubectl(&["scale", "deployment", "chat", "--replicas=9"], None)
+            .await;
+        eventually("replicas back to maxReplicas 7", STEP, || async {
+            (replicas(&cluster, "chat").await == Some(7)).then_some(())
+        })
+        .await;
+        cluster
+            .kubectl(
+                &[
+                    "patch",
+                    "rtc",
+                    "chat",
+                    "--type=merge",
+                    "-p",
+                    r#"{"spec":{"autoscaling":{"maxReplicas":4}}}"#,
+                ],
+                None,
+            )
+            .await;
+        eventually("replicas follow maxReplicas down to 4", STEP, || async {
+            (replicas(&cluster, "chat").await == Some(4)).then_some(())
+        })
+        .await;
+        // Status is written after the Deployment.
+        eventually("status.replicas 4", STEP, || async {
+            (status(&cluster).await["replicas"] == 4).then_some(())
+        })
+        .await;
     })
     .await;
 }
