@@ -18,13 +18,17 @@
 //! - `bus`: the hop to other gateways (NATS in `bus/nats.rs`, peers in
 //!   `bus/peers.rs`); it hands what it receives to an `Inbox` (the hub).
 //! - `auth`, `room`, `ratelimit`, `drain`, `metrics`, `trace`, `config`.
+//! - `namespace`, `history`: room namespaces and room history (protocol v1.1;
+//!   stores and the recovery merge, not wired into sessions yet).
 
 pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod delivery;
 pub mod drain;
+pub mod history;
 pub mod metrics;
+pub mod namespace;
 pub mod protocol;
 pub mod ratelimit;
 pub mod room;

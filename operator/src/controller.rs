@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -28,6 +28,7 @@ use crate::drain::{self, Step};
 use crate::metrics::AdminClient;
 use crate::pods::{self, GatewayPod, Readings};
 use crate::status::{self, METRICS_AVAILABLE, READY, SCALING, State};
+use crate::stored;
 use crate::telemetry::{Direction, Telemetry};
 
 /// Field manager of every write.
@@ -138,8 +139,62 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
 }
 
-fn key(rtc: &RealtimeCluster) -> (String, String) {
-    (rtc.namespace().unwrap_or_default(), rtc.name_any())
+fn key<K: ResourceExt>(object: &K) -> (String, String) {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Reconciles one stored object: a readable one as a `RealtimeCluster`; one that does not
+/// deserialize is reported on itself (`Ready=False`, reason `InvalidSpec`, a Warning event
+/// naming the field) and left alone, while every other object reconciles normally.
+pub async fn reconcile_stored(
+    object: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match stored::read(&object) {
+        Ok(rtc) => reconcile(Arc::new(rtc), ctx).await,
+        Err(unreadable) => {
+            ctx.telemetry.reconciled();
+            let (namespace, name) = key(object.as_ref());
+            tracing::warn!(%namespace, %name, field = %unreadable.path, problem = %unreadable.problem,
+                "cannot read RealtimeCluster; reporting it on the object");
+            report_unreadable(&object, &unreadable, &ctx).await?;
+            ctx.reset_failures(&key(object.as_ref()));
+            Ok(Action::requeue(ctx.settings.sync_period))
+        }
+    }
+}
+
+async fn report_unreadable(
+    object: &DynamicObject,
+    unreadable: &stored::Unreadable,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let namespace = object
+        .namespace()
+        .ok_or(DesiredError::MissingMetadata("namespace"))?;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &ar);
+    let announced = stored::already_reported(object, unreadable);
+    if let Some(patch) = stored::invalid_status_patch(object, unreadable, Timestamp::now()) {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch_status(&object.name_any(), &params, &Patch::Merge(&patch))
+            .await?;
+    }
+    if !announced {
+        let ev = event(
+            EventType::Warning,
+            status::INVALID_SPEC,
+            "Validate",
+            format!("cannot read the object: {unreadable}"),
+        );
+        if let Err(e) = ctx.recorder.publish(&ev, &object.object_ref(&ar)).await {
+            tracing::warn!(reason = %ev.reason, error = %e, "cannot publish event");
+        }
+    }
+    Ok(())
 }
 
 /// Reconciles one cluster; on success its error backoff resets.
@@ -148,22 +203,22 @@ fn key(rtc: &RealtimeCluster) -> (String, String) {
 pub async fn reconcile(rtc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     use tracing::Instrument as _;
     ctx.telemetry.reconciled();
-    let (namespace, name) = key(&rtc);
+    let (namespace, name) = key(rtc.as_ref());
     let span = tracing::info_span!("reconcile", %namespace, %name);
     let action = reconcile_cluster(&rtc, &ctx)
         .instrument(span.clone())
         .await
         .inspect_err(|error| span.in_scope(|| tracing::warn!(%error, "reconcile error")))?;
-    ctx.reset_failures(&key(&rtc));
+    ctx.reset_failures(&key(rtc.as_ref()));
     Ok(action)
 }
 
 /// Requeues a failed object with its own exponential backoff.
-pub fn error_policy(rtc: Arc<RealtimeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: ResourceExt>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.telemetry.failed();
-    let failures = ctx.record_failure(key(&rtc));
+    let failures = ctx.record_failure(key(object.as_ref()));
     let wait = backoff(failures);
-    tracing::warn!(cluster = %rtc.name_any(), %error, failures, ?wait, "reconcile failed");
+    tracing::warn!(cluster = %object.name_any(), %error, failures, ?wait, "reconcile failed");
     Action::requeue(wait)
 }
 
@@ -731,23 +786,27 @@ pub async fn run(
 ) {
     let client = &ctx.client;
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=roomcast-operator");
-    Controller::new(
-        scoped::<RealtimeCluster>(client, scope),
-        watcher::Config::default(),
-    )
-    .owns(scoped::<Deployment>(client, scope), owned.clone())
-    .owns(scoped::<Service>(client, scope), owned.clone())
-    .owns(scoped::<PodDisruptionBudget>(client, scope), owned)
-    .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "reconcile attempt failed"),
-        }
-    })
-    .await;
+    // Watched untyped: one object that does not deserialize must not fail the watch of all
+    // (kube's typed watcher errors on the whole list); `reconcile_stored` reads each one.
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let clusters = match scope {
+        Scope::All => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        Scope::Namespace(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+    };
+    Controller::new_with(clusters, watcher::Config::default(), ar)
+        .owns(scoped::<Deployment>(client, scope), owned.clone())
+        .owns(scoped::<Service>(client, scope), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(client, scope), owned)
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_stored, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile attempt failed"),
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]
@@ -968,6 +1027,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unreadable_object_is_reported_on_itself_once() {
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let mut raw = serde_json::to_value(cluster(json!({"nats": {"url": "n"}}), None)).unwrap();
+        raw["spec"]["autoscaling"]["mode"] = json!("Bogus");
+        let object: DynamicObject = serde_json::from_value(raw.clone()).unwrap();
+        let script = async move {
+            let call = api.next().await.expect(Method::PATCH, STATUS);
+            assert!(
+                call.uri.contains("fieldManager=roomcast-operator"),
+                "{}",
+                call.uri
+            );
+            let ready = condition(&call.body["status"], "Ready").clone();
+            let mut echoed = raw.clone();
+            echoed["status"] = call.body["status"].clone();
+            call.respond(StatusCode::OK, &echoed);
+            assert_eq!(
+                (&ready["status"], &ready["reason"]),
+                (&json!("False"), &json!("InvalidSpec"))
+            );
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("spec.autoscaling.mode:"),
+                "{ready}"
+            );
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(
+                (&event.body["type"], &event.body["reason"]),
+                (&json!("Warning"), &json!("InvalidSpec"))
+            );
+            let note = event.body["note"].as_str().unwrap().to_string();
+            assert!(
+                note.contains("spec.autoscaling.mode") && note.contains("Bogus"),
+                "{note}"
+            );
+            event.echo();
+            (api, echoed)
+        };
+        let (result, (_api, echoed)) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(reconcile_stored(Arc::new(object), ctx.clone()), script)
+        })
+        .await
+        .unwrap();
+        assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(15)));
+        // Once reported, a later sync writes and announces nothing.
+        let object: DynamicObject = serde_json::from_value(echoed).unwrap();
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            reconcile_stored(Arc::new(object), ctx),
+        )
+        .await
+        .unwrap();
+        assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(15)));
+    }
+
+    #[tokio::test]
     async fn api_errors_fail_the_reconcile_and_back_off_per_object() {
         let (ctx, mut api) = fixtures::context(Settings::default());
         let rtc = cluster(json!({"nats": {"url": "n"}}), None);
@@ -995,7 +1112,7 @@ mod tests {
             error_policy(rtc.clone(), &err, ctx.clone()),
             Action::requeue(Duration::from_secs(4))
         );
-        ctx.reset_failures(&key(&rtc));
+        ctx.reset_failures(&key(rtc.as_ref()));
         assert_eq!(
             error_policy(rtc, &err, ctx.clone()),
             Action::requeue(Duration::from_secs(1))

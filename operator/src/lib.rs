@@ -12,4 +12,5 @@ pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod status;
+pub mod stored;
 pub mod telemetry;

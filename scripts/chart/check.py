@@ -78,6 +78,8 @@ STUB_KINDS = [
     ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "Namespaced"),
     ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors", "Namespaced"),
     ("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors", "Namespaced"),
+    ("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules", "Namespaced"),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "Namespaced"),
 ]
 
 
@@ -130,6 +132,7 @@ def check_static(t: Tally) -> None:
     )
     undocumented = undocumented_values((CHART / "values.yaml").read_text())
     t.check("values.yaml: every value documented", not undocumented, f"undocumented: {undocumented}")
+    t.run("README.md: the values table is what readme-generator-for-helm makes of values.yaml", check_readme)
     for crate, binary in (("gateway", "roomcast-gateway"), ("operator", "roomcast-operator")):
         t.run(
             f"{crate}/Dockerfile: multi-stage, distroless nonroot, builds what make builds",
@@ -137,6 +140,24 @@ def check_static(t: Tally) -> None:
         )
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     t.check("Chart.yaml: appVersion 0.1.0", chart.get("appVersion") == "0.1.0", repr(chart.get("appVersion")))
+
+
+def check_readme() -> None:
+    """Regenerates the table into a copy of README.md; the generator also fails on a value
+    without `## @param` metadata, or metadata for a value that does not exist."""
+    committed = (CHART / "README.md").read_text()
+    with tempfile.TemporaryDirectory(prefix="check-chart-readme-") as tmp:
+        copy = Path(tmp) / "README.md"
+        copy.write_text(committed)
+        run = subprocess.run(
+            [os.environ["README_GENERATOR"], "--values", str(CHART / "values.yaml"), "--readme", str(copy)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("ERROR")]
+        assert run.returncode == 0, "; ".join(errors) or run.stderr.strip()[-300:]
+        assert copy.read_text() == committed, "stale; run `scripts/check-chart --readme` and commit README.md"
 
 
 def check_dockerfile(crate: str, binary: str) -> None:
@@ -470,11 +491,15 @@ def common_checks(t: Tally, r: Rendered) -> None:
         assert res.get("requests", {}).get("cpu") and res["requests"].get("memory"), "requests"
         assert res.get("limits", {}).get("memory"), "memory limit"
 
+    def reference(values: dict[str, Any], repository: str) -> str:
+        if values.get("digest"):
+            return f"{repository}@{values['digest']}"
+        return f"{repository}:{values.get('tag') or appv}"
+
     def images() -> None:
-        tag = sc.values.get("image", {}).get("tag") or appv
-        assert container()["image"] == f"ghcr.io/roomcast/roomcast-operator:{tag}", container()["image"]
-        gw_tag = sc.values.get("gatewayImage", {}).get("tag") or appv
-        want = f"ghcr.io/roomcast/roomcast-gateway:{gw_tag}"
+        want = reference(sc.values.get("image", {}), "ghcr.io/roomcast/roomcast-operator")
+        assert container()["image"] == want, container()["image"]
+        want = reference(sc.values.get("gatewayImage", {}), "ghcr.io/roomcast/roomcast-gateway")
         assert env()["ROOMCAST_GATEWAY_IMAGE"] == want, env()["ROOMCAST_GATEWAY_IMAGE"]
         for rtc in r.of_kind("RealtimeCluster"):
             assert rtc["spec"]["image"] == want, rtc["spec"]["image"]
@@ -518,15 +543,49 @@ def common_checks(t: Tally, r: Rendered) -> None:
     t.run(f"[{sc.name}] operator env matches roomcast-operator's flags", env_names_known)
     t.run(f"[{sc.name}] secure defaults (non-root, read-only root, drop ALL, RuntimeDefault)", security)
     t.run(f"[{sc.name}] resources set", resources)
-    t.run(f"[{sc.name}] image tags: values, else appVersion {appv}", images)
+    t.run(f"[{sc.name}] images: digest, else tag, else appVersion {appv}", images)
+    t.run(f"[{sc.name}] operator PodDisruptionBudget exactly when replicaCount > 1", lambda: operator_pdb(r))
     t.run(f"[{sc.name}] RBAC rules are exactly the operator's", rbac)
     t.run(f"[{sc.name}] NOTES.txt rendered", notes)
 
 
+def operator_pdb(r: Rendered) -> None:
+    replicas = r.scenario.values.get("replicaCount", 2)
+    pdbs = r.of_kind("PodDisruptionBudget")
+    if replicas <= 1:
+        assert not pdbs, "a PodDisruptionBudget for a single operator would only block node drains"
+        return
+    assert len(pdbs) == 1, f"expected one PodDisruptionBudget, found {len(pdbs)}"
+    pdb = pdbs[0]["spec"]
+    pod_labels = r.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    sel = pdb["selector"]["matchLabels"]
+    assert all(pod_labels.get(k) == v for k, v in sel.items()), "PDB does not select the operator pods"
+    assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb, pdb
+
+
+# Metric names the rules and the dashboard may use: the tables of docs/observability.md,
+# plus histogram series and Prometheus's own `up`.
+def documented_metrics() -> set[str]:
+    text = (ROOT / "docs" / "observability.md").read_text()
+    names = set(re.findall(r"^\| `(roomcast_[a-z_]+)` \|", text, re.MULTILINE))
+    for name in list(names):
+        if name.endswith("_seconds"):
+            names |= {name + "_bucket", name + "_sum", name + "_count"}
+    return names | {"up"}
+
+
+def unknown_metrics(expr: str, known: set[str]) -> list[str]:
+    """Roomcast metric names in a PromQL expression that no binary exports (label names
+    never start with `roomcast_`), so a renamed metric cannot leave a dead alert or panel."""
+    bare = re.sub(r'\{[^}]*\}|"[^"]*"', "", expr)  # drop matchers and strings
+    return sorted(set(re.findall(r"\broomcast_[a-z0-9_]+", bare)) - known)
+
+
 def defaults_checks(t: Tally, r: Rendered) -> None:
     def absent() -> None:
-        for kind in ("ServiceMonitor", "PodMonitor", "NetworkPolicy", "RealtimeCluster"):
+        for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy", "RealtimeCluster"):
             assert not r.of_kind(kind), f"{kind} rendered by default"
+        assert not r.of_kind("ConfigMap"), "the Grafana dashboard is rendered by default"
 
     t.run("[defaults] optional objects are off", absent)
 
@@ -543,7 +602,67 @@ def monitoring_checks(t: Tally, r: Rendered) -> None:
         assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
         assert pm["spec"]["namespaceSelector"] == {"any": True}
 
+    def endpoint_settings() -> None:
+        sm = r.one("ServiceMonitor")["spec"]["endpoints"][0]
+        pm = r.one("PodMonitor")["spec"]["podMetricsEndpoints"][0]
+        assert sm["honorLabels"] is True and pm["honorLabels"] is False, (sm, pm)
+        assert sm["metricRelabelings"] == [{"action": "labeldrop", "regex": "exported_pod"}], sm
+        assert pm["relabelings"] == [{"action": "replace", "targetLabel": "team", "replacement": "chat"}], pm
+        assert sm["tlsConfig"] == {"insecureSkipVerify": False}, "endpointAdditionalProperties not merged"
+
+    def rules() -> None:
+        rule = r.one("PrometheusRule")
+        assert rule["metadata"]["labels"].get("release") == "prom", "extra labels missing"
+        alerts = [x for g in rule["spec"]["groups"] for x in g["rules"]]
+        names = [a["alert"] for a in alerts]
+        assert len(names) == len(set(names)), f"duplicate alerts {names}"
+        documented = set(re.findall(r"^\| `(Roomcast[A-Za-z]+)` \|", (ROOT / "docs" / "observability.md").read_text(), re.M))
+        assert set(names) == documented, f"alerts {sorted(set(names) ^ documented)} differ from docs/observability.md"
+        known = documented_metrics()
+        for a in alerts:
+            assert unknown_metrics(a["expr"], known) == [], f"{a['alert']}: unknown {unknown_metrics(a['expr'], known)}"
+            assert a["labels"]["severity"] in ("page", "ticket"), a["alert"]
+            assert "{{ $labels" in json.dumps(a) or "$labels" not in json.dumps(a), a["alert"]
+        # `job` of the gateway scrapes is the PodMonitor's jobLabel, read off the gateway pods'
+        # labels (operator/src/desired.rs); of the operator scrapes, the metrics Service's name.
+        pm = r.one("PodMonitor")["spec"]
+        job_label = pm["jobLabel"]
+        gateway_job = pm["selector"]["matchLabels"][job_label]
+        exprs = {a["alert"]: a["expr"] for a in alerts}
+        assert exprs["RoomcastGatewayUnscrapable"] == f'up{{job="{gateway_job}"}} == 0', exprs["RoomcastGatewayUnscrapable"]
+        svc = r.one("Service")["metadata"]["name"]
+        assert exprs["RoomcastOperatorUnscrapable"] == f'up{{job="{svc}"}} == 0', exprs["RoomcastOperatorUnscrapable"]
+
+    def dashboard() -> None:
+        cm = r.one("ConfigMap")
+        assert cm["metadata"]["labels"].get("grafana_dashboard") == "1", "no sidecar label"
+        assert cm["metadata"]["annotations"] == {"grafana_folder": "Roomcast"}, cm["metadata"].get("annotations")
+        board = json.loads(cm["data"]["roomcast.json"])
+        panels = board["panels"]
+        ids = [p["id"] for p in panels]
+        assert len(ids) == len(set(ids)), f"duplicate panel ids {ids}"
+        known = documented_metrics()
+        used: set[str] = set()
+        for p in panels:
+            assert p["targets"], f"panel {p['title']} has no query"
+            for target in p["targets"]:
+                bad = unknown_metrics(target["expr"], known)
+                assert not bad, f"panel {p['title']}: unknown {bad}"
+                used |= set(re.findall(r"\broomcast_[a-z0-9_]+", target["expr"]))
+        # What the issue asked to see.
+        wanted = {
+            "roomcast_connections", "roomcast_joins_total", "roomcast_frames_out_total",
+            "roomcast_fanout_seconds_bucket", "roomcast_slow_consumer_closes_total", "roomcast_bus_up",
+            "roomcast_operator_scale_decisions_total",
+        }
+        assert wanted <= used, f"dashboard lacks {sorted(wanted - used)}"
+        variables = {v["name"] for v in board["templating"]["list"]}
+        assert {"datasource", "namespace"} <= variables, variables
+
     t.run("[monitoring] ServiceMonitor selects the metrics Service; PodMonitor the gateway pods", wiring)
+    t.run("[monitoring] honorLabels, relabelings and extra endpoint settings reach both monitors", endpoint_settings)
+    t.run("[monitoring] PrometheusRule: the documented alerts, known metrics, jobs the monitors produce", rules)
+    t.run("[monitoring] Grafana dashboard ConfigMap: sidecar label, valid JSON, known metrics", dashboard)
 
 
 def network_policy_checks(t: Tally, r: Rendered) -> None:
@@ -589,9 +708,19 @@ def scenarios(standin: Standin) -> list[Scenario]:
             "monitoring",
             {
                 "metrics": {
-                    "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-                    "podMonitor": {"enabled": True},
-                }
+                    "serviceMonitor": {
+                        "enabled": True,
+                        "labels": {"release": "prom"},
+                        "metricRelabelings": [{"action": "labeldrop", "regex": "exported_pod"}],
+                        "endpointAdditionalProperties": {"tlsConfig": {"insecureSkipVerify": False}},
+                    },
+                    "podMonitor": {
+                        "enabled": True,
+                        "relabelings": [{"action": "replace", "targetLabel": "team", "replacement": "chat"}],
+                    },
+                },
+                "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+                "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Roomcast"}},
             },
             "monitoring",
             monitoring_checks,
@@ -622,6 +751,16 @@ def scenarios(standin: Standin) -> list[Scenario]:
             {"image": {"tag": "0.2.0"}, "gatewayImage": {"tag": "0.2.1"}, "replicaCount": 3},
             "pinned",
         ),
+        Scenario(
+            "digests",
+            {
+                "image": {"tag": "0.2.0", "digest": "sha256:" + "a" * 64},
+                "gatewayImage": {"digest": "sha256:" + "b" * 64},
+            },
+            "digests",
+        ),
+        Scenario("single-operator", {"replicaCount": 1}, "single"),
+        Scenario("rejects-bad-digest", {"image": {"digest": "latest"}}, "bad4", expect_error="digest"),
         Scenario("rejects-unknown-value", {"imagee": {"tag": "x"}}, "bad1", expect_error="imagee"),
         Scenario(
             "rejects-unknown-nested-value",

@@ -71,11 +71,25 @@ DURATION = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"}
 def skeleton() -> dict[str, Any]:
     """The chart's own values, mirroring values.yaml."""
     image_tag = s("Image tag; empty means the chart's appVersion.")
+    image_digest = s("Image digest; used instead of the tag when set.", pattern="^([a-z0-9]+:[a-f0-9]{32,})?$")
+    relabelings = {
+        "type": "array",
+        "description": "prometheus-operator RelabelConfig list.",
+        "items": {"type": "object", "additionalProperties": True},
+    }
     monitor = {
         "enabled": b("Create the monitor (needs the prometheus-operator CRDs)."),
         "interval": {**DURATION, "description": "Scrape interval."},
         "scrapeTimeout": {**DURATION, "description": "Scrape timeout."},
         "labels": string_map("Extra labels of the monitor."),
+        "honorLabels": b("Keep the series' labels on clashes with the target's."),
+        "relabelings": relabelings,
+        "metricRelabelings": relabelings,
+        "endpointAdditionalProperties": {
+            "type": "object",
+            "description": "Extra settings merged into the scrape endpoint (prometheus-operator's schema).",
+            "additionalProperties": True,
+        },
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -90,13 +104,18 @@ def skeleton() -> dict[str, Any]:
                 {
                     "repository": s("Operator image repository.", minLength=1),
                     "tag": image_tag,
+                    "digest": image_digest,
                     "pullPolicy": s("Image pull policy.", enum=["Always", "IfNotPresent", "Never"]),
                 },
                 ["repository"],
             ),
             "gatewayImage": obj(
                 "Default gateway image of RealtimeClusters without spec.image.",
-                {"repository": s("Gateway image repository.", minLength=1), "tag": image_tag},
+                {
+                    "repository": s("Gateway image repository.", minLength=1),
+                    "tag": image_tag,
+                    "digest": image_digest,
+                },
                 ["repository"],
             ),
             "imagePullSecrets": k8s_list(CORE + "LocalObjectReference", "Image pull secrets."),
@@ -141,6 +160,13 @@ def skeleton() -> dict[str, Any]:
             "affinity": k8s(CORE + "Affinity", "Affinity; empty for soft anti-affinity across nodes."),
             "topologySpreadConstraints": k8s_list(CORE + "TopologySpreadConstraint", "Topology spread."),
             "priorityClassName": s("PriorityClass name."),
+            "podDisruptionBudget": obj(
+                "PodDisruptionBudget of the operator pods (only with more than one replica).",
+                {
+                    "enabled": b("Create it when replicaCount > 1."),
+                    "maxUnavailable": i("Pods a voluntary disruption may take at once.", minimum=1),
+                },
+            ),
             "metrics": obj(
                 "Metrics collection.",
                 {
@@ -158,8 +184,29 @@ def skeleton() -> dict[str, Any]:
                                 "description": "Namespaces to scrape; empty for any.",
                                 "items": {"type": "string", "minLength": 1},
                             },
+                            "jobLabel": s("Pod label whose value names the job; empty: namespace/name of the PodMonitor."),
                         },
                     ),
+                },
+            ),
+            "prometheusRule": obj(
+                "PrometheusRule with Roomcast's alerts.",
+                {
+                    "enabled": b("Create it (needs the prometheus-operator CRDs)."),
+                    "labels": string_map("Extra labels of the PrometheusRule."),
+                    "gatewayJob": s("job label of the gateway scrapes.", minLength=1),
+                    "operatorJob": s("job label of the operator scrapes; empty: the metrics Service's name."),
+                },
+            ),
+            "grafanaDashboard": obj(
+                "ConfigMap with the Grafana dashboard.",
+                {
+                    "enabled": b("Create it."),
+                    "namespace": s("Its namespace; empty for the release namespace.", maxLength=63),
+                    "sidecarLabel": s("Label the Grafana sidecar selects by.", minLength=1),
+                    "sidecarLabelValue": s("Value of that label."),
+                    "labels": string_map("Extra labels of the ConfigMap."),
+                    "annotations": string_map("Annotations of the ConfigMap."),
                 },
             ),
             "networkPolicy": obj(

@@ -51,17 +51,39 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
-{{/* repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{/* repository@digest when a digest is set (immutable), else repository:tag with the tag
+defaulting to the chart's appVersion. */}}
 {{- define "roomcast.image" -}}
+{{- if .digest -}}
+{{- printf "%s@%s" .repository .digest -}}
+{{- else -}}
 {{- printf "%s:%s" .repository (default .appVersion .tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "roomcast.operatorImage" -}}
-{{- include "roomcast.image" (dict "repository" .Values.image.repository "tag" .Values.image.tag "appVersion" .Chart.AppVersion) -}}
+{{- include "roomcast.image" (dict "repository" .Values.image.repository "tag" .Values.image.tag "digest" .Values.image.digest "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "roomcast.gatewayImage" -}}
-{{- include "roomcast.image" (dict "repository" .Values.gatewayImage.repository "tag" .Values.gatewayImage.tag "appVersion" .Chart.AppVersion) -}}
+{{- include "roomcast.image" (dict "repository" .Values.gatewayImage.repository "tag" .Values.gatewayImage.tag "digest" .Values.gatewayImage.digest "appVersion" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Endpoint settings shared by the ServiceMonitor and the PodMonitor (`.` is the monitor's
+values): honorLabels, relabelings and any extra endpoint properties. */}}
+{{- define "roomcast.monitorEndpointExtras" -}}
+honorLabels: {{ .honorLabels }}
+{{- with .relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .endpointAdditionalProperties }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* Namespace the controller role applies to: the watched one, or the cluster. */}}

@@ -107,6 +107,8 @@ pub struct NatsServer {
     membership: Option<Membership>,
     /// Further flags (authentication, TLS), kept for restarts.
     extra: Vec<String>,
+    /// Runs JetStream (`-js`), storing in its own temp dir (kept across restarts).
+    jetstream: bool,
     /// Known once the server first started; restarts reuse them.
     ports: Ports,
 }
@@ -139,11 +141,21 @@ impl NatsServer {
     /// Starts a standalone server with further flags, e.g. `["--auth", "s3cret"]`.
     pub async fn start_with(args: &[&str]) -> NatsServer {
         let extra = args.iter().map(|a| (*a).to_owned()).collect();
-        Self::launch("n0", None, extra).await
+        Self::launch("n0", None, extra, false).await
+    }
+
+    /// Starts a standalone server with JetStream enabled.
+    pub async fn start_jetstream() -> NatsServer {
+        Self::launch("n0", None, Vec::new(), true).await
     }
 
     /// Starts a server that may belong to a cluster, on fresh ports.
-    async fn launch(name: &str, membership: Option<Membership>, extra: Vec<String>) -> NatsServer {
+    async fn launch(
+        name: &str,
+        membership: Option<Membership>,
+        extra: Vec<String>,
+        jetstream: bool,
+    ) -> NatsServer {
         let dir = std::env::temp_dir().join(format!(
             "roomcast-nats-{}-{}-{name}",
             std::process::id(),
@@ -156,6 +168,7 @@ impl NatsServer {
             dir,
             membership,
             extra,
+            jetstream,
             // Chosen by the first spawn.
             ports: Ports {
                 client: 0,
@@ -200,7 +213,13 @@ impl NatsServer {
                 }
             }
         }
-        let health = self.monitor_url("/healthz");
+        // A clustered JetStream is not healthy until its peers form a meta
+        // group: at boot only ask whether the server itself is up.
+        let health = if self.jetstream {
+            self.monitor_url("/healthz?js-enabled-only=true")
+        } else {
+            self.monitor_url("/healthz")
+        };
         eventually(BOOT, &format!("{} /healthz", self.name), || async {
             let ok = http().get(&health).send().await.ok()?.status() == 200;
             ok.then_some(())
@@ -231,9 +250,18 @@ impl NatsServer {
                 .args(["--cluster_name", &m.cluster_name]);
             if !m.routes.is_empty() {
                 cmd.args(["--routes", &m.routes.join(",")]);
+            } else if self.jetstream {
+                // A clustered JetStream needs configured routes; the seed's
+                // route to itself is ignored by the server but counts.
+                cmd.args(["--routes", &format!("nats://127.0.0.1:{cluster}")]);
             }
         }
         cmd.args(&self.extra);
+        if self.jetstream {
+            cmd.arg("-js")
+                .arg("--store_dir")
+                .arg(self.dir.join("jetstream"));
+        }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let mut child = cmd
             .spawn()
@@ -492,12 +520,22 @@ impl NatsCluster {
     /// Starts `n` routed servers (the others route to the first; the cluster
     /// gossips the full mesh) and waits until each has a route to every other.
     pub async fn start(n: usize) -> NatsCluster {
+        Self::start_with(n, false).await
+    }
+
+    /// Like [`start`](Self::start), every node running JetStream (a
+    /// clustered JetStream: streams may have up to `n` replicas).
+    pub async fn start_jetstream(n: usize) -> NatsCluster {
+        Self::start_with(n, true).await
+    }
+
+    async fn start_with(n: usize, jetstream: bool) -> NatsCluster {
         assert!(n >= 1, "a cluster has at least one node");
         let seed = Membership {
             cluster_name: "roomcast-test".into(),
             routes: Vec::new(),
         };
-        let first = NatsServer::launch("n0", Some(seed.clone()), Vec::new()).await;
+        let first = NatsServer::launch("n0", Some(seed.clone()), Vec::new(), jetstream).await;
         let seed_route = format!(
             "nats://127.0.0.1:{}",
             first
@@ -511,7 +549,9 @@ impl NatsCluster {
                 routes: vec![seed_route.clone()],
                 ..seed.clone()
             };
-            nodes.push(NatsServer::launch(&format!("n{i}"), Some(membership), Vec::new()).await);
+            nodes.push(
+                NatsServer::launch(&format!("n{i}"), Some(membership), Vec::new(), jetstream).await,
+            );
         }
         let cluster = NatsCluster { nodes };
         cluster.wait_routed().await;
