@@ -37,6 +37,8 @@ pub const FIELD_MANAGER: &str = "roomcast-operator";
 pub const DRAIN_RETRY: Duration = Duration::from_secs(5);
 /// First error backoff; doubles per consecutive failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Applied objects whose resourceVersion is remembered for the apply log.
+const MAX_REMEMBERED_OBJECTS: usize = 4096;
 /// Longest error backoff.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -78,6 +80,9 @@ pub struct Context {
     pub telemetry: Arc<Telemetry>,
     /// Consecutive failures per object (namespace, name), for the backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// resourceVersion each applied object had after our last apply (kind, namespace,
+    /// name), to log the applies that created or changed something.
+    applied: Mutex<HashMap<(String, String, String), String>>,
 }
 
 impl Context {
@@ -100,6 +105,7 @@ impl Context {
             settings,
             telemetry,
             failures: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
         }
     }
 
@@ -110,6 +116,16 @@ impl Context {
         let n = map.entry(key).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// Remembers `version` for an applied object; returns the one remembered before.
+    fn applied_version(&self, key: (String, String, String), version: String) -> Option<String> {
+        let mut map = self.applied.lock().ok()?;
+        if map.len() >= MAX_REMEMBERED_OBJECTS && !map.contains_key(&key) {
+            // Bounded: forgetting only costs one "first apply" log line per object.
+            map.clear();
+        }
+        map.insert(key, version)
     }
 
     fn reset_failures(&self, key: &(String, String)) {
@@ -472,12 +488,13 @@ async fn builtin(
         .collect();
     let readings = pods::read_connections(&ctx.admin, &gateway_pods).await;
     ctx.telemetry.scrape_failed(readings.failures.len());
-    if !readings.failures.is_empty() {
-        tracing::warn!(
-            failed = readings.failures.len(),
-            pods = gateway_pods.len(),
-            "gateway metrics scrape failed"
-        );
+    for (pod, cause) in &readings.failures {
+        let address = gateway_pods
+            .iter()
+            .find(|p| &p.name == pod)
+            .and_then(|p| p.admin_url.as_deref())
+            .unwrap_or("none");
+        tracing::warn!(%pod, address, %cause, "gateway metrics scrape failed");
     }
     let mut plan = Plan::hold(current, ctx.settings.sync_period);
     plan.ready_pods =
@@ -517,6 +534,12 @@ async fn builtin(
             connections: readings.total(),
         };
         plan.history = Some(autoscale::record(&policy, &obs, &history, now).1);
+        tracing::info!(
+            from = progress.from,
+            to = progress.to,
+            victims = %progress.victims.join(", "),
+            "drain resumed"
+        );
         return continue_scale_down(
             ctx,
             &pods_api,
@@ -542,6 +565,20 @@ async fn builtin(
         "{} connections over {} reporting pods, target {} per pod",
         obs.connections, obs.reported_pods, policy.target_per_pod
     );
+    if decision.replicas != current {
+        tracing::info!(
+            from = current,
+            to = decision.replicas,
+            connections = obs.connections,
+            reported_pods = obs.reported_pods,
+            target_per_pod = policy.target_per_pod,
+            recommendation = ?decision.recommendation,
+            reason = decision.reason.as_str(),
+            min = policy.min_replicas,
+            max = policy.max_replicas,
+            "autoscaler decision"
+        );
+    }
     if decision.replicas < current {
         let k = usize::try_from(current - decision.replicas).unwrap_or(0);
         let victims = drain::choose_victims_among(&gateway_pods, &readings.connections, k);
@@ -566,6 +603,12 @@ async fn builtin(
         st.scale_down = Some(progress.clone());
         st.autoscaler = Some(history);
         write_status(clusters, name, &st).await?;
+        tracing::info!(
+            from = progress.from,
+            to = progress.to,
+            victims = %progress.victims.join(", "),
+            "drain started"
+        );
         plan.events.push(event(
             EventType::Normal,
             "DrainStarted",
@@ -620,12 +663,13 @@ async fn continue_scale_down(
     now: Timestamp,
 ) -> Result<Plan, Error> {
     let costs = drain::deletion_costs(gateway_pods, &readings.connections, &progress.victims);
-    drain::apply_costs(pods_api, gateway_pods, &costs).await?;
+    drain::apply_costs(pods_api, gateway_pods, &costs, FIELD_MANAGER).await?;
     let outcomes = drain::drain_victims(&ctx.admin, gateway_pods, &progress.victims).await;
     let step = drain::next_step(&progress, &outcomes, now, ctx.settings.drain_deadline);
     let (from, to) = (progress.from, progress.to);
     match step {
         Step::Lower | Step::LowerAfterTimeout(_) => {
+            tracing::info!(from, to, victims = %progress.victims.join(", "), "drain finished");
             if let Step::LowerAfterTimeout(pending) = &step {
                 plan.events.push(event(
                     EventType::Warning,
@@ -653,6 +697,11 @@ async fn continue_scale_down(
         }
         Step::Wait(pending) => {
             ctx.telemetry.drain_failed(pending.len());
+            for victim in &pending {
+                if let Some(drain::DrainOutcome::Failed(cause)) = outcomes.get(victim) {
+                    tracing::warn!(%victim, %cause, from, to, "drain failed; retrying");
+                }
+            }
             let reasons: Vec<String> = pending
                 .iter()
                 .map(|p| match outcomes.get(p) {
@@ -709,27 +758,55 @@ fn metrics_condition(pods: &[GatewayPod], readings: &Readings) -> (State, &'stat
     }
 }
 
-async fn apply<K>(api: Api<K>, object: &K) -> Result<(), Error>
+async fn apply<K>(ctx: &Context, api: Api<K>, object: &K) -> Result<(), Error>
 where
-    K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(object)).await?;
+    let applied = api.patch(&name, &params, &Patch::Apply(object)).await?;
+    let meta = applied.meta();
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let version = meta.resource_version.clone().unwrap_or_default();
+    let kind = K::kind(&());
+    let before = ctx.applied_version(
+        (kind.to_string(), namespace.clone(), name.clone()),
+        version.clone(),
+    );
+    // An apply that changes nothing keeps the resourceVersion; an object created moments
+    // ago was created by this apply (nobody else writes these names).
+    let fresh = meta
+        .creation_timestamp
+        .as_ref()
+        .is_some_and(|t| Timestamp::now().duration_since(t.0) < SignedDuration::from_secs(5));
+    let change = match before {
+        Some(before) if before == version => None,
+        Some(_) => Some("changed"),
+        None if fresh => Some("created"),
+        None => Some("applied (first apply since start)"),
+    };
+    match change {
+        Some(change) => {
+            tracing::info!(%kind, %namespace, %name, resource_version = %version, "{change}")
+        }
+        None => tracing::debug!(%kind, %namespace, %name, "unchanged"),
+    }
     Ok(())
 }
 
 async fn apply_all(ctx: &Context, namespace: &str, objects: &Desired) -> Result<(), Error> {
     let client = &ctx.client;
     apply(
+        ctx,
         Api::<Deployment>::namespaced(client.clone(), namespace),
         &objects.deployment,
     )
     .await?;
     let services = Api::<Service>::namespaced(client.clone(), namespace);
-    apply(services.clone(), &objects.service).await?;
-    apply(services, &objects.admin_service).await?;
+    apply(ctx, services.clone(), &objects.service).await?;
+    apply(ctx, services, &objects.admin_service).await?;
     apply(
+        ctx,
         Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace),
         &objects.pdb,
     )
@@ -892,6 +969,11 @@ mod tests {
                 .next()
                 .await
                 .expect(Method::PATCH, &format!("{PODS}/{name}"));
+            assert!(
+                call.uri.contains("fieldManager=roomcast-operator"),
+                "{}",
+                call.uri
+            );
             assert_eq!(
                 call.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
                 *cost

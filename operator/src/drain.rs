@@ -143,19 +143,22 @@ pub fn next_step(
     }
 }
 
-/// Sets the deletion-cost annotations that differ; returns how many pods were patched.
+/// Sets the deletion-cost annotations that differ, as `field_manager` (so `managedFields`
+/// say who set them); returns how many pods were patched.
 pub async fn apply_costs(
     api: &Api<Pod>,
     pods: &[GatewayPod],
     costs: &BTreeMap<String, String>,
+    field_manager: &str,
 ) -> Result<usize, kube::Error> {
     let changes = cost_changes(pods, costs);
+    let params = PatchParams {
+        field_manager: Some(field_manager.into()),
+        ..PatchParams::default()
+    };
     for (name, cost) in &changes {
         let patch = json!({"metadata": {"annotations": {DELETION_COST: cost}}});
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match api.patch(name, &params, &Patch::Merge(&patch)).await {
             // A pod that vanished meanwhile needs no cost.
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             other => {

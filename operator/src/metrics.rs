@@ -40,6 +40,38 @@ pub enum AdminError {
     MissingMetric,
 }
 
+/// `User-Agent` of every admin request, so gateway logs and proxies can tell who asks.
+pub const USER_AGENT: &str = concat!("roomcast-operator/", env!("CARGO_PKG_VERSION"));
+
+/// What went wrong with an exchange, in words an operator can act on: hyper's own message
+/// ("client error (SendRequest)") names neither the cause nor the step.
+fn cause(error: &hyper_util::client::legacy::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return match io.kind() {
+                K::ConnectionRefused => "connection refused".into(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                    "connection reset".into()
+                }
+                K::TimedOut => "connect timeout".into(),
+                _ => format!("I/O error: {io}"),
+            };
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return "connection closed before a complete response".into();
+            }
+            if h.is_parse() || h.is_parse_status() {
+                return format!("bad response: {h}");
+            }
+        }
+        source = e.source();
+    }
+    error.to_string()
+}
+
 /// Client for gateway admin endpoints.
 #[derive(Clone, Debug)]
 pub struct AdminClient {
@@ -64,6 +96,7 @@ impl AdminClient {
         let request = Request::builder()
             .method(method)
             .uri(uri)
+            .header(hyper::header::USER_AGENT, USER_AGENT)
             .body(Empty::new())
             .map_err(|e| AdminError::BadUrl(e.to_string()))?;
         let exchange = async {
@@ -71,7 +104,7 @@ impl AdminClient {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| AdminError::Request(e.to_string()))?;
+                .map_err(|e| AdminError::Request(cause(&e)))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
                 .collect()
@@ -241,6 +274,58 @@ mod tests {
             let addr = closed.local_addr().unwrap();
             drop(closed);
             assert!(client.connections(&format!("http://{addr}")).await.is_err());
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn failures_name_their_cause_and_requests_say_who_asks() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let client = AdminClient::new(Duration::from_secs(2));
+            // Refused.
+            let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = closed.local_addr().unwrap();
+            drop(closed);
+            let err = client
+                .connections(&format!("http://{addr}"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.to_string(), "request failed: connection refused");
+            // Closed (reset or EOF) before answering, after reading the request head.
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let _ = head_tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+                // Unread data is gone on close: the peer sees a reset or an early EOF.
+                drop(socket);
+            });
+            let err = client
+                .connections(&format!("http://{addr}"))
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("connection reset")
+                    || text.contains("closed before a complete response"),
+                "{text}"
+            );
+            let head = head_rx.await.unwrap();
+            assert!(
+                head.contains(&format!("user-agent: {}", USER_AGENT.to_lowercase())),
+                "{head}"
+            );
+            // Not HTTP at all.
+            let (base, _rx) = canned("SSH-2.0-OpenSSH\r\n\r\n").await;
+            let err = client.connections(&base).await.unwrap_err();
+            assert!(
+                err.to_string().starts_with("request failed: bad response"),
+                "{err}"
+            );
         })
         .await
         .unwrap();

@@ -126,6 +126,13 @@ impl Operator {
         admin::sample(&body, name)
     }
 
+    /// Whether some line of its log contains every one of `parts`.
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        self.log
+            .lock()
+            .is_ok_and(|l| l.iter().any(|line| parts.iter().all(|p| line.contains(p))))
+    }
+
     /// The last lines of its log, for failure messages.
     pub fn log_tail(&self) -> String {
         tail(&self.log)

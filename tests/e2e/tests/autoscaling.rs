@@ -132,6 +132,20 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
             st.get("scaleDown").is_none_or(Value::is_null),
             "finished: {st}"
         );
+        // The log tells the story: the decision with its inputs, the drain, the applies.
+        for line in [
+            &["autoscaler decision", "from=1", "to=3", "connections=25"][..],
+            &["autoscaler decision", "from=3", "to=2", "connections=20"],
+            &["drain started", "victims=chat-p1"],
+            &["drain finished", "victims=chat-p1"],
+            &["created", "kind=Deployment", "name=chat"],
+            &["changed", "kind=Deployment", "name=chat"],
+        ] {
+            eventually(&format!("a log line with {line:?}"), STEP, || async {
+                operator.logged(line).then_some(())
+            })
+            .await;
+        }
         // The drained gateway closes its clients over its 1 s drain.
         p1.gateway.wait_connections(0).await;
 

@@ -78,7 +78,7 @@ async fn a_bad_object_is_reported_and_does_not_stall_the_others() {
             "nothing is built for the bad object"
         );
         assert!(
-            operator.log_tail().contains("cannot read RealtimeCluster"),
+            operator.logged(&["cannot read RealtimeCluster", "field=spec.autoscaling.mode"]),
             "{}",
             operator.log_tail()
         );
