@@ -23,6 +23,8 @@ use roomcast_telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::namespace::{NamespaceSpec, Namespaces};
+
 /// The whole gateway configuration, as the YAML file spells it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,6 +50,9 @@ pub struct Config {
     pub auth: Auth,
     /// The NATS cluster bus; without a URL the gateway runs alone.
     pub nats: Nats,
+    /// Per-namespace options, one `NAME:option=value,...` spec per namespace
+    /// (see `namespace.rs`); unlisted namespaces get the contract's defaults.
+    pub namespaces: Vec<NamespaceSpec>,
 }
 
 /// Limits that keep every connection's cost bounded.
@@ -160,6 +165,7 @@ impl Default for Config {
             limits: Limits::default(),
             auth: Auth::default(),
             nats: Nats::default(),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -212,6 +218,9 @@ enum Kind {
     Scalar,
     /// Comma-separated list of strings.
     List,
+    /// A list whose items contain commas: a repeatable flag, `;`-separated
+    /// in the variable.
+    Specs,
 }
 
 /// One configurable option: its YAML path, how to read it, and its help text.
@@ -219,10 +228,26 @@ struct Opt {
     path: &'static str,
     kind: Kind,
     help: &'static str,
+    /// The flag when it is not derived from the path (a repeatable flag is
+    /// named for one item).
+    flag: Option<&'static str>,
 }
 
 const fn opt(path: &'static str, kind: Kind, help: &'static str) -> Opt {
-    Opt { path, kind, help }
+    Opt {
+        path,
+        kind,
+        help,
+        flag: None,
+    }
+}
+
+impl Opt {
+    /// The option's flag, without the leading `--`.
+    fn flag(&self) -> String {
+        self.flag
+            .map_or_else(|| flag_name(self.path), str::to_owned)
+    }
 }
 
 /// Every option, in `--help` order.
@@ -391,6 +416,12 @@ const OPTIONS: &[Opt] = &[
         Kind::Scalar,
         "How long presence and join confirmation wait for other gateways",
     ),
+    Opt {
+        path: "namespaces",
+        kind: Kind::Specs,
+        help: "Namespace options NAME:option=value,... (repeatable; ';' between specs in the variable)",
+        flag: Some("namespace"),
+    },
 ];
 
 /// A configuration that could not be loaded; the message names the field.
@@ -506,6 +537,7 @@ impl Config {
             return Err(ConfigError("auth.api_key must not be empty".into()));
         }
         self.validate_nats()?;
+        self.namespace_options()?;
         if let Some(origin) = self
             .auth
             .allowed_origins
@@ -548,6 +580,12 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The options of every namespace; a namespace configured twice is an error.
+    pub fn namespace_options(&self) -> Result<Namespaces, ConfigError> {
+        Namespaces::from_specs(self.namespaces.iter().cloned())
+            .map_err(|e| ConfigError(format!("namespaces: {e}")))
     }
 
     /// The node name to announce: the configured one, else the host name.
@@ -623,8 +661,12 @@ pub fn command() -> Command {
         let default = describe_default(lookup(&defaults, option.path));
         cmd = cmd.arg(
             Arg::new(option.path)
-                .long(flag_name(option.path))
-                .action(ArgAction::Set)
+                .long(option.flag())
+                .action(if option.kind == Kind::Specs {
+                    ArgAction::Append
+                } else {
+                    ArgAction::Set
+                })
                 .value_name("VALUE")
                 .help(format!(
                     "{} [env: {}] [default: {default}]",
@@ -678,9 +720,16 @@ fn resolve(
         }
     }
     for option in OPTIONS {
-        if let Some(raw) = matches.get_one::<String>(option.path) {
-            let source = format!("--{} {raw:?} ({})", flag_name(option.path), option.path);
-            config = apply(&mut tree, option, raw, &source)?;
+        let raw = match option.kind {
+            // Every occurrence of a repeatable flag, one spec each.
+            Kind::Specs => matches
+                .get_many::<String>(option.path)
+                .map(|specs| specs.map(String::as_str).collect::<Vec<_>>().join(";")),
+            _ => matches.get_one::<String>(option.path).cloned(),
+        };
+        if let Some(raw) = raw {
+            let source = format!("--{} {raw:?} ({})", option.flag(), option.path);
+            config = apply(&mut tree, option, &raw, &source)?;
         }
     }
     config.validate()?;
@@ -722,6 +771,11 @@ fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
 fn to_value(kind: Kind, raw: &str) -> Value {
     match kind {
         Kind::Text => Value::String(raw.to_owned()),
+        Kind::Specs => Value::Array(
+            crate::namespace::split_env(raw)
+                .map(|s| Value::String(s.to_owned()))
+                .collect(),
+        ),
         Kind::List => Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -771,7 +825,7 @@ pub fn options_markdown() -> String {
         out.push_str(&format!(
             "| `{}` | `--{}` | `{}` | `{}` | {} |\n",
             option.path,
-            flag_name(option.path),
+            option.flag(),
             env_name(option.path),
             describe_default(lookup(&defaults, option.path)),
             option.help
@@ -961,6 +1015,68 @@ mod tests {
         assert!(
             err.contains("config file") && err.contains("publish_burst"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn namespaces_come_from_a_repeatable_flag_the_variable_or_the_file() {
+        let flags = Config::from_sources(
+            [
+                "gw",
+                "--namespace",
+                "chat:history_size=200,history_ttl_seconds=600",
+                "--namespace",
+                "feed:client_publish=false",
+                "--namespace",
+                ":history_size=50",
+            ],
+            &BTreeMap::new(),
+            None,
+        )
+        .unwrap();
+        let ns = flags.namespace_options().unwrap();
+        assert_eq!(ns.get("chat").history_size, 200);
+        assert_eq!(ns.get("chat").history_ttl_seconds, 600);
+        assert!(!ns.for_room("feed:1").client_publish);
+        assert_eq!(ns.for_room("lobby").history_size, 50);
+
+        let env = BTreeMap::from([(
+            "ROOMCAST_NAMESPACES".to_owned(),
+            "chat:history_size=200,history_ttl_seconds=600; feed:client_publish=false".to_owned(),
+        )]);
+        let from_env = Config::from_sources(["gw"], &env, None).unwrap();
+        assert_eq!(from_env.namespaces, flags.namespaces[..2]);
+
+        let file = "namespaces:\n  - 'chat:history_size=200,history_ttl_seconds=600'\n  - 'feed:client_publish=false'\n";
+        let from_file = Config::from_sources(["gw"], &BTreeMap::new(), Some(file)).unwrap();
+        assert_eq!(from_file.namespaces, from_env.namespaces);
+        let flag_wins =
+            Config::from_sources(["gw", "--namespace", "x:"], &env, Some(file)).unwrap();
+        assert_eq!(flag_wins.namespaces.len(), 1, "flags replace the list");
+    }
+
+    #[test]
+    fn a_bad_namespace_names_the_option_and_where_it_came_from() {
+        let e = Config::load_from(["gw", "--namespace", "chat:histroy_size=5"]).unwrap_err();
+        assert!(
+            e.0.contains("--namespace") && e.0.contains("histroy_size"),
+            "{e}"
+        );
+        let env = BTreeMap::from([(
+            "ROOMCAST_NAMESPACES".to_owned(),
+            "chat:history_size=1;chat:client_publish=false".to_owned(),
+        )]);
+        let e = Config::from_sources(["gw"], &env, None).unwrap_err();
+        assert!(e.0.contains("\"chat\" configured twice"), "{e}");
+        let e = Config::from_sources(
+            ["gw"],
+            &BTreeMap::new(),
+            Some("namespaces: ['feed:client_publish=maybe']\n"),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("client_publish") && e.0.contains("maybe"),
+            "{e}"
         );
     }
 

@@ -69,8 +69,8 @@ impl NamespaceOptions {
 pub struct NamespaceError(pub String);
 
 /// One parsed `NAME:option=value,...` spec.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct NamespaceSpec {
     /// The namespace's name; empty for the default namespace.
     pub name: String,
@@ -133,6 +133,12 @@ impl TryFrom<String> for NamespaceSpec {
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
         Self::parse(&s)
+    }
+}
+
+impl From<NamespaceSpec> for String {
+    fn from(spec: NamespaceSpec) -> Self {
+        spec.to_string()
     }
 }
 

@@ -209,6 +209,7 @@ impl Session {
             }
             Op::Publish(publish) => {
                 self.check_access(&publish.room)?;
+                self.check_client_publish(&publish.room)?;
                 self.deliver(Outgoing::Publish(publish)).await
             }
             Op::Send(send) => self.deliver(Outgoing::Send(send)).await,
@@ -249,6 +250,24 @@ impl Session {
             Err(Failure::new(
                 ErrorCode::Forbidden,
                 "the token does not allow this room",
+            ))
+        }
+    }
+
+    /// A namespace with `client_publish=false` takes publishes from the HTTP
+    /// API only.
+    fn check_client_publish(&self, room: &RoomName) -> Result<(), Failure> {
+        if self
+            .shared
+            .namespaces
+            .for_room(room.as_str())
+            .client_publish
+        {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                ErrorCode::Forbidden,
+                "clients may not publish to this namespace (client_publish=false)",
             ))
         }
     }

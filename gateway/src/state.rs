@@ -1,5 +1,6 @@
 //! The state a gateway's listeners, sessions and HTTP API share: its
-//! configuration, name, hub, authenticator, metrics and drain.
+//! configuration, name, hub, authenticator, metrics, drain and the options of
+//! room namespaces.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use crate::config::Config;
 use crate::delivery::hub::Hub;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
+use crate::namespace::Namespaces;
 
 /// State every request and session shares.
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Drain state.
     pub drain: Arc<Drain>,
+    /// The options of every room namespace (`config.namespaces`, checked).
+    pub namespaces: Namespaces,
 }
 
 impl Shared {

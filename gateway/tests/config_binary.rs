@@ -44,6 +44,7 @@ const OPTIONS: &[(&str, Option<&str>)] = &[
     ("nats-tls-key-file", None),
     ("nats-tls-required", None),
     ("nats-request-timeout-ms", None),
+    ("namespace", None),
 ];
 
 /// Splits `--help` output into one block per option, keyed by its long flag.
@@ -166,6 +167,16 @@ async fn bad_values_fail_start_up_naming_the_field() {
             &[],
             &[("ROOMCAST_LIMITS_PUBLISH_BURST", "many")],
             "limits.publish_burst",
+        )
+        .await;
+        assert_rejected(&["--namespace", "chat:bogus=1"], &[], "bogus").await;
+        assert_rejected(
+            &[],
+            &[(
+                "ROOMCAST_NAMESPACES",
+                "chat:history_size=5;:history_ttl_seconds=0",
+            )],
+            "history_ttl_seconds",
         )
         .await;
         let mut cmd_args = vec!["--listen", "nowhere"];
