@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -25,6 +25,7 @@ use crate::autoscale::{self, Observation, Policy, Reason};
 use crate::crd::{AutoscalingMode, RealtimeCluster, RealtimeClusterStatus, ScaleDownProgress};
 use crate::desired::{self, Defaults, Desired, DesiredError};
 use crate::drain::{self, Step};
+use crate::events::Events;
 use crate::metrics::AdminClient;
 use crate::pods::{self, GatewayPod, Readings};
 use crate::status::{self, METRICS_AVAILABLE, READY, SCALING, State};
@@ -71,7 +72,7 @@ pub struct Context {
     /// API client.
     pub client: Client,
     /// Event publisher.
-    pub recorder: Recorder,
+    pub recorder: Events,
     /// Gateway admin client.
     pub admin: AdminClient,
     /// Knobs.
@@ -99,7 +100,7 @@ impl Context {
             instance,
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Events::new(client.clone(), reporter),
             client,
             admin: AdminClient::new(Duration::from_secs(2)),
             settings,
@@ -540,6 +541,18 @@ async fn builtin(
             victims = %progress.victims.join(", "),
             "drain resumed"
         );
+        plan.events.push(event(
+            EventType::Normal,
+            "DrainResumed",
+            "Drain",
+            format!(
+                "resuming scale-down {} -> {}: draining {} (started {})",
+                progress.from,
+                progress.to,
+                progress.victims.join(", "),
+                progress.started.0
+            ),
+        ));
         return continue_scale_down(
             ctx,
             &pods_api,
@@ -676,7 +689,7 @@ async fn continue_scale_down(
                     "DrainTimeout",
                     "Drain",
                     format!(
-                        "lowering replicas although {} did not drain",
+                        "scale-down {from} -> {to}: lowering replicas although {} did not drain",
                         pending.join(", ")
                     ),
                 ));
@@ -713,7 +726,7 @@ async fn continue_scale_down(
                 EventType::Warning,
                 "DrainFailed",
                 "Drain",
-                reasons.join("; "),
+                format!("scale-down {from} -> {to} waits: {}", reasons.join("; ")),
             ));
             plan.replicas = Some(from);
             plan.scale_down = Some(progress);
@@ -1167,6 +1180,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_decision_is_its_own_event_and_repeats_count_up() {
+        let (ctx, mut api) = fixtures::context(Settings::default());
+        let rtc = cluster(json!({"nats": {"url": "n"}}), None);
+        let script = async move {
+            let mut names = Vec::new();
+            for note in ["scaled 2 -> 4", "scaled 4 -> 5"] {
+                let call = api.next().await.expect(Method::POST, EVENTS);
+                assert_eq!(call.body["note"], note);
+                names.push(call.body["metadata"]["name"].clone());
+                call.echo();
+            }
+            assert_ne!(names[0], names[1], "two decisions, two events");
+            let call = api.next().await.expect(
+                Method::PATCH,
+                &format!("{EVENTS}/{}", names[1].as_str().unwrap()),
+            );
+            assert_eq!(call.body["series"]["count"], 2);
+            assert_eq!(call.body["note"], "scaled 4 -> 5");
+            call.echo();
+            api
+        };
+        let publish = async {
+            for note in ["scaled 2 -> 4", "scaled 4 -> 5", "scaled 4 -> 5"] {
+                let ev = event(EventType::Normal, "ScaleUp", "Scale", note.into());
+                ctx.recorder
+                    .publish(&ev, &rtc.object_ref(&()))
+                    .await
+                    .unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(publish, script)
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
     async fn api_errors_fail_the_reconcile_and_back_off_per_object() {
         let (ctx, mut api) = fixtures::context(Settings::default());
         let rtc = cluster(json!({"nats": {"url": "n"}}), None);
@@ -1447,6 +1498,12 @@ mod tests {
             // Ready as the pods say (`a` is draining), not the Deployment's 3.
             assert_eq!(call.body["status"]["readyReplicas"], 2);
             call.respond(StatusCode::OK, &echo_rtc);
+            // The resumed drain is an event of its own, naming its numbers and victims.
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "DrainResumed");
+            let note = event.body["note"].as_str().unwrap_or_default().to_string();
+            assert!(note.contains("scale-down 3 -> 1: draining a, b"), "{note}");
+            event.echo();
             let event = api.next().await.expect(Method::POST, EVENTS);
             assert_eq!(event.body["reason"], "ScaleDown");
             event.echo();
@@ -1556,6 +1613,12 @@ mod tests {
             call.respond(StatusCode::OK, &echo_rtc);
             assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
             assert_eq!(recs[0]["replicas"], 3);
+            // The resumed drain is an event of its own, naming its numbers and victims.
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "DrainResumed");
+            let note = event.body["note"].as_str().unwrap_or_default().to_string();
+            assert!(note.contains("scale-down 2 -> 1: draining b"), "{note}");
+            event.echo();
             let event = api.next().await.expect(Method::POST, EVENTS);
             assert_eq!(event.body["reason"], "ScaleDown");
             event.echo();
@@ -1607,6 +1670,12 @@ mod tests {
                 "Draining"
             );
             call.respond(StatusCode::OK, &echo_rtc);
+            // The resumed drain is an event of its own, naming its numbers and victims.
+            let event = api.next().await.expect(Method::POST, EVENTS);
+            assert_eq!(event.body["reason"], "DrainResumed");
+            let note = event.body["note"].as_str().unwrap_or_default().to_string();
+            assert!(note.contains("scale-down 3 -> 1: draining a, b"), "{note}");
+            event.echo();
             let event = api.next().await.expect(Method::POST, EVENTS);
             assert_eq!(event.body["reason"], "DrainFailed");
             event.echo();

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod drain;
+pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;

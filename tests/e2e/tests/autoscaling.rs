@@ -146,6 +146,34 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
             })
             .await;
         }
+        // Each decision and drain is an event of its own with its numbers and pod names
+        // (kubectl describe shows each; none is folded into an earlier one's series).
+        for (reason, words) in [
+            ("ScaleUp", "scaled 1 -> 3"),
+            ("DrainStarted", "scaling 3 -> 2: draining chat-p1"),
+            ("ScaleDown", "scaled 3 -> 2 after draining chat-p1"),
+        ] {
+            eventually(
+                &format!("a {reason} event saying {words:?}"),
+                STEP,
+                || async {
+                    let events = cluster
+                        .api::<k8s_openapi::api::events::v1::Event>()
+                        .list(&Default::default())
+                        .await
+                        .ok()?;
+                    events
+                        .items
+                        .iter()
+                        .any(|e| {
+                            e.reason.as_deref() == Some(reason)
+                                && e.note.as_deref().is_some_and(|n| n.contains(words))
+                        })
+                        .then_some(())
+                },
+            )
+            .await;
+        }
         // The drained gateway closes its clients over its 1 s drain.
         p1.gateway.wait_connections(0).await;
 
