@@ -1,15 +1,14 @@
-//! Gateway metrics: lock-free counters, gauges and the fan-out latency
-//! histogram, rendered in the Prometheus text exposition format on the admin
-//! listener's `/metrics` and, when OTLP export is on, read by observable
-//! OpenTelemetry instruments (the same atomics: nothing is counted twice).
+//! Gateway metrics: lock-free counters, gauges and the fan-out latency histogram, described
+//! once in [`FAMILIES`] and turned by `roomcast_telemetry::exposition` into the Prometheus
+//! text of the admin listener's `/metrics` and, when OTLP export is on, observable
+//! OpenTelemetry instruments reading the same atomics (nothing is counted twice).
 
-use std::fmt::Write as _;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
+use roomcast_telemetry::exposition::{self, Family, Histogram, count};
 
 use crate::protocol::ErrorCode;
 
@@ -60,7 +59,7 @@ pub struct Metrics {
     /// Times the bus connection was restored after a loss.
     pub bus_reconnects: AtomicU64,
     /// Time to queue one message for every local recipient.
-    pub fanout_seconds: Histogram,
+    pub fanout_seconds: Fanout,
 }
 
 impl Metrics {
@@ -71,243 +70,123 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        for s in SCALARS {
-            let kind = match s.kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-            };
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n",
-                name = s.name,
-                help = s.help,
-                v = (s.read)(self)
-            );
-        }
-        out.push_str("# HELP roomcast_errors_total Error frames sent, by code.\n# TYPE roomcast_errors_total counter\n");
-        for code in ErrorCode::ALL {
-            let _ = writeln!(
-                out,
-                "roomcast_errors_total{{code=\"{}\"}} {}",
-                code.as_str(),
-                self.errors[code.index()].load(Relaxed)
-            );
-        }
-        self.fanout_seconds.render(
-            &mut out,
-            "roomcast_fanout_seconds",
-            "Time to queue one message for every local recipient (one observation per message).",
-        );
-        out
+        exposition::render(FAMILIES, self)
     }
 
-    /// Exports every metric over OTLP too: observable instruments read the
-    /// same atomics at each export; fan-out latencies are recorded into an
-    /// OpenTelemetry histogram from now on.
+    /// Exports every metric over OTLP too: observable instruments read the same atomics at
+    /// each export; fan-out latencies are recorded into an OpenTelemetry histogram from now on.
     pub fn export_otlp(self: &Arc<Self>, meter: &Meter) {
-        for s in SCALARS {
-            let name = s.name.trim_end_matches("_total");
-            let (m, read) = (self.clone(), s.read);
-            match s.kind {
-                Kind::Counter => {
-                    meter
-                        .u64_observable_counter(name)
-                        .with_description(s.help)
-                        .with_callback(move |o| o.observe(read(&m).max(0) as u64, &[]))
-                        .build();
-                }
-                Kind::Gauge => {
-                    meter
-                        .i64_observable_gauge(name)
-                        .with_description(s.help)
-                        .with_callback(move |o| o.observe(read(&m), &[]))
-                        .build();
-                }
-            }
-        }
-        let m = self.clone();
-        meter
-            .u64_observable_counter("roomcast_errors")
-            .with_description("Error frames sent, by code.")
-            .with_callback(move |o| {
-                for code in ErrorCode::ALL {
-                    o.observe(
-                        m.errors[code.index()].load(Relaxed),
-                        &[KeyValue::new("code", code.as_str())],
-                    );
-                }
-            })
-            .build();
-        let histogram = meter
-            .f64_histogram("roomcast_fanout_seconds")
-            .with_unit("s")
-            .with_description("Time to queue one message for every local recipient.")
-            .with_boundaries(
-                FANOUT_BOUNDS_NANOS
-                    .iter()
-                    .map(|&n| n as f64 / 1e9)
-                    .collect(),
-            )
-            .build();
-        let _ = self.fanout_seconds.otlp.set(histogram);
+        exposition::export_otlp(FAMILIES, self, meter);
     }
 }
 
-/// Whether a scalar only grows or goes up and down.
-#[derive(Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// One unlabelled metric: its Prometheus name, help text and reader.
-struct Scalar {
-    name: &'static str,
-    help: &'static str,
-    kind: Kind,
-    read: fn(&Metrics) -> i64,
-}
-
-const fn scalar(
-    name: &'static str,
-    help: &'static str,
-    kind: Kind,
-    read: fn(&Metrics) -> i64,
-) -> Scalar {
-    Scalar {
-        name,
-        help,
-        kind,
-        read,
-    }
-}
-
-fn count(v: &AtomicU64) -> i64 {
-    i64::try_from(v.load(Relaxed)).unwrap_or(i64::MAX)
-}
-
-/// Every unlabelled metric, in exposition order.
-const SCALARS: &[Scalar] = &[
-    scalar(
-        "roomcast_connections",
-        "Open WebSocket connections.",
-        Kind::Gauge,
-        |m| m.connections.load(Relaxed),
-    ),
-    scalar(
+/// Every metric family, in exposition order.
+pub const FAMILIES: &[Family<Metrics>] = &[
+    Family::gauge("roomcast_connections", "Open WebSocket connections.", |m| {
+        m.connections.load(Relaxed)
+    }),
+    Family::counter(
         "roomcast_connections_opened_total",
         "WebSocket connections accepted.",
-        Kind::Counter,
         |m| count(&m.connections_opened),
     ),
-    scalar(
-        "roomcast_frames_in_total",
-        "Client frames received.",
-        Kind::Counter,
-        |m| count(&m.frames_in),
-    ),
-    scalar(
+    Family::counter("roomcast_frames_in_total", "Client frames received.", |m| {
+        count(&m.frames_in)
+    }),
+    Family::counter(
         "roomcast_frames_out_total",
         "Frames written to clients.",
-        Kind::Counter,
         |m| count(&m.frames_out),
     ),
-    scalar(
+    Family::counter(
         "roomcast_slow_consumer_closes_total",
         "Connections closed with 4008 (outbound queue overflow).",
-        Kind::Counter,
         |m| count(&m.slow_consumer_closes),
     ),
-    scalar(
+    Family::gauge(
         "roomcast_outbound_queued_bytes",
         "Bytes waiting in outbound queues.",
-        Kind::Gauge,
         |m| m.queued_bytes.load(Relaxed),
     ),
-    scalar(
+    Family::gauge(
         "roomcast_outbound_queued_frames",
         "Frames waiting in outbound queues.",
-        Kind::Gauge,
         |m| m.queued_frames.load(Relaxed),
     ),
-    scalar(
+    Family::gauge(
         "roomcast_rooms",
         "Rooms with at least one local member.",
-        Kind::Gauge,
         |m| m.rooms.load(Relaxed),
     ),
-    scalar(
-        "roomcast_joins_total",
-        "Successful joins.",
-        Kind::Counter,
-        |m| count(&m.joins),
-    ),
-    scalar(
+    Family::counter("roomcast_joins_total", "Successful joins.", |m| {
+        count(&m.joins)
+    }),
+    Family::counter(
         "roomcast_publishes_total",
         "Publishes accepted (WebSocket and HTTP).",
-        Kind::Counter,
         |m| count(&m.publishes),
     ),
-    scalar(
+    Family::counter(
         "roomcast_sends_total",
         "Direct sends accepted (WebSocket and HTTP).",
-        Kind::Counter,
         |m| count(&m.sends),
     ),
-    scalar(
+    Family::counter(
         "roomcast_upgrades_refused_total",
         "WebSocket upgrades refused.",
-        Kind::Counter,
         |m| count(&m.upgrades_refused),
     ),
-    scalar(
+    Family::gauge(
         "roomcast_http_connections",
         "Connections on the public listener in the HTTP phase (not upgraded).",
-        Kind::Gauge,
         |m| m.http_connections.load(Relaxed),
     ),
-    scalar(
+    Family::counter(
         "roomcast_http_connections_refused_total",
         "Public connections refused at accept: limits.max_http_connections were in the HTTP phase.",
-        Kind::Counter,
         |m| count(&m.http_connections_refused),
     ),
-    scalar(
-        "roomcast_draining",
-        "1 while the gateway drains.",
-        Kind::Gauge,
-        |m| m.draining.load(Relaxed),
-    ),
-    scalar(
+    Family::gauge("roomcast_draining", "1 while the gateway drains.", |m| {
+        m.draining.load(Relaxed)
+    }),
+    Family::gauge(
         "roomcast_bus_up",
         "1 while the cluster bus is reachable.",
-        Kind::Gauge,
         |m| m.bus_up.load(Relaxed),
     ),
-    scalar(
+    Family::gauge(
         "roomcast_bus_subscriptions",
         "Bus subscriptions held (rooms and users with local members).",
-        Kind::Gauge,
         |m| m.bus_subscriptions.load(Relaxed),
     ),
-    scalar(
+    Family::counter(
         "roomcast_bus_messages_in_total",
         "Messages received from other gateways.",
-        Kind::Counter,
         |m| count(&m.bus_messages_in),
     ),
-    scalar(
+    Family::counter(
         "roomcast_bus_messages_out_total",
         "Messages published to other gateways.",
-        Kind::Counter,
         |m| count(&m.bus_messages_out),
     ),
-    scalar(
+    Family::counter(
         "roomcast_bus_reconnects_total",
         "Times the bus connection was restored after a loss.",
-        Kind::Counter,
         |m| count(&m.bus_reconnects),
+    ),
+    Family::labelled_counter(
+        "roomcast_errors_total",
+        "Error frames sent, by code.",
+        |m, out| {
+            for code in ErrorCode::ALL {
+                out.labelled(&[("code", code.as_str())], count(&m.errors[code.index()]));
+            }
+        },
+    ),
+    Family::histogram(
+        "roomcast_fanout_seconds",
+        "Time to queue one message for every local recipient (one observation per message).",
+        |m| &m.fanout_seconds,
     ),
 ];
 
@@ -318,68 +197,27 @@ pub const FANOUT_BOUNDS_NANOS: [u64; 12] = [
     10_000_000, 50_000_000,
 ];
 
-/// A fixed-bucket latency histogram: one atomic add per bucket hit and one
-/// for the sum, no lock and no allocation per observation.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); the last one is `+Inf`.
-    buckets: [AtomicU64; FANOUT_BOUNDS_NANOS.len() + 1],
-    sum_nanos: AtomicU64,
-    /// The OTLP copy, once OTLP metrics are on.
-    otlp: OnceLock<opentelemetry::metrics::Histogram<f64>>,
-}
+/// The fan-out latency histogram, with the buckets of [`FANOUT_BOUNDS_NANOS`].
+#[derive(Debug)]
+pub struct Fanout(Histogram);
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let i = bucket_of(nanos);
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
-        if let Some(h) = self.otlp.get() {
-            h.record(elapsed.as_secs_f64(), &[]);
-        }
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Relaxed);
-            match FANOUT_BOUNDS_NANOS.get(i) {
-                Some(&bound) => {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{le=\"{}\"}} {cumulative}",
-                        bound as f64 / 1e9
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-                }
-            }
-        }
-        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
-        let _ = write!(out, "{name}_sum {sum}\n{name}_count {cumulative}\n");
+impl Default for Fanout {
+    fn default() -> Self {
+        Self(Histogram::new(&FANOUT_BOUNDS_NANOS))
     }
 }
 
-/// The bucket an observation of `nanos` falls in (bounds are inclusive).
-fn bucket_of(nanos: u64) -> usize {
-    FANOUT_BOUNDS_NANOS
-        .iter()
-        .position(|&bound| nanos <= bound)
-        .unwrap_or(FANOUT_BOUNDS_NANOS.len())
+impl Deref for Fanout {
+    type Target = Histogram;
+    fn deref(&self) -> &Histogram {
+        &self.0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn renders_every_error_code_and_the_connection_gauge() {
@@ -429,11 +267,12 @@ mod tests {
 
     #[test]
     fn buckets_are_inclusive_upper_bounds() {
-        assert_eq!(bucket_of(0), 0);
-        assert_eq!(bucket_of(5_000), 0);
-        assert_eq!(bucket_of(5_001), 1);
-        assert_eq!(bucket_of(50_000_000), FANOUT_BOUNDS_NANOS.len() - 1);
-        assert_eq!(bucket_of(u64::MAX), FANOUT_BOUNDS_NANOS.len());
+        let h = Fanout::default();
+        assert_eq!(h.bucket_of(0), 0);
+        assert_eq!(h.bucket_of(5_000), 0);
+        assert_eq!(h.bucket_of(5_001), 1);
+        assert_eq!(h.bucket_of(50_000_000), FANOUT_BOUNDS_NANOS.len() - 1);
+        assert_eq!(h.bucket_of(u64::MAX), FANOUT_BOUNDS_NANOS.len());
     }
 
     #[test]

@@ -91,23 +91,6 @@ pub enum Reason {
     Steady,
 }
 
-impl Reason {
-    /// PascalCase reason for conditions and events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NoMetrics => "NoMetrics",
-            Reason::WithinTolerance => "WithinTolerance",
-            Reason::MissingMetrics => "MissingMetrics",
-            Reason::ScaleUp => "ScaleUp",
-            Reason::ScaleDown => "ScaleDown",
-            Reason::Stabilized => "Stabilized",
-            Reason::RateLimited => "RateLimited",
-            Reason::Bounded => "ReplicaBounds",
-            Reason::Steady => "Steady",
-        }
-    }
-}
-
 /// The outcome of one sync.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {

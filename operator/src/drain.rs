@@ -11,9 +11,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use crate::admin_client::AdminClient;
 use crate::crd::ScaleDownProgress;
 use crate::desired::DELETION_COST;
-use crate::metrics::AdminClient;
 use crate::pods::GatewayPod;
 
 /// Deletion cost of victims: the lowest possible, so they go before any other pod.

@@ -15,7 +15,7 @@ use tower_test::mock::{self, SendResponse};
 
 use crate::controller::{Context, Settings};
 use crate::crd::RealtimeCluster;
-use crate::telemetry::Telemetry;
+use crate::operator_metrics::OperatorMetrics;
 
 type Handle = mock::Handle<Request<Body>, Response<Body>>;
 
@@ -102,7 +102,7 @@ pub fn context(settings: Settings) -> (Arc<Context>, ApiServerVerifier) {
     let ctx = Context::new(
         client,
         settings,
-        Arc::new(Telemetry::default()),
+        Arc::new(OperatorMetrics::default()),
         Some("test".into()),
     );
     (Arc::new(ctx), api)

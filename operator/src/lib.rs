@@ -1,7 +1,9 @@
 //! Roomcast operator: reconciles `RealtimeCluster` resources into gateway Deployments,
 //! Services and PodDisruptionBudgets, and scales them on WebSocket connection counts.
 
+pub mod admin_client;
 pub mod autoscale;
+pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod desired;
@@ -10,8 +12,6 @@ pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;
-pub mod metrics;
+pub mod operator_metrics;
 pub mod pods;
-pub mod status;
 pub mod stored;
-pub mod telemetry;

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use roomcast_operator::controller::{self, Context, Scope, Settings};
 use roomcast_operator::desired::Defaults;
 use roomcast_operator::leader::{Elector, LeaseSettings};
-use roomcast_operator::telemetry::{self, Telemetry};
+use roomcast_operator::operator_metrics::{self, OperatorMetrics};
 use tokio::sync::watch;
 
 /// Kubernetes operator for Roomcast RealtimeCluster resources.
@@ -128,9 +128,9 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> Result
     let client = Client::try_default()
         .await
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
-    let telemetry = Arc::new(Telemetry::default());
+    let metrics = Arc::new(OperatorMetrics::default());
     if let Some(meter) = meter {
-        telemetry.export_otlp(&meter);
+        metrics.export_otlp(&meter);
     }
     let addr = SocketAddr::new(args.metrics_host, args.metrics_port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -140,7 +140,7 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> Result
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
     tracing::info!(addr = %bound, "metrics and health endpoint listening");
-    let router = telemetry::router(telemetry.clone());
+    let router = operator_metrics::router(metrics.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "metrics endpoint failed");
@@ -168,12 +168,12 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> Result
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
-        telemetry.clone(),
+        metrics.clone(),
         Some(identity(&args)),
     ));
 
     if !args.leader_election {
-        telemetry.set_leader(true);
+        metrics.set_leader(true);
         let mut stop = stop_rx.clone();
         controller::run(ctx, &scope, async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -210,7 +210,7 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> Result
             break;
         }
         tracing::info!("leading: starting the controller");
-        telemetry.set_leader(true);
+        metrics.set_leader(true);
         let mut leading = leader_rx.clone();
         let mut stop = stop_rx.clone();
         controller::run(ctx.clone(), &scope, async move {
@@ -220,7 +220,7 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> Result
             }
         })
         .await;
-        telemetry.set_leader(false);
+        metrics.set_leader(false);
         tracing::info!("controller stopped");
         if *stop_rx.borrow() {
             break;

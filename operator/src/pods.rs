@@ -7,8 +7,8 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
+use crate::admin_client::{AdminClient, AdminError};
 use crate::desired::DELETION_COST;
-use crate::metrics::{AdminClient, AdminError};
 
 /// Pod annotation that overrides the admin port (tests run gateways on other ports).
 pub const ADMIN_PORT_ANNOTATION: &str = "roomcast.dev/admin-port";

@@ -8,8 +8,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
+use crate::conditions::{self, ReadyReason, Reason as _, State, Verdict};
 use crate::crd::RealtimeCluster;
-use crate::status::{self, READY, State};
 
 /// Why a stored object could not be read: the field and serde's complaint.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,29 +47,19 @@ pub fn invalid_status_patch(
         .pointer("/status/conditions")
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
-    let message = unreadable.to_string();
+    let verdict = Verdict::new(
+        State::False,
+        ReadyReason::InvalidSpec,
+        unreadable.to_string(),
+    );
     let observed = object
         .data
         .pointer("/status/observedGeneration")
         .and_then(Value::as_i64);
-    let already = conditions.iter().any(|c| {
-        c.type_ == READY
-            && c.status == "False"
-            && c.reason == status::INVALID_SPEC
-            && c.message == message
-    });
-    if already && observed == generation {
+    if verdict.is_in(&conditions) && observed == generation {
         return None;
     }
-    status::set_condition(
-        &mut conditions,
-        READY,
-        State::False,
-        status::INVALID_SPEC,
-        message,
-        generation,
-        now,
-    );
+    conditions::set(&mut conditions, &verdict, generation, now);
     Some(json!({"status": {"observedGeneration": generation, "conditions": conditions}}))
 }
 
@@ -82,7 +72,9 @@ pub fn already_reported(object: &DynamicObject, unreadable: &Unreadable) -> bool
         .and_then(Value::as_array)
         .is_some_and(|list| {
             list.iter().any(|c| {
-                c["type"] == READY && c["reason"] == status::INVALID_SPEC && c["message"] == message
+                c["type"] == ReadyReason::TYPE
+                    && c["reason"] == ReadyReason::InvalidSpec.as_str()
+                    && c["message"] == message
             })
         })
 }

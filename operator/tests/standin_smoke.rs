@@ -1,6 +1,10 @@
 //! Smoke test of the `roomcast-operator` binary against the Kubernetes API stand-in: two
 //! replicas elect one leader, which applies the owned objects, writes status and reverts a
-//! manual edit of a field it owns. (The full end-to-end suite lives under `tests/`.)
+//! manual edit of a field it owns; and the in-process controller forgets a deleted
+//! cluster's metrics series. (The full end-to-end suite lives under `tests/`.)
+
+// Test code: a failed step should stop the test loudly.
+#![allow(clippy::unwrap_used)]
 
 use std::future::Future;
 use std::process::Stdio;
@@ -26,6 +30,22 @@ async fn client(standin: &kube_standin::Running) -> Client {
         .await
         .unwrap();
     Client::try_from(config).unwrap()
+}
+
+/// A client of `standin`, which now knows the CRD and has the namespace `apps`.
+async fn with_crd_and_namespace(standin: &kube_standin::Running) -> Client {
+    let client = client(standin).await;
+    let pp = PostParams::default();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&pp, &RealtimeCluster::crd())
+        .await
+        .unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &ns)
+        .await
+        .unwrap();
+    client
 }
 
 fn operator(standin: &kube_standin::Running, identity: &str) -> Child {
@@ -60,17 +80,8 @@ where
 async fn operator_binary_reconciles_against_the_standin() {
     tokio::time::timeout(DEADLINE, async {
         let standin = kube_standin::start().await.unwrap();
-        let client = client(&standin).await;
+        let client = with_crd_and_namespace(&standin).await;
         let pp = PostParams::default();
-        Api::<CustomResourceDefinition>::all(client.clone())
-            .create(&pp, &RealtimeCluster::crd())
-            .await
-            .unwrap();
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&pp, &ns)
-            .await
-            .unwrap();
         let rtc: RealtimeCluster = serde_json::from_value(json!({
             "apiVersion": "roomcast.dev/v1alpha1", "kind": "RealtimeCluster",
             "metadata": {"name": "chat", "namespace": "apps"},
@@ -139,4 +150,71 @@ async fn operator_binary_reconciles_against_the_standin() {
     })
     .await
     .expect("smoke test exceeded its deadline");
+}
+
+/// A deleted cluster's `roomcast_operator_replicas` series goes away: the controller
+/// forgets it when its next scheduled reconcile finds it gone.
+#[tokio::test]
+async fn a_deleted_cluster_is_forgotten_by_the_metrics() {
+    use roomcast_operator::controller::{self, Context, Scope, Settings};
+    use roomcast_operator::operator_metrics::OperatorMetrics;
+    use std::sync::Arc;
+
+    tokio::time::timeout(DEADLINE, async {
+        let standin = kube_standin::start().await.unwrap();
+        let client = with_crd_and_namespace(&standin).await;
+        let pp = PostParams::default();
+        let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), "apps");
+        for name in ["chat", "keep"] {
+            let rtc: RealtimeCluster = serde_json::from_value(json!({
+                "apiVersion": "roomcast.dev/v1alpha1", "kind": "RealtimeCluster",
+                "metadata": {"name": name, "namespace": "apps"},
+                "spec": {"nats": {"url": "nats://nats.apps:4222"}}
+            }))
+            .unwrap();
+            clusters.create(&pp, &rtc).await.unwrap();
+        }
+
+        let metrics = Arc::new(OperatorMetrics::default());
+        let settings = Settings {
+            sync_period: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            settings,
+            metrics.clone(),
+            None,
+        ));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(async move {
+            controller::run(ctx, &Scope::Namespace("apps".into()), async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+
+        let series = |name: &str| {
+            format!("roomcast_operator_replicas{{namespace=\"apps\",name=\"{name}\"}} 2")
+        };
+        eventually(|| async {
+            let text = metrics.render();
+            (text.contains(&series("chat")) && text.contains(&series("keep"))).then_some(())
+        })
+        .await;
+
+        clusters.delete("chat", &Default::default()).await.unwrap();
+        eventually(|| async { (!metrics.render().contains("name=\"chat\"")).then_some(()) }).await;
+        assert!(
+            metrics.render().contains(&series("keep")),
+            "{}",
+            metrics.render()
+        );
+
+        let _ = stop.send(());
+        run.await.unwrap();
+        standin.shutdown().await;
+    })
+    .await
+    .expect("forget test exceeded its deadline");
 }

@@ -7,6 +7,7 @@
 //! built: logging is all that runs.
 
 pub mod export;
+pub mod exposition;
 mod http_client;
 
 use std::fmt;

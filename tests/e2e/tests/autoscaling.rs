@@ -69,8 +69,11 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
         // One pod with 25 connections: ceil(25 / 10) = 3.
         let mut p0 = FakePod::start(&cluster, "chat", "chat-p0", ip(1, 1), false).await;
         p0.gateway.connect(25).await;
+        // The status is written just after the Deployment: wait for both.
         eventually("scale-up to 3", STEP, || async {
-            (replicas(&cluster, "chat").await == Some(3)).then_some(())
+            let both = replicas(&cluster, "chat").await == Some(3)
+                && status(&cluster).await["replicas"] == 3;
+            both.then_some(())
         })
         .await;
         // The status is written after the Deployment: wait for it rather than race it.
@@ -108,8 +111,11 @@ async fn scales_up_on_connections_and_drains_the_least_loaded_pod_down() {
         p2.gateway.connect(6).await;
         p0.gateway.disconnect(15).await;
         p1.gateway.connect(4).await;
+        // The status (scale-down finished) is written just after the Deployment: wait for both.
         eventually("scale-down to 2", STEP, || async {
-            (replicas(&cluster, "chat").await == Some(2)).then_some(())
+            let both = replicas(&cluster, "chat").await == Some(2)
+                && status(&cluster).await["replicas"] == 2;
+            both.then_some(())
         })
         .await;
         // Drain first: p1 was drained (unready) and carries the lowest cost; the others
