@@ -75,6 +75,9 @@ pub struct Limits {
     pub outbound_queue_bytes: usize,
     /// Open WebSocket connections this gateway accepts; 0 means no limit.
     pub max_connections: usize,
+    /// How long a slow consumer's 4008 close may take to be written (once the
+    /// client reads what its socket holds) and answered; then the socket is dropped.
+    pub slow_close_timeout_ms: u64,
     /// Connections in the HTTP phase (not upgraded) per listener; more are
     /// answered 503 and closed at accept. 0 means no limit.
     pub max_http_connections: usize,
@@ -178,6 +181,7 @@ impl Default for Limits {
             outbound_queue_frames: 4096,
             outbound_queue_bytes: 16 * 1024 * 1024,
             max_connections: 0,
+            slow_close_timeout_ms: 30_000,
             max_http_connections: 4096,
             http_read_timeout_ms: 10_000,
         }
@@ -322,6 +326,11 @@ const OPTIONS: &[Opt] = &[
         "limits.max_connections",
         Kind::Scalar,
         "Open WebSocket connections accepted, 0 for no limit",
+    ),
+    opt(
+        "limits.slow_close_timeout_ms",
+        Kind::Scalar,
+        "Time a 4008 close frame may take to be read and answered by a stalled client",
     ),
     opt(
         "limits.max_http_connections",
@@ -486,6 +495,10 @@ impl Config {
                 self.limits.publish_rate_per_second as usize,
             ),
             ("limits.publish_burst", self.limits.publish_burst as usize),
+            (
+                "limits.slow_close_timeout_ms",
+                self.limits.slow_close_timeout_ms as usize,
+            ),
             (
                 "limits.http_read_timeout_ms",
                 self.limits.http_read_timeout_ms as usize,

@@ -298,6 +298,78 @@ async fn stalled_consumer_is_closed_4008(bound: QueueBound, payload: usize) {
     gw.stop().await;
 }
 
+/// A gateway whose queues overflow after 64 frames, whose 4008 close may take
+/// `slow_close_ms`, and whose heartbeat stays out of the way.
+async fn slow_close_gateway(slow_close_ms: u64) -> TestGateway {
+    start_with(|c| {
+        c.limits.outbound_queue_frames = 64;
+        c.limits.publish_rate_per_second = 1_000_000;
+        c.limits.publish_burst = 1_000_000;
+        c.limits.slow_close_timeout_ms = slow_close_ms;
+        c.heartbeat_ms = 120_000;
+    })
+    .await
+}
+
+/// A slow consumer that stalls longer than an ordinary close may take (5 s)
+/// but resumes within `limits.slow_close_timeout_ms` reads the messages its
+/// socket buffer held, then the 4008 close; its answer ends the connection.
+#[tokio::test]
+async fn a_slow_consumer_resuming_within_the_bound_reads_its_messages_then_4008() {
+    within(60, async {
+        let gw = slow_close_gateway(20_000).await;
+        let mut raw = stalled_member(&gw, "flood").await;
+        flood_until_slow_close(&gw, "flood", 2_048, "roomcast_outbound_queued_frames").await;
+        // The client is away (a backgrounded tab): this wait is the scenario.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let mut messages = 0;
+        loop {
+            match raw.next_frame(STEP).await {
+                Some(Frame::Text(v)) => {
+                    assert_eq!(v["type"], "message", "{v}");
+                    messages += 1;
+                }
+                Some(Frame::Ping) => {}
+                Some(Frame::Close(code)) => {
+                    assert_eq!(code, 4008, "after {messages} messages");
+                    break;
+                }
+                other => panic!("{other:?} after {messages} messages, before any close frame"),
+            }
+        }
+        assert!(messages > 0, "the buffered messages come first");
+        raw.send_close(4008).await;
+        assert_eq!(raw.next_frame(STEP).await, None, "closed after the answer");
+        gw.wait_metric("roomcast_connections", "", 0.0).await;
+        gw.stop().await;
+    })
+    .await;
+}
+
+/// A slow consumer that never reads again is dropped once the bound passes,
+/// not before.
+#[tokio::test]
+async fn a_slow_consumer_that_never_resumes_is_dropped_after_the_bound() {
+    within(60, async {
+        let bound = Duration::from_secs(3);
+        let gw = slow_close_gateway(bound.as_millis() as u64).await;
+        let raw = stalled_member(&gw, "flood").await;
+        flood_until_slow_close(&gw, "flood", 2_048, "roomcast_outbound_queued_frames").await;
+        let closing = tokio::time::Instant::now();
+        // The publisher is gone; the stalled member is still held.
+        gw.wait_metric("roomcast_connections", "", 1.0).await;
+        gw.wait_metric("roomcast_connections", "", 0.0).await;
+        let held = closing.elapsed();
+        assert!(
+            held >= bound - Duration::from_millis(500),
+            "dropped after {held:?}, before the {bound:?} bound"
+        );
+        drop(raw);
+        gw.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_consumer_that_never_reads_is_closed_4008_by_frame_count() {
     within(

@@ -45,6 +45,19 @@ use crate::trace;
 /// it reports ready.
 const DISCOVERY_WINDOW: Duration = Duration::from_millis(300);
 
+/// How often a bus that answers is probed with a server round trip.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a probe may wait for the server before the bus counts as
+/// stalled. A frozen server keeps its TCP connection open (the client's own
+/// pings notice only after two missed 10 s intervals), so without probes a
+/// stalled bus would look up for ~30 s. Detection takes at most
+/// `HEALTH_INTERVAL + HEALTH_TIMEOUT`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The pause between probes of a stalled bus.
+const HEALTH_RETRY: Duration = Duration::from_millis(100);
+
 /// User ids longer than this are hashed into their subject token, which
 /// keeps subjects short whatever a token's `sub` holds.
 const MAX_HEX_USER_BYTES: usize = 128;
@@ -155,6 +168,8 @@ pub struct NatsBus {
     control: Mutex<Vec<JoinHandle<()>>>,
     /// Connected, restored subscriptions confirmed, peers had time to answer.
     settled: AtomicBool,
+    /// Connected, but the last health probe went unanswered (see [`watch_health`]).
+    stalled: AtomicBool,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -246,10 +261,12 @@ impl NatsBus {
             pumps: Mutex::new(HashMap::new()),
             control: Mutex::new(Vec::new()),
             settled: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
         });
         let tasks = vec![
             tokio::spawn(watch_events(Arc::downgrade(&bus), events_rx)),
             tokio::spawn(say_hello(Arc::downgrade(&bus))),
+            tokio::spawn(watch_health(Arc::downgrade(&bus))),
         ];
         lock(&bus.control).extend(tasks);
         Ok(bus)
@@ -264,9 +281,37 @@ impl NatsBus {
         self.inbox.get().and_then(Weak::upgrade)
     }
 
-    /// Whether the NATS connection is up.
+    /// Whether the NATS connection is up and its server answers: false
+    /// while disconnected, and while a connected server does not answer
+    /// probes (frozen, overloaded). Readiness and publishes follow it.
     pub fn is_up(&self) -> bool {
+        self.is_connected() && !self.stalled.load(Relaxed)
+    }
+
+    /// Whether the client holds a connection, answering or not. Operations
+    /// that wait for their own server round trip (join, presence) go by this
+    /// alone, so they succeed the moment a stalled server answers again.
+    fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    /// Records a health probe's outcome; logs and counts the changes.
+    fn set_stalled(&self, stalled: bool) {
+        if self.stalled.swap(stalled, Relaxed) == stalled {
+            return;
+        }
+        if stalled {
+            self.metrics.bus_up.store(0, Relaxed);
+            tracing::warn!(
+                timeout = ?HEALTH_TIMEOUT,
+                "NATS server does not answer; the bus is unavailable until it does"
+            );
+        } else {
+            if self.is_connected() {
+                self.metrics.bus_up.store(1, Relaxed);
+            }
+            tracing::info!("NATS server answers again");
+        }
     }
 
     /// Whether the gateway should take clients: connected, and since the
@@ -289,7 +334,7 @@ impl NatsBus {
             // Covered by the control plane's `<c>.user.>` subscription.
             return Ok(());
         }
-        if !self.is_up() {
+        if !self.is_connected() {
             return Err(BusError::Unavailable);
         }
         let subscriber = self.subscribe_bounded(subject(&self.prefix, topic)).await?;
@@ -331,15 +376,24 @@ impl NatsBus {
     /// subject no one subscribes to is answered by the server itself with
     /// "no responders", after the commands ahead of it.
     async fn server_round_trip(&self) -> Result<(), BusError> {
+        self.server_round_trip_within(self.request_timeout).await
+    }
+
+    async fn server_round_trip_within(&self, limit: Duration) -> Result<(), BusError> {
         let request = self
             .client
             .request(self.ctl(Control::RoundTrip), Bytes::new());
-        match tokio::time::timeout(self.request_timeout, request).await {
+        let answered = match tokio::time::timeout(limit, request).await {
             Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
             // An answer (someone subscribed to it after all) is a round trip too.
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) | Err(_) => Err(BusError::Unavailable),
+        };
+        if answered.is_ok() {
+            // Any answer proves the server is back, whoever asked.
+            self.set_stalled(false);
         }
+        answered
     }
 
     /// Drops `topic`'s subscription.
@@ -386,7 +440,7 @@ impl NatsBus {
     /// Asks every live peer for its local members of `room`, waiting at most
     /// `nats.request_timeout_ms`; peers that do not answer in time are left out.
     pub async fn remote_members(&self, room: &RoomName) -> Result<Vec<String>, BusError> {
-        if !self.is_up() {
+        if !self.is_connected() {
             return Err(BusError::Unavailable);
         }
         let peers = self.live_peers();
@@ -609,6 +663,32 @@ async fn say_hello(bus: Weak<NatsBus>) {
     }
 }
 
+/// Probes the server every [`HEALTH_INTERVAL`] while connected and marks the
+/// bus stalled when a probe goes unanswered for [`HEALTH_TIMEOUT`]. While
+/// stalled it probes again every [`HEALTH_RETRY`], so a server that answers again is seen
+/// within one round trip.
+async fn watch_health(bus: Weak<NatsBus>) {
+    loop {
+        let Some(strong) = bus.upgrade() else { return };
+        if strong.is_connected() {
+            let answered = strong
+                .server_round_trip_within(HEALTH_TIMEOUT)
+                .await
+                .is_ok();
+            // A disconnection meanwhile is the event handler's news, not a stall.
+            if !answered && strong.is_connected() {
+                strong.set_stalled(true);
+                drop(strong);
+                // Not a busy loop should a probe ever fail without waiting.
+                tokio::time::sleep(HEALTH_RETRY).await;
+                continue;
+            }
+        }
+        drop(strong);
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
 /// Follows the connection: readiness metrics, the control plane on first
 /// connect, and restoring subscriptions that could not be made while down.
 async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receiver<Event>) {
@@ -617,6 +697,8 @@ async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receive
         let Some(bus) = bus.upgrade() else { return };
         match event {
             Event::Connected => {
+                // A new connection is a fresh start; the probes judge it anew.
+                bus.stalled.store(false, Relaxed);
                 bus.metrics.bus_up.store(1, Relaxed);
                 if connected_before {
                     bus.metrics.bus_reconnects.fetch_add(1, Relaxed);

@@ -253,6 +253,11 @@ impl Outbound {
         self.state().close.is_some()
     }
 
+    /// The close under way, if one has been started.
+    pub fn closing(&self) -> Option<Close> {
+        self.state().close
+    }
+
     /// Resolves when there may be something for [`Outbound::flush`].
     pub async fn wait(&self) {
         self.wake.notified().await;

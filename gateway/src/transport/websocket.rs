@@ -26,8 +26,23 @@ use crate::session::Session;
 use crate::state::Shared;
 
 /// How long a close may take: writing the close frame, and waiting for the
-/// client's reply. After that the socket is dropped.
+/// client's reply. After that the socket is dropped. A slow consumer's close
+/// has its own bound (`limits.slow_close_timeout_ms`, see [`close_timeout`]).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the close handshake of `close` may take. A slow consumer (4008)
+/// gets `slow`: its socket buffer is full of frames it has not read yet, and
+/// the close frame can only go out once it reads them (a backgrounded tab,
+/// a phone out of coverage). Its queue is already dropped, so waiting costs
+/// a socket and no memory, and a client that resumes in time reads what it
+/// was sent and then learns why it was closed instead of seeing 1006.
+pub fn close_timeout(close: Close, slow: Duration) -> Duration {
+    if close == Close::SLOW_CONSUMER {
+        slow
+    } else {
+        CLOSE_TIMEOUT
+    }
+}
 
 /// Bytes read from the socket at a time (on the stack, never per connection).
 const READ_CHUNK: usize = 4096;
@@ -43,13 +58,18 @@ impl Wire for TcpStream {
 pub async fn serve(socket: TcpStream, early: Bytes, shared: Arc<Shared>, identity: Identity) {
     let socket = Arc::new(socket);
     let heartbeat = Duration::from_millis(shared.config.heartbeat_ms);
+    let slow_close = Duration::from_millis(shared.config.limits.slow_close_timeout_ms);
     let mut reader = FrameReader::new(shared.config.limits.max_frame_bytes);
     let wire: Arc<dyn Wire> = socket.clone();
     let session = Session::open(shared, identity, wire, Format::WebSocketText, "websocket").await;
     reader.feed(&early);
     // It may share HTTP's whole read buffer: never keep it for the session's life.
     drop(early);
-    let mut connection = Connection { session, reader };
+    let mut connection = Connection {
+        session,
+        reader,
+        slow_close,
+    };
     connection.serve(&socket, heartbeat).await;
     connection.session.end().await;
 }
@@ -107,6 +127,8 @@ enum Reading {
 struct Connection {
     session: Session,
     reader: FrameReader,
+    /// The bound of a 4008 close handshake.
+    slow_close: Duration,
 }
 
 impl Connection {
@@ -135,8 +157,10 @@ impl Connection {
             let blocked = match flush {
                 Flush::Failed => return,
                 Flush::Blocked => {
-                    if clock.close.is_none() && outbound.is_closing() {
-                        clock.close = Some(Instant::now() + CLOSE_TIMEOUT);
+                    if clock.close.is_none()
+                        && let Some(close) = outbound.closing()
+                    {
+                        clock.close = Some(Instant::now() + close_timeout(close, self.slow_close));
                     }
                     true
                 }
@@ -154,7 +178,9 @@ impl Connection {
                 Flush::Close(close) => {
                     outbound.push_close(WireFrame::close(close.code, close.reason).into_bytes());
                     closing = Closing::Queued;
-                    clock.close.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
+                    clock
+                        .close
+                        .get_or_insert(Instant::now() + close_timeout(close, self.slow_close));
                     continue;
                 }
             };
@@ -260,4 +286,23 @@ fn read_into(socket: &TcpStream, reader: Option<&mut FrameReader>) -> io::Result
         reader.feed(&chunk[..n]);
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_slow_consumer_close_waits_for_its_own_bound() {
+        let slow = Duration::from_secs(30);
+        assert_eq!(close_timeout(Close::SLOW_CONSUMER, slow), slow);
+        for close in [
+            Close::NORMAL,
+            Close::DRAIN,
+            Close::HEARTBEAT,
+            Close::TOO_BIG,
+        ] {
+            assert_eq!(close_timeout(close, slow), CLOSE_TIMEOUT, "{close:?}");
+        }
+    }
 }

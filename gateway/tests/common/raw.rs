@@ -74,6 +74,11 @@ impl RawClient {
         self.send_frame(0xA, b"").await;
     }
 
+    /// Sends a close frame with `code`, as a client answering the server's close.
+    pub async fn send_close(&mut self, code: u16) {
+        self.send_frame(0x8, &code.to_be_bytes()).await;
+    }
+
     /// Sends one masked, final frame with `opcode`.
     async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
