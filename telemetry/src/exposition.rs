@@ -378,4 +378,75 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn otlp_export_reads_the_same_table_and_values() {
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        use opentelemetry_sdk::metrics::{
+            InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+        };
+
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let s = Arc::new(Source::default());
+        export_otlp(FAMILIES, &s, &provider.meter("test"));
+        s.hits.store(7, Relaxed);
+        s.depth.lock().unwrap().push(("q1".into(), -3));
+        let h = s.latency.get().expect("registered by export_otlp");
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_secs(2));
+        provider.force_flush().unwrap();
+
+        let exported = exporter.get_finished_metrics().unwrap();
+        let metrics: Vec<_> = exported
+            .iter()
+            .flat_map(|rm| rm.scope_metrics())
+            .flat_map(|sm| sm.metrics())
+            .collect();
+        let find = |name: &str| {
+            metrics
+                .iter()
+                .find(|m| m.name() == name)
+                .unwrap_or_else(|| panic!("{name} not exported"))
+        };
+        // A counter loses its `_total` suffix over OTLP and keeps its help as description.
+        let hits = find("demo_hits");
+        assert_eq!(hits.description(), "Hits.");
+        let AggregatedMetrics::U64(MetricData::Sum(sum)) = hits.data() else {
+            panic!("demo_hits is not a u64 sum: {:?}", hits.data());
+        };
+        assert!(sum.is_monotonic());
+        assert_eq!(
+            sum.data_points().map(|p| p.value()).collect::<Vec<_>>(),
+            [7]
+        );
+
+        let AggregatedMetrics::I64(MetricData::Gauge(depth)) = find("demo_depth").data() else {
+            panic!("demo_depth is not an i64 gauge");
+        };
+        let point = depth.data_points().next().expect("one depth sample");
+        assert_eq!(point.value(), -3);
+        let mut labels: Vec<_> = point
+            .attributes()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        labels.sort();
+        assert_eq!(
+            labels,
+            [("kind".into(), "a".into()), ("queue".into(), "q1".into())]
+        );
+
+        let latency = find("demo_seconds");
+        assert_eq!(latency.unit(), "s");
+        let AggregatedMetrics::F64(MetricData::Histogram(hist)) = latency.data() else {
+            panic!("demo_seconds is not an f64 histogram");
+        };
+        let point = hist.data_points().next().expect("one histogram point");
+        assert_eq!(point.count(), 2);
+        assert_eq!(point.bounds().collect::<Vec<_>>(), [0.000001, 0.001]);
+        assert_eq!(point.bucket_counts().collect::<Vec<_>>(), [0, 1, 1]);
+    }
 }
