@@ -137,11 +137,7 @@ pub async fn builtin(
         // The load is still recorded, so the down-window of a later scale-down counts
         // from every sync, not only from those that decided something. The victims are on
         // their way out: the pods expected to stay are `progress.to`.
-        let obs = Observation {
-            current: progress.to,
-            reported_pods: u32::try_from(scrape.readings.connections.len()).unwrap_or(u32::MAX),
-            connections: scrape.readings.total(),
-        };
+        let obs = observation(progress.to, &scrape.readings);
         plan.history = Some(autoscale::record(&policy, &obs, &history, now).1);
         tracing::info!(
             from = progress.from,
@@ -164,11 +160,7 @@ pub async fn builtin(
         return continue_scale_down(ctx, &pods_api, &scrape, progress, plan, now).await;
     }
 
-    let obs = Observation {
-        current,
-        reported_pods: u32::try_from(scrape.readings.connections.len()).unwrap_or(u32::MAX),
-        connections: scrape.readings.total(),
-    };
+    let obs = observation(current, &scrape.readings);
     let decision = autoscale::decide(&policy, &obs, &history, now);
     let mut history = decision.history.clone();
     history.last_sync = Some(Time(now));
@@ -364,6 +356,15 @@ fn lower(plan: &mut Plan, from: i32, to: i32, how: String) {
 }
 
 /// `MetricsAvailable` from what this sync could read.
+/// What the autoscaler sees: `current` replicas and the pods' readings.
+fn observation(current: i32, readings: &Readings) -> Observation {
+    Observation {
+        current,
+        reported_pods: u32::try_from(readings.connections.len()).unwrap_or(u32::MAX),
+        connections: readings.total(),
+    }
+}
+
 fn metrics_verdict(pods: &[GatewayPod], readings: &Readings) -> Verdict<MetricsReason> {
     let ready = pods.iter().filter(|p| p.ready).count();
     let read = readings.connections.len();
