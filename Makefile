@@ -2,7 +2,7 @@
 CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 
-.PHONY: run demo-cluster bench test deps fmt lint unit chart e2e build release clean help
+.PHONY: run demo-cluster bench test deps fmt lint unit js chart e2e build release clean help
 
 help:
 	@echo "make run    start a gateway on 127.0.0.1:8080 (admin 127.0.0.1:9090) with the demo page"
@@ -25,7 +25,7 @@ bench: deps
 	scripts/bench
 
 ## Everything CI runs.
-test: deps fmt lint unit chart
+test: deps fmt lint unit js chart
 
 deps:
 	@scripts/install-deps
@@ -40,6 +40,11 @@ unit:
 	$(CARGO) build --locked --bins -p roomcast-gateway -p roomcast-operator
 	PATH="$(TOOLS)/bin:$$PATH" $(CARGO) nextest run --workspace --locked --profile ci
 	$(CARGO) test --workspace --doc --locked
+
+## @roomcast/client (clients/js): build, bundle freshness, unit, integration and browser tests.
+js:
+	$(CARGO) build --locked --bins -p roomcast-gateway
+	PATH="$(TOOLS)/bin:$$PATH" scripts/check-js
 
 ## Helm chart: lint, render against the Kubernetes API stand-in, validate every object.
 chart:

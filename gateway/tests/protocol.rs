@@ -727,6 +727,18 @@ async fn demo_page_is_served_at_root() {
         assert_eq!(status, 200);
         assert!(ctype.starts_with("text/html"), "content-type {ctype}");
         assert!(body.contains("/ws"), "the demo page uses /ws");
+        // The page's client (@roomcast/client, bundled) is served beside it, no CDN.
+        assert!(
+            body.contains(r#"<script src="/roomcast.js">"#),
+            "the page loads /roomcast.js"
+        );
+        let (status, ctype, script) = common::get(&gw.url("/roomcast.js")).await;
+        assert_eq!(status, 200);
+        assert!(ctype.starts_with("text/javascript"), "content-type {ctype}");
+        assert!(
+            script.contains("RoomcastClient") && script.contains("/ws"),
+            "the bundled client"
+        );
         gw.stop().await;
     })
     .await;

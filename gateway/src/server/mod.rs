@@ -3,7 +3,8 @@
 //!
 //! Public listener: `GET /ws` (upgrade, after origin, auth, drain and
 //! capacity checks; the connection then belongs to `transport/websocket.rs`),
-//! the HTTP API (`api.rs`) and the demo page. Admin listener: `/metrics`,
+//! the HTTP API (`api.rs`) and the demo page (`/`, with its bundled client
+//! `/roomcast.js`). Admin listener: `/metrics`,
 //! `/healthz`, `/readyz` and `POST /drain`.
 
 use std::net::SocketAddr;
@@ -268,6 +269,7 @@ fn local_addr(
 fn public_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(demo))
+        .route("/roomcast.js", get(demo_client))
         .route("/ws", get(upgrade))
         .merge(api::router())
         .with_state(shared)
@@ -285,6 +287,19 @@ fn admin_router(shared: Arc<Shared>) -> Router {
 /// The demo chat page, embedded in the binary.
 async fn demo() -> Html<&'static str> {
     Html(include_str!("../demo/index.html"))
+}
+
+/// The demo page's client library: @roomcast/client (clients/js) bundled into
+/// one script, committed and checked against a fresh build by `make test`.
+async fn demo_client() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../demo/roomcast.js"),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
