@@ -387,7 +387,6 @@ export class RoomcastClient extends Emitter<ClientEvents> {
     const name = link.transport.name;
     if (!link.welcomed && close.beforeOpen) return this.onUpgradeFailure(name, close);
     this.attempt = attemptAfterConnection(this.attempt, link.welcomed ? Date.now() - link.welcomedAt : 0, this.options.backoff);
-    if (link.welcomed) this.retriedToken = false;
     switch (decideClose(close.code, typeof this.config.token === 'function')) {
       case 'final':
         return this.stop(close.code, close.reason || 'closed by the gateway');
@@ -520,6 +519,7 @@ export class RoomcastClient extends Emitter<ClientEvents> {
 
   private onWelcome(link: Link, frame: Record<string, unknown>): void {
     link.welcomed = true;
+    this.retriedToken = false;
     link.welcomedAt = Date.now();
     this.welcome = {
       session: String(frame.session),

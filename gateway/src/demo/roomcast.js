@@ -827,7 +827,6 @@ var Roomcast = (() => {
       const name = link.transport.name;
       if (!link.welcomed && close.beforeOpen) return this.onUpgradeFailure(name, close);
       this.attempt = attemptAfterConnection(this.attempt, link.welcomed ? Date.now() - link.welcomedAt : 0, this.options.backoff);
-      if (link.welcomed) this.retriedToken = false;
       switch (decideClose(close.code, typeof this.config.token === "function")) {
         case "final":
           return this.stop(close.code, close.reason || "closed by the gateway");
@@ -952,6 +951,7 @@ var Roomcast = (() => {
     }
     onWelcome(link, frame) {
       link.welcomed = true;
+      this.retriedToken = false;
       link.welcomedAt = Date.now();
       this.welcome = {
         session: String(frame.session),

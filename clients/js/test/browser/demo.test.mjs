@@ -37,7 +37,7 @@ async function waitLog(page, needle, from = 0) {
   const until = Date.now() + STEP_MS;
   while (Date.now() < until) {
     const lines = (await logText(page)).split('\n').slice(from);
-    const found = lines.find((l) => l.includes(needle));
+    const found = lines.find((l) => [].concat(needle).every((n) => l.includes(n)));
     if (found) return found;
     await sleep(100);
   }
@@ -89,10 +89,13 @@ test('two pages chat by name, in the composer\'s room, and see presence', { time
   await alice.click('#who');
   const who = await waitLog(alice, 'in #other (2)');
   assert.ok(who.includes('alice (you)') && who.includes('bob') && !/[0-9a-f]{32}/.test(who), `presence by name: ${who}`);
+  // Presence events (join with presence:true): bob's arrival, then his departure by name.
+  await waitLog(alice, ['presence: ', ' joined #other']);
   assert.equal(await alice.$eval('#via', (e) => e.textContent), 'websocket');
   await shot(alice, 'demo-chat');
-  await alice.close();
   await bob.close();
+  await waitLog(alice, 'presence: bob left #other');
+  await alice.close();
 });
 
 test('a gateway restart: both pages read it as a restart, reconnect, re-join and chat on, without a reload', { timeout: 90_000 }, async () => {
