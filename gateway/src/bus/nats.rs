@@ -99,17 +99,15 @@ pub fn encode_direct(user: &str, frame: &[u8]) -> Bytes {
 
 /// Splits a direct message's payload into the user id and the frame; `None`
 /// when it is malformed.
-pub fn decode_direct(payload: &[u8]) -> Option<(&str, &str)> {
+pub fn decode_direct(payload: &[u8]) -> Option<(&str, &[u8])> {
     let (len, rest) = payload.split_first_chunk::<4>()?;
     let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
     if rest.len() < len {
         return None;
     }
     let (user, frame) = rest.split_at(len);
-    Some((
-        std::str::from_utf8(user).ok()?,
-        std::str::from_utf8(frame).ok()?,
-    ))
+    // The frame is JSON text or MessagePack (`Frame::from_bus` tells).
+    Some((std::str::from_utf8(user).ok()?, frame))
 }
 
 /// The control-plane subjects, `<c>.ctl.<name>`.
@@ -414,8 +412,8 @@ impl NatsBus {
             return Err(BusError::Unavailable);
         }
         let payload = match topic {
-            Topic::Room(_) => frame.json().clone(),
-            Topic::User(user) => encode_direct(user, frame.json()),
+            Topic::Room(_) => frame.bus_payload().clone(),
+            Topic::User(user) => encode_direct(user, frame.bus_payload()),
         };
         let subject = subject(&self.prefix, topic);
         match trace.and_then(|t| t.bus_publish(&subject)) {
@@ -579,12 +577,14 @@ async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metric
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        if std::str::from_utf8(&message.payload).is_err() {
-            tracing::warn!(?topic, "bus message that is not UTF-8 dropped");
-            continue;
-        }
         // Shares the received bytes: no copy until a format is encoded.
-        let frame = Frame::from_json(message.payload);
+        let Some(frame) = Frame::from_bus(message.payload) else {
+            tracing::warn!(
+                ?topic,
+                "bus message that is neither JSON text nor MessagePack dropped"
+            );
+            continue;
+        };
         trace::bus_receive(message.headers.as_ref(), &message.subject, || {
             inbox.receive(&topic, &frame)
         });
@@ -602,9 +602,11 @@ async fn pump_users(mut subscriber: Subscriber, inbox: InboxSlot, metrics: Arc<M
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        match decode_direct(&message.payload) {
+        let direct = decode_direct(&message.payload).and_then(|(user, frame)| {
+            Some((user, Frame::from_bus(message.payload.slice_ref(frame))?))
+        });
+        match direct {
             Some((user, frame)) => {
-                let frame = Frame::from_json(message.payload.slice_ref(frame.as_bytes()));
                 inbox.receive(&Topic::User(user.into()), &frame);
             }
             None => tracing::warn!(subject = %message.subject, "malformed direct message dropped"),
@@ -772,7 +774,7 @@ mod tests {
             let payload = encode_direct(user, br#"{"type":"direct"}"#);
             assert_eq!(
                 decode_direct(&payload),
-                Some((user, r#"{"type":"direct"}"#))
+                Some((user, &br#"{"type":"direct"}"#[..]))
             );
         }
         assert_eq!(decode_direct(b""), None);
