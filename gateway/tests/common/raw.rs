@@ -33,12 +33,17 @@ pub struct RawClient {
 impl RawClient {
     /// Performs the HTTP upgrade and checks for `101`.
     pub async fn connect(addr: SocketAddr) -> RawClient {
+        Self::connect_to(addr, "/ws").await
+    }
+
+    /// Like [`RawClient::connect`], upgrading at `path` (a query token).
+    pub async fn connect_to(addr: SocketAddr, path: &str) -> RawClient {
         let mut stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
             .await
             .expect("connect in time")
             .expect("TCP connect");
         let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream
