@@ -39,6 +39,9 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Period over which a drain spreads its 1012 closes.
     pub drain_seconds: u64,
+    /// How long a frame to an idle connection may wait for others to share
+    /// its socket write (0: written at once). At most [`MAX_WRITE_DELAY_MS`].
+    pub write_delay_ms: u64,
     /// Log filter (`info`, `debug`, `roomcast_gateway=trace`, …).
     pub log_level: String,
     /// Log line format: `text` or `json`.
@@ -186,6 +189,7 @@ impl Default for Config {
             node_name: String::new(),
             heartbeat_ms: 25_000,
             drain_seconds: 30,
+            write_delay_ms: 0,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             limits: Limits::default(),
@@ -277,6 +281,9 @@ impl Opt {
     }
 }
 
+/// Largest `write_delay_ms`: the delay is a latency every message pays.
+pub const MAX_WRITE_DELAY_MS: u64 = 1000;
+
 /// Every option, in `--help` order.
 const OPTIONS: &[Opt] = &[
     opt(
@@ -303,6 +310,11 @@ const OPTIONS: &[Opt] = &[
         "drain_seconds",
         Kind::Scalar,
         "Seconds over which a drain spreads its 1012 closes",
+    ),
+    opt(
+        "write_delay_ms",
+        Kind::Scalar,
+        "Ms a frame may wait to share a socket write with those after it (0: at once; max 1000)",
     ),
     opt(
         "log_level",
@@ -560,6 +572,12 @@ impl Config {
                     "{field} must be greater than 0 (got 0)"
                 )));
             }
+        }
+        if self.write_delay_ms > MAX_WRITE_DELAY_MS {
+            return Err(ConfigError(format!(
+                "write_delay_ms must be at most {MAX_WRITE_DELAY_MS} (got {})",
+                self.write_delay_ms
+            )));
         }
         if self.limits.max_frame_bytes < 256 {
             return Err(ConfigError(format!(
@@ -984,6 +1002,27 @@ mod tests {
         assert_eq!(c.limits.max_frame_bytes, 1024);
         assert_eq!(c.heartbeat_ms, 50);
         assert_eq!(c.limits.max_rooms_per_connection, 256);
+    }
+
+    #[test]
+    fn the_write_delay_comes_from_flag_env_or_file_and_is_bounded() {
+        assert_eq!(Config::default().write_delay_ms, 0, "off by default");
+        let env = |v: &str| BTreeMap::from([("ROOMCAST_WRITE_DELAY_MS".into(), v.into())]);
+        let none = BTreeMap::new();
+        let flag = Config::from_sources(["gw", "--write-delay-ms", "5"], &none, None).unwrap();
+        assert_eq!(flag.write_delay_ms, 5);
+        let var = Config::from_sources(["gw"], &env("7"), None).unwrap();
+        assert_eq!(var.write_delay_ms, 7);
+        let file = Config::from_sources(["gw"], &none, Some("write_delay_ms: 9\n")).unwrap();
+        assert_eq!(file.write_delay_ms, 9);
+        let err = Config::from_sources(["gw", "--write-delay-ms", "1001"], &none, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write_delay_ms must be at most 1000"), "{err}");
+        let err = Config::from_sources(["gw"], &env("soon"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROOMCAST_WRITE_DELAY_MS"), "{err}");
     }
 
     #[test]

@@ -67,7 +67,8 @@ impl Session {
             id: shared.hub.next_conn_id(),
             session,
             user,
-            outbound: Outbound::new(limits, shared.metrics.clone(), wire, format),
+            outbound: Outbound::new(limits, shared.metrics.clone(), wire, format)
+                .with_write_delay(Duration::from_millis(config.write_delay_ms)),
         });
         let this = Session {
             bucket: TokenBucket::new(
@@ -139,6 +140,7 @@ impl Session {
     fn count(&self, pushed: Pushed) {
         if pushed == Pushed::Written {
             self.shared.metrics.frames_out.fetch_add(1, Relaxed);
+            self.shared.metrics.frame_writes.fetch_add(1, Relaxed);
         }
     }
 

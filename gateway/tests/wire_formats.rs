@@ -91,7 +91,7 @@ impl Raw {
         let offer = extensions
             .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
             .unwrap_or_default();
-        let (stream, buf, head) = common::raw::upgrade(addr, &offer).await;
+        let (stream, buf, head) = common::raw::upgrade(addr, "/ws", &offer).await;
         let extensions = head
             .lines()
             .find_map(|l| l.strip_prefix("sec-websocket-extensions: "))

@@ -35,7 +35,7 @@ use async_nats::client::RequestErrorKind;
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
@@ -49,6 +49,10 @@ use crate::trace;
 /// How long after (re)connecting a gateway waits for peers' hellos before
 /// it reports ready.
 const DISCOVERY_WINDOW: Duration = Duration::from_millis(300);
+
+/// Most room messages a pump hands to the hub at once: what had already
+/// arrived when it woke, written to each connection together.
+const MAX_BATCH: usize = 64;
 
 /// How often a bus that answers is probed with a server round trip.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -687,26 +691,54 @@ impl NatsBus {
 
 /// Delivers a room subscription's messages to the local members of `topic`.
 async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metrics: Arc<Metrics>) {
-    while let Some(message) = subscriber.next().await {
-        metrics.bus_messages_in.fetch_add(1, Relaxed);
+    let (mut batch, mut frames) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
+    while let Some(first) = subscriber.next().await {
+        // Whatever else has already arrived goes out with it: one write per
+        // connection for the lot (see `Outbound::push_many`).
+        batch.push(first);
+        while batch.len() < MAX_BATCH
+            && let Some(Some(message)) = subscriber.next().now_or_never()
+        {
+            batch.push(message);
+        }
+        metrics
+            .bus_messages_in
+            .fetch_add(batch.len() as u64, Relaxed);
         // Not attached yet: no connection can be waiting for it.
         let Some(attached) = inbox.get() else {
+            batch.clear();
             continue;
         };
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        // Shares the received bytes: no copy until a format is encoded.
-        let Some(frame) = Frame::from_bus(message.payload) else {
-            tracing::warn!(
-                ?topic,
-                "bus message that is neither JSON text nor MessagePack dropped"
-            );
-            continue;
-        };
-        trace::bus_receive(message.headers.as_ref(), &message.subject, || {
-            inbox.receive(&topic, &frame)
-        });
+        for message in batch.drain(..) {
+            // Shares the received bytes: no copy until a format is encoded.
+            let Some(frame) = Frame::from_bus(message.payload) else {
+                tracing::warn!(
+                    ?topic,
+                    "bus message that is neither JSON text nor MessagePack dropped"
+                );
+                continue;
+            };
+            if message.headers.is_none() {
+                frames.push(frame);
+                continue;
+            }
+            // A traced message is delivered on its own, inside its spans,
+            // after what arrived before it.
+            if !frames.is_empty() {
+                inbox.receive_many(&topic, &frames);
+                frames.clear();
+            }
+            trace::bus_receive(message.headers.as_ref(), &message.subject, || {
+                inbox.receive(&topic, &frame)
+            });
+        }
+        if !frames.is_empty() {
+            inbox.receive_many(&topic, &frames);
+            frames.clear();
+        }
     }
 }
 

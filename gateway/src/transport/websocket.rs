@@ -110,17 +110,20 @@ struct Clock {
     expiry: Option<Instant>,
     /// The close handshake is given up.
     close: Option<Instant>,
+    /// Frames held for a coalesced write are due (`write_delay_ms`).
+    write: Option<Instant>,
 }
 
 impl Clock {
     fn next(&self) -> Instant {
-        match self.close {
+        let next = match self.close {
             Some(close) => close,
             None => self
                 .ping
                 .min(self.silence)
                 .min(self.expiry.unwrap_or(self.silence)),
-        }
+        };
+        self.write.map_or(next, |write| write.min(next))
     }
 }
 
@@ -172,6 +175,7 @@ impl Connection {
             silence: now + 2 * heartbeat,
             expiry: self.session.expires_at(),
             close: None,
+            write: None,
         };
         let timer = sleep_until(clock.next());
         tokio::pin!(timer);
@@ -181,8 +185,13 @@ impl Connection {
         loop {
             let (flush, written) = outbound.flush();
             self.session.written(written);
+            clock.write = None;
             let blocked = match flush {
                 Flush::Failed => return,
+                Flush::Delayed(due) => {
+                    clock.write = Some(due);
+                    false
+                }
                 Flush::Blocked => {
                     if clock.close.is_none()
                         && let Some(close) = outbound.closing()
@@ -247,6 +256,10 @@ impl Connection {
                     let now = Instant::now();
                     if clock.close.is_some_and(|at| at <= now) {
                         return;
+                    }
+                    if clock.write.is_some_and(|at| at <= now) {
+                        // Held frames are due: the flush at the top writes them.
+                        continue;
                     }
                     if clock.silence <= now {
                         self.session.close(Close::HEARTBEAT);

@@ -33,7 +33,12 @@ pub struct RawClient {
 impl RawClient {
     /// Performs the HTTP upgrade and checks for `101`.
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        let (stream, buf, _) = upgrade(addr, "").await;
+        Self::connect_to(addr, "/ws").await
+    }
+
+    /// Like [`RawClient::connect`], upgrading at `path` (a query token).
+    pub async fn connect_to(addr: SocketAddr, path: &str) -> RawClient {
+        let (stream, buf, _) = upgrade(addr, path, "").await;
         RawClient { stream, buf }
     }
 
@@ -108,16 +113,16 @@ impl RawClient {
     }
 }
 
-/// Performs a WebSocket upgrade with `extra` header lines (each ending in
-/// CRLF) and checks for `101`: the stream, the bytes read past the response
-/// head (frames the server sent at once) and the head.
-pub async fn upgrade(addr: SocketAddr, extra: &str) -> (TcpStream, Vec<u8>, String) {
+/// Performs a WebSocket upgrade at `path` with `extra` header lines (each
+/// ending in CRLF) and checks for `101`: the stream, the bytes read past the
+/// response head (frames the server sent at once) and the head.
+pub async fn upgrade(addr: SocketAddr, path: &str, extra: &str) -> (TcpStream, Vec<u8>, String) {
     let mut stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
         .await
         .expect("connect in time")
         .expect("TCP connect");
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     stream
