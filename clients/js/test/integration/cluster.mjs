@@ -34,6 +34,11 @@ function track(child, name) {
   child.stdout?.on('data', (d) => (log += d));
   child.stderr?.on('data', (d) => (log += d));
   const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));
+  // A binary that is not there: say so in the log (the start-up wait reports it).
+  child.on('error', (e) => {
+    log += `cannot start ${name}: ${e.message}\n`;
+    children.delete(child);
+  });
   exited.then(() => children.delete(child));
   return { log: () => log, exited, name };
 }
@@ -75,7 +80,7 @@ export async function startGateway({ name, nats, listen = '127.0.0.1:0', args = 
   const child = spawn(GATEWAY, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   const t = track(child, name);
   const line = await until(() => {
-    if (child.exitCode !== null) throw new Error(`${name} exited:\n${t.log()}`);
+    if (child.exitCode !== null || t.log().startsWith('cannot start')) throw new Error(`${name} exited:\n${t.log()}`);
     return /listening public=(\S+) admin=(\S+)\s/.exec(t.log());
   }, `${name} to listen`, BOOT_MS);
   const [, pub, admin] = line;
