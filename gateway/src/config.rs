@@ -366,7 +366,7 @@ const OPTIONS: &[Opt] = &[
     opt(
         "auth.api_key",
         Kind::Text,
-        "Bearer key required by POST /v1/publish and /v1/send",
+        "Bearer key required by the HTTP API (POST /v1/publish, /v1/send, /v1/broadcast, /v1/disconnect, /v1/unsubscribe)",
     ),
     opt(
         "auth.allowed_origins",

@@ -98,7 +98,7 @@ impl Gateway {
         let bus = Bus::from_config(&config.nats, &node, metrics.clone()).await?;
         let hub = Hub::new(bus, metrics.clone());
         if config.auth.api_key.is_none() && !public_addr.ip().is_loopback() {
-            tracing::warn!(%public_addr, "auth.api_key is not set: POST /v1/publish and /v1/send are open to anyone who can reach the listener");
+            tracing::warn!(%public_addr, "auth.api_key is not set: the HTTP API (/v1/publish, /v1/send, /v1/broadcast, /v1/disconnect, /v1/unsubscribe) is open to anyone who can reach the listener");
         }
         let namespaces = config.namespace_options()?;
         let shared = Arc::new(Shared {
