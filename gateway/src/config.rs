@@ -366,7 +366,7 @@ const OPTIONS: &[Opt] = &[
     opt(
         "auth.api_key",
         Kind::Text,
-        "Bearer key required by the HTTP API (POST /v1/publish, /v1/send, /v1/broadcast, /v1/disconnect, /v1/unsubscribe)",
+        "Bearer key required by the HTTP API (every /v1/ request: publish, send, broadcast, disconnect, unsubscribe, presence)",
     ),
     opt(
         "auth.allowed_origins",

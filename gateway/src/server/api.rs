@@ -2,7 +2,8 @@
 //! and `/v1/broadcast` deliver like a client's frames (same validation, the
 //! one delivery path, `from: null`); `POST /v1/disconnect` and
 //! `/v1/unsubscribe` act on a user's connections in the whole cluster,
-//! through the bus's command channel. All need the API key.
+//! through the bus's command channel; `GET /v1/presence?room=R` answers like
+//! a client's `presence` frame. All need the API key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -20,7 +21,7 @@ use super::admission::read_body;
 use crate::bus::Command;
 use crate::delivery::{self, Outgoing, Sender};
 use crate::protocol::{self, Broadcast, ErrorCode, Failure, MAX_BROADCAST_ROOMS, Publish};
-use crate::room::MAX_ROOM_BYTES;
+use crate::room::{MAX_ROOM_BYTES, RoomName};
 use crate::state::Shared;
 
 /// Room for the JSON envelope around `data` in a request body.
@@ -37,6 +38,55 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/broadcast", post(broadcast))
         .route("/v1/disconnect", post(disconnect))
         .route("/v1/unsubscribe", post(unsubscribe))
+        .route("/v1/presence", get(presence))
+}
+
+#[derive(serde::Deserialize)]
+struct PresenceQuery {
+    room: Option<String>,
+}
+
+/// `GET /v1/presence?room=R`: 200 `{"members":[…]}`, the distinct users
+/// joined to R across the cluster.
+async fn presence(
+    State(shared): State<Arc<Shared>>,
+    query: Result<axum::extract::Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !shared.auth.api_key_ok(authorization) {
+        return unauthorized();
+    }
+    let Some(name) = query.ok().and_then(|q| q.0.room) else {
+        let failure = Failure::new(ErrorCode::BadRequest, "missing query parameter `room`");
+        return answer_error(&shared, StatusCode::BAD_REQUEST, &failure);
+    };
+    let Some(room) = RoomName::parse(&name) else {
+        let failure = Failure::new(
+            ErrorCode::InvalidRoom,
+            "room must match ^[A-Za-z0-9_:@/-]{1,128}$",
+        );
+        return answer_error(&shared, StatusCode::BAD_REQUEST, &failure);
+    };
+    match shared.hub.presence(&room).await {
+        Ok(members) => (StatusCode::OK, axum::Json(json!({"members": members}))).into_response(),
+        Err(e) => answer_error(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Failure::unavailable(e),
+        ),
+    }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
+    )
+        .into_response()
 }
 
 async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -148,11 +198,7 @@ async fn admit(shared: &Shared, request: Request, extra: usize) -> Result<Bytes,
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !shared.auth.api_key_ok(authorization) {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
-        )
-            .into_response());
+        return Err(unauthorized());
     }
     let limit = limits.max_payload_bytes + ENVELOPE_BYTES + extra;
     read_body(&parts.headers, body, limit, deadline)

@@ -34,6 +34,7 @@ use crate::delivery::hub::Hub;
 use crate::delivery::outbound::Close;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::protocol::SUBPROTOCOL;
 use crate::state::Shared;
 use crate::transport::{websocket, ws};
@@ -97,8 +98,13 @@ impl Gateway {
         let node = config.node();
         let bus = Bus::from_config(&config.nats, &node, metrics.clone()).await?;
         let hub = Hub::new(bus, metrics.clone());
+        let presence = Presence::new(
+            hub.clone(),
+            metrics.clone(),
+            Duration::from_millis(config.nats.request_timeout_ms),
+        );
         if config.auth.api_key.is_none() && !public_addr.ip().is_loopback() {
-            tracing::warn!(%public_addr, "auth.api_key is not set: the HTTP API (/v1/publish, /v1/send, /v1/broadcast, /v1/disconnect, /v1/unsubscribe) is open to anyone who can reach the listener");
+            tracing::warn!(%public_addr, "auth.api_key is not set: the HTTP API (/v1/...) is open to anyone who can reach the listener");
         }
         let namespaces = config.namespace_options()?;
         let shared = Arc::new(Shared {
@@ -109,6 +115,7 @@ impl Gateway {
             auth,
             metrics,
             drain: Arc::new(Drain::default()),
+            presence,
         });
         let (stop, stopped) = watch::channel(false);
         let limits = &shared.config.limits;
