@@ -24,6 +24,9 @@ pub struct Metrics {
     pub frames_in: AtomicU64,
     /// Frames written to clients.
     pub frames_out: AtomicU64,
+    /// Write calls that carried frames to clients: one carries several when
+    /// frames are coalesced, so `frames_out / frame_writes` is frames per write.
+    pub frame_writes: AtomicU64,
     /// Error frames sent, by code (indexed by [`ErrorCode::index`]).
     pub errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Connections closed with 4008 because their outbound queue overflowed.
@@ -60,6 +63,12 @@ pub struct Metrics {
     pub bus_reconnects: AtomicU64,
     /// Time to queue one message for every local recipient.
     pub fanout_seconds: Fanout,
+    /// `joined`/`left` frames queued for local watchers.
+    pub presence_events: AtomicU64,
+    /// Presence exchange messages published to the bus (reports and watches).
+    pub presence_bus_messages_out: AtomicU64,
+    /// Presence reports received from other gateways.
+    pub presence_bus_messages_in: AtomicU64,
 }
 
 impl Metrics {
@@ -97,6 +106,11 @@ pub const FAMILIES: &[Family<Metrics>] = &[
         "roomcast_frames_out_total",
         "Frames written to clients.",
         |m| count(&m.frames_out),
+    ),
+    Family::counter(
+        "roomcast_frame_writes_total",
+        "Socket write calls that carried frames to clients (several frames each when coalesced).",
+        |m| count(&m.frame_writes),
     ),
     Family::counter(
         "roomcast_slow_consumer_closes_total",
@@ -174,6 +188,21 @@ pub const FAMILIES: &[Family<Metrics>] = &[
         "Times the bus connection was restored after a loss.",
         |m| count(&m.bus_reconnects),
     ),
+    Family::counter(
+        "roomcast_presence_events_total",
+        "joined/left frames queued for local watchers.",
+        |m| count(&m.presence_events),
+    ),
+    Family::counter(
+        "roomcast_presence_bus_messages_out_total",
+        "Presence exchange messages published to the bus (reports and watches).",
+        |m| count(&m.presence_bus_messages_out),
+    ),
+    Family::counter(
+        "roomcast_presence_bus_messages_in_total",
+        "Presence reports received from other gateways.",
+        |m| count(&m.presence_bus_messages_in),
+    ),
     Family::labelled_counter(
         "roomcast_errors_total",
         "Error frames sent, by code.",
@@ -238,6 +267,7 @@ mod tests {
             ("roomcast_connections_opened_total", "counter"),
             ("roomcast_frames_in_total", "counter"),
             ("roomcast_frames_out_total", "counter"),
+            ("roomcast_frame_writes_total", "counter"),
             ("roomcast_errors_total", "counter"),
             ("roomcast_slow_consumer_closes_total", "counter"),
             ("roomcast_outbound_queued_bytes", "gauge"),
@@ -255,6 +285,9 @@ mod tests {
             ("roomcast_bus_messages_in_total", "counter"),
             ("roomcast_bus_messages_out_total", "counter"),
             ("roomcast_bus_reconnects_total", "counter"),
+            ("roomcast_presence_events_total", "counter"),
+            ("roomcast_presence_bus_messages_out_total", "counter"),
+            ("roomcast_presence_bus_messages_in_total", "counter"),
             ("roomcast_fanout_seconds", "histogram"),
         ] {
             assert!(

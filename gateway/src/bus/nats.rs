@@ -13,9 +13,15 @@
 //!   every gateway, which delivers it if the user is connected there. The
 //!   payload carries the full user id ahead of the frame ([`encode_direct`]),
 //!   because long ids are hashed into their subject token.
-//! - `<c>.ctl.hello|bye|presence|sync`: the control plane every gateway
-//!   subscribes to: peer discovery, presence scatter-gather and the
-//!   cluster-wide confirmation of a new subscription.
+//! - `<c>.ctl.hello|bye|presence|sync|watch|command`: the control plane every
+//!   gateway subscribes to: peer discovery, presence scatter-gather, the
+//!   cluster-wide confirmation of a new subscription, rooms starting or
+//!   stopping being watched for presence events, and the server API's
+//!   commands about a user's connections ([`encode_command`]).
+//! - `<c>.pres.<room>`: presence reports about a room, subscribed only by
+//!   the gateways that watch it (a member joined with `presence: true`).
+//!   Reports leave through one ordered, bounded queue, so one gateway's
+//!   reports about a room arrive in the order they were made.
 //!
 //! The connection uses NATS no-echo: a gateway never receives its own
 //! publishes, because the hub has already delivered them locally. The payload
@@ -30,11 +36,11 @@ use async_nats::client::RequestErrorKind;
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
-use super::{BusError, Inbox, Topic};
+use super::{BusError, Command, Inbox, PresenceInbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
 use crate::metrics::Metrics;
@@ -44,6 +50,10 @@ use crate::trace;
 /// How long after (re)connecting a gateway waits for peers' hellos before
 /// it reports ready.
 const DISCOVERY_WINDOW: Duration = Duration::from_millis(300);
+
+/// Most room messages a pump hands to the hub at once: what had already
+/// arrived when it woke, written to each connection together.
+const MAX_BATCH: usize = 64;
 
 /// How often a bus that answers is probed with a server round trip.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,6 +67,10 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The pause between probes of a stalled bus.
 const HEALTH_RETRY: Duration = Duration::from_millis(100);
+
+/// Presence reports waiting to be published; beyond it a report is dropped
+/// and its room resent as a snapshot.
+const REPORT_QUEUE: usize = 8192;
 
 /// User ids longer than this are hashed into their subject token, which
 /// keeps subjects short whatever a token's `sub` holds.
@@ -99,17 +113,47 @@ pub fn encode_direct(user: &str, frame: &[u8]) -> Bytes {
 
 /// Splits a direct message's payload into the user id and the frame; `None`
 /// when it is malformed.
-pub fn decode_direct(payload: &[u8]) -> Option<(&str, &str)> {
+pub fn decode_direct(payload: &[u8]) -> Option<(&str, &[u8])> {
     let (len, rest) = payload.split_first_chunk::<4>()?;
     let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
     if rest.len() < len {
         return None;
     }
     let (user, frame) = rest.split_at(len);
-    Some((
-        std::str::from_utf8(user).ok()?,
-        std::str::from_utf8(frame).ok()?,
-    ))
+    // The frame is JSON text or MessagePack (`Frame::from_bus` tells).
+    Some((std::str::from_utf8(user).ok()?, frame))
+}
+
+/// The payload of a [`Command`] on `<c>.ctl.command`: a JSON object,
+/// `{"op":"disconnect","user":U}` or `{"op":"unsubscribe","user":U,"room":R}`.
+pub fn encode_command(command: &Command) -> Bytes {
+    let value = match command {
+        Command::Disconnect { user } => serde_json::json!({"op": "disconnect", "user": user}),
+        Command::Unsubscribe { user, room } => {
+            serde_json::json!({"op": "unsubscribe", "user": user, "room": room.as_str()})
+        }
+    };
+    Bytes::from(value.to_string())
+}
+
+/// Reads a [`Command`] payload; `None` when it is malformed (or from a newer
+/// gateway that knows commands this one does not).
+pub fn decode_command(payload: &[u8]) -> Option<Command> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        op: String,
+        user: String,
+        room: Option<String>,
+    }
+    let wire: Wire = serde_json::from_slice(payload).ok()?;
+    match (wire.op.as_str(), wire.room) {
+        ("disconnect", _) => Some(Command::Disconnect { user: wire.user }),
+        ("unsubscribe", Some(room)) => Some(Command::Unsubscribe {
+            user: wire.user,
+            room: RoomName::parse(&room)?,
+        }),
+        _ => None,
+    }
 }
 
 /// The control-plane subjects, `<c>.ctl.<name>`.
@@ -123,17 +167,23 @@ enum Control {
     Presence,
     /// Answered once everything sent before it is processed (join confirmation).
     Sync,
+    /// A room starts or stops being watched for presence events.
+    Watch,
     /// No one subscribes: the server's "no responders" answer proves a round trip.
     RoundTrip,
+    /// A server API command about a user's connections.
+    Command,
 }
 
 impl Control {
     /// The subjects every gateway answers.
-    const ANSWERED: [Control; 4] = [
+    const ANSWERED: [Control; 6] = [
         Control::Hello,
         Control::Bye,
         Control::Presence,
         Control::Sync,
+        Control::Watch,
+        Control::Command,
     ];
 
     fn name(self) -> &'static str {
@@ -142,7 +192,9 @@ impl Control {
             Control::Bye => "bye",
             Control::Presence => "presence",
             Control::Sync => "sync",
+            Control::Watch => "watch",
             Control::RoundTrip => "rtt",
+            Control::Command => "command",
         }
     }
 }
@@ -151,6 +203,9 @@ impl Control {
 /// the pumps, which look it up per message, so traffic arriving before the
 /// hub attached is not lost to a stale empty handle.
 type InboxSlot = Arc<OnceLock<Weak<dyn Inbox>>>;
+
+/// Where the presence exchange goes, once the presence service has attached itself.
+type PresenceSlot = Arc<OnceLock<Weak<dyn PresenceInbox>>>;
 
 /// A gateway's connection to the NATS cluster.
 pub struct NatsBus {
@@ -170,6 +225,11 @@ pub struct NatsBus {
     settled: AtomicBool,
     /// Connected, but the last health probe went unanswered (see [`watch_health`]).
     stalled: AtomicBool,
+    presence: PresenceSlot,
+    /// Presence reports in order, to [`publish_reports`].
+    reports: tokio::sync::mpsc::Sender<(String, Bytes)>,
+    /// One presence report pump per watched room; aborting it unsubscribes.
+    presence_pumps: Mutex<HashMap<RoomName, JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -250,6 +310,7 @@ impl NatsBus {
             .await
             .map_err(|e| ConfigError(format!("nats.url {:?}: {e}", config.url)))?;
         metrics.bus_up.store(0, Relaxed);
+        let (reports, reports_rx) = tokio::sync::mpsc::channel(REPORT_QUEUE);
         let bus = Arc::new(NatsBus {
             client,
             prefix: config.cluster_name.clone(),
@@ -262,8 +323,12 @@ impl NatsBus {
             control: Mutex::new(Vec::new()),
             settled: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
+            presence: Arc::new(OnceLock::new()),
+            reports,
+            presence_pumps: Mutex::new(HashMap::new()),
         });
         let tasks = vec![
+            tokio::spawn(publish_reports(Arc::downgrade(&bus), reports_rx)),
             tokio::spawn(watch_events(Arc::downgrade(&bus), events_rx)),
             tokio::spawn(say_hello(Arc::downgrade(&bus))),
             tokio::spawn(watch_health(Arc::downgrade(&bus))),
@@ -279,6 +344,96 @@ impl NatsBus {
 
     fn inbox(&self) -> Option<Arc<dyn Inbox>> {
         self.inbox.get().and_then(Weak::upgrade)
+    }
+
+    /// Lets the bus hand the presence exchange to `inbox`.
+    pub fn attach_presence(&self, inbox: Weak<dyn PresenceInbox>) {
+        let _ = self.presence.set(inbox);
+    }
+
+    fn presence(&self) -> Option<Arc<dyn PresenceInbox>> {
+        self.presence.get().and_then(Weak::upgrade)
+    }
+
+    /// This process's instance id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn presence_subject(&self, room: &RoomName) -> String {
+        format!("{}.pres.{room}", self.prefix)
+    }
+
+    /// Subscribes to `room`'s presence reports; returns once the server has it.
+    pub async fn presence_subscribe(&self, room: &RoomName) -> Result<(), BusError> {
+        if !self.is_connected() {
+            return Err(BusError::Unavailable);
+        }
+        let subscriber = self.subscribe_bounded(self.presence_subject(room)).await?;
+        let pump = tokio::spawn(pump_reports(
+            subscriber,
+            room.clone(),
+            self.presence.clone(),
+            self.metrics.clone(),
+        ));
+        if let Some(previous) = lock(&self.presence_pumps).insert(room.clone(), pump) {
+            previous.abort();
+        }
+        if let Err(e) = self.server_round_trip().await {
+            self.presence_unsubscribe(room);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Drops `room`'s presence report subscription.
+    pub fn presence_unsubscribe(&self, room: &RoomName) {
+        if let Some(pump) = lock(&self.presence_pumps).remove(room) {
+            pump.abort();
+        }
+    }
+
+    /// Publishes a watch (`payload`, an encoded `presence::wire::Watch`);
+    /// when it starts one, collects the acknowledgements of the live peers.
+    pub async fn presence_watch(&self, payload: Bytes, on: bool) -> Result<Vec<String>, BusError> {
+        if !self.is_connected() {
+            return Err(BusError::Unavailable);
+        }
+        self.metrics.presence_bus_messages_out.fetch_add(1, Relaxed);
+        let peers = self.live_peers();
+        if !on || peers == 0 {
+            self.send(self.ctl(Control::Watch), payload).await?;
+            return Ok(Vec::new());
+        }
+        let replies = self
+            .gather(&self.ctl(Control::Watch), payload, peers)
+            .await?;
+        Ok(replies
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect())
+    }
+
+    /// Queues a presence report about `room`; false when the queue is full.
+    pub fn presence_report(&self, room: &RoomName, payload: Bytes) -> bool {
+        self.reports
+            .try_send((self.presence_subject(room), payload))
+            .is_ok()
+    }
+
+    /// Forgets the peers silent for too long and tells the presence service.
+    fn expire_peers(&self) {
+        let dead = lock(&self.peers).expire(Instant::now());
+        if dead.is_empty() {
+            return;
+        }
+        let presence = self.presence();
+        for instance in dead {
+            tracing::info!(peer = instance, "gateway silent too long; counted as gone");
+            if let Some(presence) = &presence {
+                presence.peer_gone(&instance);
+            }
+        }
     }
 
     /// Whether the NATS connection is up and its server answers: false
@@ -414,8 +569,8 @@ impl NatsBus {
             return Err(BusError::Unavailable);
         }
         let payload = match topic {
-            Topic::Room(_) => frame.json().clone(),
-            Topic::User(user) => encode_direct(user, frame.json()),
+            Topic::Room(_) => frame.bus_payload().clone(),
+            Topic::User(user) => encode_direct(user, frame.bus_payload()),
         };
         let subject = subject(&self.prefix, topic);
         match trace.and_then(|t| t.bus_publish(&subject)) {
@@ -433,6 +588,17 @@ impl NatsBus {
                 }
             }
         }
+        self.metrics.bus_messages_out.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Sends a server API command to every other gateway.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        if !self.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.send(self.ctl(Control::Command), encode_command(command))
+            .await?;
         self.metrics.bus_messages_out.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -504,6 +670,9 @@ impl NatsBus {
         for (_, pump) in lock(&self.pumps).drain() {
             pump.abort();
         }
+        for (_, pump) in lock(&self.presence_pumps).drain() {
+            pump.abort();
+        }
         for task in lock(&self.control).drain(..) {
             task.abort();
         }
@@ -570,24 +739,91 @@ impl NatsBus {
 
 /// Delivers a room subscription's messages to the local members of `topic`.
 async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metrics: Arc<Metrics>) {
-    while let Some(message) = subscriber.next().await {
-        metrics.bus_messages_in.fetch_add(1, Relaxed);
+    let (mut batch, mut frames) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
+    while let Some(first) = subscriber.next().await {
+        // Whatever else has already arrived goes out with it: one write per
+        // connection for the lot (see `Outbound::push_many`).
+        batch.push(first);
+        while batch.len() < MAX_BATCH
+            && let Some(Some(message)) = subscriber.next().now_or_never()
+        {
+            batch.push(message);
+        }
+        metrics
+            .bus_messages_in
+            .fetch_add(batch.len() as u64, Relaxed);
         // Not attached yet: no connection can be waiting for it.
         let Some(attached) = inbox.get() else {
+            batch.clear();
             continue;
         };
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        if std::str::from_utf8(&message.payload).is_err() {
-            tracing::warn!(?topic, "bus message that is not UTF-8 dropped");
+        for message in batch.drain(..) {
+            // Shares the received bytes: no copy until a format is encoded.
+            let Some(frame) = Frame::from_bus(message.payload) else {
+                tracing::warn!(
+                    ?topic,
+                    "bus message that is neither JSON text nor MessagePack dropped"
+                );
+                continue;
+            };
+            if message.headers.is_none() {
+                frames.push(frame);
+                continue;
+            }
+            // A traced message is delivered on its own, inside its spans,
+            // after what arrived before it.
+            if !frames.is_empty() {
+                inbox.receive_many(&topic, &frames);
+                frames.clear();
+            }
+            trace::bus_receive(message.headers.as_ref(), &message.subject, || {
+                inbox.receive(&topic, &frame)
+            });
+        }
+        if !frames.is_empty() {
+            inbox.receive_many(&topic, &frames);
+            frames.clear();
+        }
+    }
+}
+
+/// Hands a watched room's presence reports to the presence service.
+async fn pump_reports(
+    mut subscriber: Subscriber,
+    room: RoomName,
+    presence: PresenceSlot,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(message) = subscriber.next().await {
+        metrics.presence_bus_messages_in.fetch_add(1, Relaxed);
+        let Some(attached) = presence.get() else {
+            continue;
+        };
+        let Some(presence) = attached.upgrade() else {
+            return;
+        };
+        presence.report(&room, &message.payload);
+    }
+}
+
+/// Publishes presence reports in the order they were queued. A report that
+/// cannot be published is lost; the presence service resends snapshots when
+/// the bus comes back (see [`PresenceInbox::reconnected`]).
+async fn publish_reports(
+    bus: Weak<NatsBus>,
+    mut reports: tokio::sync::mpsc::Receiver<(String, Bytes)>,
+) {
+    while let Some((subject, payload)) = reports.recv().await {
+        let Some(bus) = bus.upgrade() else { return };
+        if !bus.is_connected() {
             continue;
         }
-        // Shares the received bytes: no copy until a format is encoded.
-        let frame = Frame::from_json(message.payload);
-        trace::bus_receive(message.headers.as_ref(), &message.subject, || {
-            inbox.receive(&topic, &frame)
-        });
+        if bus.send(subject, payload).await.is_ok() {
+            bus.metrics.presence_bus_messages_out.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -602,9 +838,11 @@ async fn pump_users(mut subscriber: Subscriber, inbox: InboxSlot, metrics: Arc<M
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        match decode_direct(&message.payload) {
+        let direct = decode_direct(&message.payload).and_then(|(user, frame)| {
+            Some((user, Frame::from_bus(message.payload.slice_ref(frame))?))
+        });
+        match direct {
             Some((user, frame)) => {
-                let frame = Frame::from_json(message.payload.slice_ref(frame.as_bytes()));
                 inbox.receive(&Topic::User(user.into()), &frame);
             }
             None => tracing::warn!(subject = %message.subject, "malformed direct message dropped"),
@@ -624,14 +862,31 @@ async fn answer(bus: Weak<NatsBus>, what: Control, mut subscriber: Subscriber) {
                     None => (payload.as_ref(), false),
                 };
                 let new = lock(&bus.peers).heard(instance, Instant::now());
-                if new {
+                if new && instance != bus.instance {
                     tracing::info!(peer = instance, "gateway joined the cluster");
+                    if let Some(presence) = bus.presence() {
+                        presence.peer_arrived(instance);
+                    }
                 }
                 if ask_back {
                     bus.hello(false).await;
                 }
             }
-            Control::Bye => lock(&bus.peers).forget(&payload),
+            Control::Bye => {
+                let known = lock(&bus.peers).forget(&payload);
+                if let (true, Some(presence)) = (known, bus.presence()) {
+                    presence.peer_gone(&payload);
+                }
+            }
+            Control::Watch => {
+                if let Some(presence) = bus.presence() {
+                    presence.watch(&message.payload);
+                }
+                if let Some(reply) = message.reply {
+                    let instance = Bytes::from(bus.instance.clone());
+                    let _ = bus.send(reply.to_string(), instance).await;
+                }
+            }
             Control::Presence => {
                 let members = match (RoomName::parse(&payload), bus.inbox()) {
                     (Some(room), Some(inbox)) => inbox.local_members(&room),
@@ -642,6 +897,11 @@ async fn answer(bus: Weak<NatsBus>, what: Control, mut subscriber: Subscriber) {
                     let _ = bus.send(reply.to_string(), Bytes::from(body)).await;
                 }
             }
+            Control::Command => match (decode_command(&message.payload), bus.inbox()) {
+                (Some(command), Some(inbox)) => inbox.command(command).await,
+                (None, _) => tracing::warn!(%payload, "malformed command ignored"),
+                (Some(_), None) => {}
+            },
             Control::Sync | Control::RoundTrip => {
                 if let Some(reply) = message.reply {
                     let _ = bus.send(reply.to_string(), Bytes::new()).await;
@@ -660,6 +920,7 @@ async fn say_hello(bus: Weak<NatsBus>) {
         if bus.is_up() {
             bus.hello(false).await;
         }
+        bus.expire_peers();
     }
 }
 
@@ -697,6 +958,7 @@ async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receive
         let Some(bus) = bus.upgrade() else { return };
         match event {
             Event::Connected => {
+                let reconnected = connected_before;
                 // A new connection is a fresh start; the probes judge it anew.
                 bus.stalled.store(false, Relaxed);
                 bus.metrics.bus_up.store(1, Relaxed);
@@ -715,6 +977,9 @@ async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receive
                 bus.hello(true).await;
                 if let Some(inbox) = bus.inbox() {
                     inbox.resubscribe().await;
+                }
+                if reconnected && let Some(presence) = bus.presence() {
+                    presence.reconnected();
                 }
                 // The client replays live subscriptions on reconnect; a round
                 // trip proves the server has them. Peers answer the hello
@@ -766,13 +1031,46 @@ mod tests {
     }
 
     #[test]
+    fn commands_survive_the_wire() {
+        let room = RoomName::parse("chat:1").unwrap();
+        for command in [
+            Command::Disconnect {
+                user: "a\"b".into(),
+            },
+            Command::Unsubscribe {
+                user: "ü".into(),
+                room,
+            },
+        ] {
+            assert_eq!(
+                decode_command(&encode_command(&command)),
+                Some(command.clone())
+            );
+        }
+        for bad in [
+            &br#"{"op":"unsubscribe","user":"u"}"#[..],
+            br#"{"op":"unsubscribe","user":"u","room":"a b"}"#,
+            br#"{"op":"explode","user":"u"}"#,
+            br#"{"op":"disconnect"}"#,
+            b"not json",
+        ] {
+            assert_eq!(
+                decode_command(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn direct_payloads_carry_the_user_and_the_frame() {
         let long = "ü".repeat(300);
         for user in ["alice", "", long.as_str()] {
             let payload = encode_direct(user, br#"{"type":"direct"}"#);
             assert_eq!(
                 decode_direct(&payload),
-                Some((user, r#"{"type":"direct"}"#))
+                Some((user, &br#"{"type":"direct"}"#[..]))
             );
         }
         assert_eq!(decode_direct(b""), None);

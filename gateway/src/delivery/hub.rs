@@ -7,21 +7,28 @@
 //! interest follows local membership: the first local member of a topic
 //! subscribes the gateway to it on the bus, the last one to go unsubscribes.
 //! What the bus receives from other gateways comes in through [`Inbox`].
+//!
+//! Each room also counts its members' connections per user, so the hub can
+//! tell a [`RoomObserver`] (the presence service) when a user's first
+//! connection here joins a room or their last one leaves: presence events
+//! are per user, and three tabs are one user.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use super::frame::Frame;
-use super::outbound::{Outbound, Pushed};
-use crate::bus::{Bus, BusError, Inbox, Topic};
+use super::outbound::{Close, Outbound, Pushed};
+use crate::bus::{Bus, BusError, Command, Inbox, Topic};
 use crate::metrics::Metrics;
+use crate::protocol;
 use crate::room::RoomName;
 use crate::trace;
 
@@ -41,10 +48,25 @@ pub struct Conn {
     pub outbound: Outbound,
 }
 
+/// Told when a user's first connection on this gateway joins a room or
+/// their last one leaves. Called with the room's member list locked, so the
+/// calls for one room come in the order the changes happened; it must not
+/// block or call back into the hub.
+pub trait RoomObserver: Send + Sync + std::fmt::Debug {
+    /// `user` is now present in `room` on this gateway (`present`), or gone.
+    fn user_changed(&self, room: &RoomName, user: &Arc<str>, present: bool);
+
+    /// Connection `conn` left `room` (by `leave`, by disconnecting, or by
+    /// any other way out of the room).
+    fn conn_left(&self, room: &RoomName, conn: ConnId);
+}
+
 /// Members of one topic and the state of the gateway's bus subscription to it.
 #[derive(Debug, Default)]
 struct Members {
     conns: RwLock<HashMap<ConnId, Arc<Conn>>>,
+    /// Connections per user (rooms only); changed only with `conns` write-locked.
+    users: Mutex<HashMap<Arc<str>, u32>>,
     /// Held across bus (un)subscribe calls so joins and leaves of one topic
     /// see a consistent subscription; other topics are unaffected.
     interest: tokio::sync::Mutex<Interest>,
@@ -66,6 +88,33 @@ impl Members {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Arc<Conn>>> {
         self.conns.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u32>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more (`joined`) or one fewer connection of `user`; true
+    /// when that was the user's first or last one. Call with `conns` write-locked.
+    fn count_user(&self, user: &Arc<str>, joined: bool) -> bool {
+        let mut users = self.users();
+        if joined {
+            let count = users.entry(user.clone()).or_insert(0);
+            *count += 1;
+            *count == 1
+        } else {
+            match users.get_mut(user) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    users.remove(user);
+                    true
+                }
+                None => false,
+            }
+        }
     }
 }
 
@@ -89,6 +138,11 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// Woken whenever a connection goes away.
     gone: Notify,
+    /// Rooms the server API took connections out of, until their sessions
+    /// learn it ([`Hub::take_evicted`]); empty for almost every connection.
+    evicted: DashMap<ConnId, Vec<RoomName>>,
+    /// Told of per-user room changes (the presence service), once attached.
+    observer: OnceLock<Weak<dyn RoomObserver>>,
 }
 
 impl Hub {
@@ -104,6 +158,8 @@ impl Hub {
             bus,
             metrics,
             gone: Notify::new(),
+            evicted: DashMap::new(),
+            observer: OnceLock::new(),
         });
         let inbox: Weak<Hub> = Arc::downgrade(&hub);
         hub.bus.attach(inbox);
@@ -131,6 +187,42 @@ impl Hub {
                     self.metrics.bus_subscriptions.fetch_add(1, Relaxed);
                 }
                 Err(e) => tracing::warn!(?topic, error = %e, "subscription not restored"),
+            }
+        }
+    }
+
+    /// Lets `observer` follow per-user room changes (called once, by the presence service).
+    pub fn observe(&self, observer: Weak<dyn RoomObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observer(&self) -> Option<Arc<dyn RoomObserver>> {
+        self.observer.get().and_then(Weak::upgrade)
+    }
+
+    fn user_changed(&self, topic: &Topic, user: &Arc<str>, present: bool) {
+        if let (Topic::Room(room), Some(observer)) = (topic, self.observer()) {
+            observer.user_changed(room, user, present);
+        }
+    }
+
+    /// Runs `f` on the distinct users joined to `room` on this gateway, with
+    /// the room's member list locked: no [`RoomObserver`] call for the room
+    /// can come in between, so what `f` sees and the changes reported after
+    /// it are one ordered history.
+    pub fn with_room_users<R>(
+        &self,
+        room: &RoomName,
+        f: impl FnOnce(&mut dyn Iterator<Item = &Arc<str>>) -> R,
+    ) -> R {
+        // The map's entry guard keeps a first member from appearing meanwhile.
+        match self.topics.entry(Topic::Room(room.clone())) {
+            Entry::Vacant(_) => f(&mut std::iter::empty()),
+            Entry::Occupied(entry) => {
+                let members = entry.get();
+                let _conns = members.read();
+                let users = members.users();
+                f(&mut users.keys())
             }
         }
     }
@@ -165,6 +257,7 @@ impl Hub {
         if self.conns.remove(&conn.id).is_some() {
             self.metrics.connections.fetch_sub(1, Relaxed);
         }
+        self.evicted.remove(&conn.id);
         self.gone.notify_waiters();
     }
 
@@ -192,9 +285,10 @@ impl Hub {
         Ok(())
     }
 
-    /// Removes `conn` from `room` (a no-op when it is not a member).
-    pub async fn leave(&self, room: &RoomName, conn: ConnId) {
-        self.remove(&Topic::Room(room.clone()), conn).await;
+    /// Removes `conn` from `room` (a no-op when it is not a member); says
+    /// whether it was one.
+    pub async fn leave(&self, room: &RoomName, conn: ConnId) -> bool {
+        self.remove(&Topic::Room(room.clone()), conn).await
     }
 
     async fn add(
@@ -233,7 +327,11 @@ impl Hub {
             let first = {
                 let mut conns = members.write();
                 let first = conns.is_empty();
-                conns.insert(conn.id, conn.clone());
+                let added = conns.insert(conn.id, conn.clone()).is_none();
+                if added && matches!(topic, Topic::Room(_)) && members.count_user(&conn.user, true)
+                {
+                    self.user_changed(topic, &conn.user, true);
+                }
                 first
             };
             if first && matches!(topic, Topic::Room(_)) {
@@ -243,17 +341,28 @@ impl Hub {
         }
     }
 
-    async fn remove(&self, topic: &Topic, conn: ConnId) {
+    /// Removes `conn` from `topic`; says whether it was a member.
+    async fn remove(&self, topic: &Topic, conn: ConnId) -> bool {
         let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
-            return;
+            return false;
         };
         let mut interest = members.interest.lock().await;
-        let emptied = {
+        let (removed, emptied) = {
             let mut conns = members.write();
-            conns.remove(&conn).is_some() && conns.is_empty()
+            let removed = conns.remove(&conn);
+            if let Some(gone) = &removed
+                && matches!(topic, Topic::Room(_))
+                && members.count_user(&gone.user, false)
+            {
+                self.user_changed(topic, &gone.user, false);
+            }
+            (removed.is_some(), removed.is_some() && conns.is_empty())
         };
+        if let (Topic::Room(room), Some(observer)) = (topic, self.observer()) {
+            observer.conn_left(room, conn);
+        }
         if !emptied || interest.retired {
-            return;
+            return removed;
         }
         if matches!(topic, Topic::Room(_)) {
             self.metrics.rooms.fetch_sub(1, Relaxed);
@@ -264,6 +373,7 @@ impl Hub {
             self.metrics.bus_subscriptions.fetch_sub(1, Relaxed);
         }
         self.retire(topic, &members, &mut interest);
+        true
     }
 
     fn retire(&self, topic: &Topic, members: &Arc<Members>, interest: &mut Interest) {
@@ -277,25 +387,34 @@ impl Hub {
     /// frame's encoded bytes) for the others. Returns how many connections
     /// took it.
     pub fn deliver(&self, topic: &Topic, frame: &Frame, skip: Option<ConnId>) -> usize {
+        self.deliver_many(topic, std::slice::from_ref(frame), skip)
+    }
+
+    /// Delivers frames, in order, to this gateway's members of `topic`
+    /// (except `skip`): each connection gets them in one push, so a socket
+    /// that can take them all gets them in one write. Returns how many
+    /// connections took them.
+    pub fn deliver_many(&self, topic: &Topic, frames: &[Frame], skip: Option<ConnId>) -> usize {
         let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
             return 0;
         };
         let started = std::time::Instant::now();
-        let (mut taken, mut written) = (0, 0);
+        let (mut taken, mut written, mut writes) = (0, 0, 0);
         for conn in members.read().values() {
             if Some(conn.id) == skip {
                 continue;
             }
-            match conn.outbound.push(frame) {
-                Pushed::Written => written += 1,
-                Pushed::Queued => {}
-                Pushed::Refused => continue,
+            let pushed = conn.outbound.push_many(frames);
+            written += pushed.written;
+            writes += pushed.writes;
+            if pushed.pushed != Pushed::Refused {
+                taken += 1;
             }
-            taken += 1;
         }
         // Counted once per fan-out: a shared counter per write would bounce
         // between cores.
         self.metrics.frames_out.fetch_add(written, Relaxed);
+        self.metrics.frame_writes.fetch_add(writes, Relaxed);
         self.metrics.fanout_seconds.observe(started.elapsed());
         taken
     }
@@ -348,6 +467,59 @@ impl Hub {
         Ok(users)
     }
 
+    /// Carries out a server API command in the whole cluster: sent to the
+    /// other gateways through the bus, then carried out here. Fails, doing
+    /// nothing, while the bus is down.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        if !self.bus.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.bus.command(command).await?;
+        self.execute(command).await;
+        Ok(())
+    }
+
+    /// Carries out a command on this gateway's connections of its user.
+    pub async fn execute(&self, command: &Command) {
+        let conns: Vec<Arc<Conn>> = match self.topics.get(&Topic::User(command.user().into())) {
+            Some(members) => members.value().read().values().cloned().collect(),
+            None => return,
+        };
+        match command {
+            Command::Disconnect { .. } => {
+                for conn in conns {
+                    conn.outbound.close(Close::DISCONNECTED);
+                }
+            }
+            Command::Unsubscribe { room, .. } => {
+                let frame = Frame::new(protocol::unsubscribed(room));
+                for conn in conns {
+                    if !self.leave(room, conn.id).await {
+                        continue;
+                    }
+                    self.evicted.entry(conn.id).or_default().push(room.clone());
+                    // A connection that ended meanwhile has no session left
+                    // to learn it (see `disconnect`).
+                    if !self.conns.contains_key(&conn.id) {
+                        self.evicted.remove(&conn.id);
+                    }
+                    if conn.outbound.push(&frame) == Pushed::Written {
+                        self.metrics.frames_out.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rooms the server API took `conn` out of since the last call: its
+    /// session forgets them before it relies on what it has joined.
+    pub fn take_evicted(&self, conn: ConnId) -> Vec<RoomName> {
+        self.evicted
+            .remove(&conn)
+            .map(|(_, rooms)| rooms)
+            .unwrap_or_default()
+    }
+
     /// Every open connection (for a drain).
     pub fn connections(&self) -> Vec<Arc<Conn>> {
         self.conns.iter().map(|e| e.value().clone()).collect()
@@ -364,12 +536,20 @@ impl Inbox for Hub {
         self.deliver(topic, frame, None)
     }
 
+    fn receive_many(&self, topic: &Topic, frames: &[Frame]) -> usize {
+        self.deliver_many(topic, frames, None)
+    }
+
     fn local_members(&self, room: &RoomName) -> Vec<String> {
         Hub::local_members(self, room)
     }
 
     fn resubscribe(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.restore_subscriptions())
+    }
+
+    fn command(&self, command: Command) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move { self.execute(&command).await })
     }
 }
 
@@ -496,6 +676,56 @@ mod tests {
         assert_eq!(m.bus_subscriptions.load(Relaxed), 0);
         assert_eq!(m.connections.load(Relaxed), 0);
         assert!(hub.topics.is_empty(), "no empty topic lingers");
+    }
+
+    #[tokio::test]
+    async fn commands_act_on_every_connection_of_their_user_only() {
+        let (hub, m) = hub();
+        let (room, other) = (RoomName::parse("r").unwrap(), RoomName::parse("o").unwrap());
+        let (a1, a2, b) = (
+            conn(&hub, "a", &m),
+            conn(&hub, "a", &m),
+            conn(&hub, "b", &m),
+        );
+        for x in [&a1, &a2, &b] {
+            hub.connect(x).await;
+            hub.join(&room, x).await.unwrap();
+        }
+        hub.join(&other, &a1).await.unwrap();
+        hub.command(&Command::Unsubscribe {
+            user: "a".into(),
+            room: room.clone(),
+        })
+        .await
+        .unwrap();
+        let told = [r#"{"type":"unsubscribed","room":"r"}"#];
+        assert_eq!(drain(&a1), told);
+        assert_eq!(drain(&a2), told);
+        assert!(drain(&b).is_empty());
+        assert_eq!(hub.local_members(&room), ["b"]);
+        assert_eq!(hub.local_members(&other), ["a"], "other rooms stay");
+        assert_eq!(hub.take_evicted(a1.id), std::slice::from_ref(&room));
+        assert!(hub.take_evicted(a1.id).is_empty(), "taken once");
+        hub.command(&Command::Unsubscribe {
+            user: "a".into(),
+            room: room.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(drain(&a2).is_empty(), "not a member any more: no frame");
+
+        hub.command(&Command::Disconnect { user: "a".into() })
+            .await
+            .unwrap();
+        for x in [&a1, &a2] {
+            assert_eq!(x.outbound.closing(), Some(Close::DISCONNECTED));
+        }
+        assert_eq!(b.outbound.closing(), None);
+        hub.disconnect(&a2, []).await;
+        assert!(
+            hub.take_evicted(a2.id).is_empty(),
+            "forgotten with its connection"
+        );
     }
 
     #[tokio::test]
