@@ -1,6 +1,6 @@
 //! The state a gateway's listeners, sessions and HTTP API share: its
-//! configuration, name, hub, authenticator, metrics, drain and the options of
-//! room namespaces.
+//! configuration, name, hub, authenticator, metrics, drain, the options of
+//! room namespaces and the fallback sessions held here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use crate::delivery::hub::Hub;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::namespace::Namespaces;
+use crate::transport::registry::Sessions;
 
 /// State every request and session shares.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// The options of every room namespace (`config.namespaces`, checked).
     pub namespaces: Namespaces,
+    /// The fallback (SSE and long-polling) sessions held here.
+    pub sessions: Arc<Sessions>,
 }
 
 impl Shared {

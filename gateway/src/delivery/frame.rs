@@ -17,11 +17,15 @@ use crate::transport::ws::WireFrame;
 pub enum Format {
     /// A WebSocket text frame (header and JSON payload in one buffer).
     WebSocketText,
+    /// A Server-Sent Event: `data: <json>` and a blank line.
+    SseEvent,
+    /// The JSON text alone (long polling answers arrays of them).
+    Json,
 }
 
 impl Format {
     /// Number of formats: the size of a frame's cache.
-    const COUNT: usize = 1;
+    const COUNT: usize = 3;
 
     fn index(self) -> usize {
         self as usize
@@ -30,6 +34,21 @@ impl Format {
     fn encode(self, json: &[u8]) -> Bytes {
         match self {
             Format::WebSocketText => WireFrame::text_bytes(json).into_bytes(),
+            Format::SseEvent => {
+                // An event's data is one line. JSON has raw line breaks only
+                // as whitespace (a client's `data` keeps its own), never
+                // inside strings, so blanking them keeps the same JSON.
+                let mut event = Vec::with_capacity(json.len() + 8);
+                event.extend_from_slice(b"data: ");
+                event.extend(json.iter().map(|&b| match b {
+                    b'\n' | b'\r' => b' ',
+                    b => b,
+                }));
+                event.extend_from_slice(b"\n\n");
+                Bytes::from(event)
+            }
+            // Served from the JSON itself (see `encoded`).
+            Format::Json => Bytes::copy_from_slice(json),
         }
     }
 }
@@ -63,6 +82,9 @@ impl Frame {
 
     /// The frame in `format`, encoded on first use and shared afterwards.
     pub fn encoded(&self, format: Format) -> &Bytes {
+        if format == Format::Json {
+            return &self.json;
+        }
         self.encoded[format.index()].get_or_init(|| format.encode(&self.json))
     }
 }
@@ -79,5 +101,21 @@ mod tests {
         assert_eq!(a.as_ref(), b"\x81\x12{\"type\":\"message\"}");
         assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, not a copy");
         assert_eq!(frame.json().as_ref(), br#"{"type":"message"}"#);
+    }
+
+    #[test]
+    fn fallback_formats_are_an_event_and_the_bare_json() {
+        let frame = Frame::new(r#"{"type":"ok"}"#.into());
+        assert_eq!(
+            frame.encoded(Format::SseEvent).as_ref(),
+            b"data: {\"type\":\"ok\"}\n\n"
+        );
+        assert_eq!(frame.encoded(Format::Json).as_ref(), br#"{"type":"ok"}"#);
+        let multiline = Frame::new("{\"data\":{\r\n\"a\":\"x\\ny\"}}".into());
+        assert_eq!(
+            multiline.encoded(Format::SseEvent).as_ref(),
+            b"data: {\"data\":{  \"a\":\"x\\ny\"}}\n\n",
+            "raw line breaks blanked, escaped ones kept"
+        );
     }
 }
