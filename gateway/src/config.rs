@@ -154,6 +154,9 @@ pub struct Nats {
     pub tls_required: bool,
     /// How long presence and join confirmations wait for other gateways.
     pub request_timeout_ms: u64,
+    /// Replicas of each JetStream history stream: 1 for a single nats-server,
+    /// 3 for a NATS cluster (at most 5, JetStream's own bound).
+    pub history_replicas: u8,
 }
 
 impl Default for Nats {
@@ -170,6 +173,7 @@ impl Default for Nats {
             tls_key_file: None,
             tls_required: false,
             request_timeout_ms: 1000,
+            history_replicas: 1,
         }
     }
 }
@@ -439,6 +443,11 @@ const OPTIONS: &[Opt] = &[
         Kind::Scalar,
         "How long presence and join confirmation wait for other gateways",
     ),
+    opt(
+        "nats.history_replicas",
+        Kind::Scalar,
+        "Replicas of each JetStream history stream (1 to 5; 3 for a NATS cluster)",
+    ),
     Opt {
         path: "namespaces",
         kind: Kind::Specs,
@@ -580,6 +589,12 @@ impl Config {
             return Err(ConfigError(
                 "nats.request_timeout_ms must be greater than 0 (got 0)".into(),
             ));
+        }
+        if !(1..=5).contains(&nats.history_replicas) {
+            return Err(ConfigError(format!(
+                "nats.history_replicas must be between 1 and 5 (got {})",
+                nats.history_replicas
+            )));
         }
         if !is_subject_token(&nats.cluster_name) {
             return Err(ConfigError(format!(
@@ -1003,6 +1018,9 @@ mod tests {
             ("--nats-url", "nats://a b", "nats.url"),
             ("--nats-user", "u", "nats.password"),
             ("--nats-request-timeout-ms", "0", "nats.request_timeout_ms"),
+            ("--nats-history-replicas", "0", "nats.history_replicas"),
+            ("--nats-history-replicas", "7", "nats.history_replicas"),
+            ("--nats-history-replicas", "300", "nats.history_replicas"),
         ] {
             let err = Config::load_from(["gw", flag, value]).unwrap_err();
             assert!(err.to_string().contains(field), "{flag} {value}: {err}");
