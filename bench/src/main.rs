@@ -93,6 +93,12 @@ struct FanoutArgs {
     /// Room name prefix.
     #[arg(long, default_value = "bench-")]
     room_prefix: String,
+    /// Share of the subscribers on Server-Sent Events (`GET /sse`), 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    sse_share: f64,
+    /// Share of the subscribers on long polling (`POST /poll`), 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    poll_share: f64,
 }
 
 #[derive(Args)]
@@ -304,6 +310,8 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 connect_concurrency: a.connect_concurrency,
                 per_source_address: a.per_source_address,
                 room_prefix: a.room_prefix,
+                sse_share: a.sse_share,
+                poll_share: a.poll_share,
             };
             emit(&fanout::run(&cfg).await?)
         }
