@@ -179,6 +179,7 @@ impl Session {
         }
         let request = protocol::decode(text);
         let outcome = match request.op {
+            Ok(Op::Join(room)) if request.presence => Box::pin(self.join_watching(room)).await,
             // Boxed: executing can await the bus, whose futures are large;
             // inline they would sit in every idle connection's task.
             Ok(op) => Box::pin(self.execute(op)).await,
@@ -253,6 +254,35 @@ impl Session {
                 Ok(format!(r#""ts":{ts}"#))
             }
         }
+    }
+
+    /// A `join` with `presence: true`: the join, then this connection
+    /// watches the room's `joined`/`left` events (it stops when it leaves
+    /// the room). Refused with `forbidden` where the namespace has
+    /// `presence_events=false`; a watch the bus cannot start undoes a join
+    /// it made.
+    async fn join_watching(&mut self, room: RoomName) -> Result<String, Failure> {
+        self.check_access(&room)?;
+        if !self
+            .shared
+            .namespaces
+            .for_room(room.as_str())
+            .presence_events
+        {
+            return Err(Failure::new(
+                ErrorCode::Forbidden,
+                "presence events are off for this namespace (presence_events=false)",
+            ));
+        }
+        let was_joined = self.joined.contains(&room);
+        let extra = self.execute(Op::Join(room.clone())).await?;
+        if let Err(e) = self.shared.presence.watch(&room, &self.conn).await {
+            if !was_joined && self.joined.remove(&room) {
+                self.shared.hub.leave(&room, self.conn.id).await;
+            }
+            return Err(Failure::unavailable(e));
+        }
+        Ok(extra)
     }
 
     async fn deliver(&mut self, op: Outgoing<'_>) -> Result<String, Failure> {

@@ -1,6 +1,7 @@
 //! The server-side HTTP API: `POST /v1/publish` and `POST /v1/send`, for
 //! backends that push into rooms and to users. Same validation and delivery
-//! as a client's frames, with `from: null`.
+//! as a client's frames, with `from: null`. `GET /v1/presence?room=R`
+//! answers like a client's `presence` frame.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +11,14 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::admission::read_body;
 use crate::delivery::{self, Outgoing, Sender};
 use crate::protocol::{self, ErrorCode, Failure};
+use crate::room::RoomName;
 use crate::state::Shared;
 
 /// Room for the JSON envelope around `data` in a request body.
@@ -27,6 +29,55 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/send", post(send))
+        .route("/v1/presence", get(presence))
+}
+
+#[derive(serde::Deserialize)]
+struct PresenceQuery {
+    room: Option<String>,
+}
+
+/// `GET /v1/presence?room=R`: 200 `{"members":[…]}`, the distinct users
+/// joined to R across the cluster.
+async fn presence(
+    State(shared): State<Arc<Shared>>,
+    query: Result<axum::extract::Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !shared.auth.api_key_ok(authorization) {
+        return unauthorized();
+    }
+    let Some(name) = query.ok().and_then(|q| q.0.room) else {
+        let failure = Failure::new(ErrorCode::BadRequest, "missing query parameter `room`");
+        return answer_error(&shared, StatusCode::BAD_REQUEST, &failure);
+    };
+    let Some(room) = RoomName::parse(&name) else {
+        let failure = Failure::new(
+            ErrorCode::InvalidRoom,
+            "room must match ^[A-Za-z0-9_:@/-]{1,128}$",
+        );
+        return answer_error(&shared, StatusCode::BAD_REQUEST, &failure);
+    };
+    match shared.hub.presence(&room).await {
+        Ok(members) => (StatusCode::OK, axum::Json(json!({"members": members}))).into_response(),
+        Err(e) => answer_error(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Failure::unavailable(e),
+        ),
+    }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
+    )
+        .into_response()
 }
 
 async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -60,11 +111,7 @@ async fn handle(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !shared.auth.api_key_ok(authorization) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
-        )
-            .into_response();
+        return unauthorized();
     }
     let limit = limits.max_payload_bytes + ENVELOPE_BYTES;
     let body = match read_body(&parts.headers, body, limit, deadline).await {
