@@ -1,6 +1,6 @@
 //! The HTTP fallbacks on one gateway, with real HTTP clients: Server-Sent
 //! Events and long polling end to end (join, publish, receive, presence,
-//! ping), proxy headers and heartbeat comments, poll waits and expiry,
+//! ping, presence events), proxy headers and heartbeat comments, poll waits and expiry,
 //! unknown sessions, bad bodies, JWT `sub` checks, Origin, and the closes
 //! told as the last frame (drain 1012, slow consumer 4008, token expiry
 //! 4001, a frame too big 1009).
@@ -74,6 +74,14 @@ async fn protocol_end_to_end(gw: &TestGateway, mut session: Session) {
         .await;
     let direct = session.recv_type("direct").await;
     assert_eq!(direct["data"], 7);
+    // Presence events (v1.1) travel like any frame.
+    session
+        .ok(json!({"type": "join", "room": "watched", "presence": true}))
+        .await;
+    let mut other = gw.client().await;
+    other.join("watched").await;
+    let joined = session.recv_type("joined").await;
+    assert_eq!(joined["user"], other.user().as_str(), "{joined}");
 }
 
 #[tokio::test]
