@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use roomcast_bench::scenario::soak::restart::NatsControl;
 use roomcast_bench::scenario::soak::verdict::Mix;
 use roomcast_bench::scenario::{connect_storm, drain, fanout, idle, soak};
+use roomcast_bench::fallback;
 use roomcast_bench::summary::emit;
 use roomcast_bench::target::{Target, parse_loopback_authority, parse_target};
 use roomcast_bench::{BenchError, report};
@@ -123,6 +124,9 @@ struct IdleArgs {
     /// Seconds to keep the connections open after reading memory.
     #[arg(long, default_value_t = 0.0)]
     hold: f64,
+    /// `websocket`, or an HTTP fallback: `sse` or `poll`.
+    #[arg(long, default_value = "websocket", value_parser = ["websocket", "sse", "poll"])]
+    transport: String,
     /// Server processes to measure RSS of (repeat or comma-separate).
     #[arg(long = "server-pid", value_delimiter = ',')]
     server_pids: Vec<u32>,
@@ -325,6 +329,11 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 settle: seconds(a.settle, "--settle")?,
                 hold: seconds(a.hold, "--hold")?,
                 server_pids: a.server_pids,
+                fallback: match a.transport.as_str() {
+                    "sse" => Some(fallback::Kind::Sse),
+                    "poll" => Some(fallback::Kind::Poll),
+                    _ => None,
+                },
             };
             emit(&idle::run(&cfg).await?)
         }
