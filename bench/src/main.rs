@@ -288,8 +288,8 @@ struct ReportArgs {
     /// Markdown file to write.
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
-    /// Only the soak section, spliced into the existing output file.
-    #[arg(long, value_parser = ["soak"])]
+    /// Only the soak (or HTTP fallbacks) section, spliced into the existing output file.
+    #[arg(long, value_parser = ["soak", "fallback"])]
     only: Option<String>,
 }
 
@@ -428,13 +428,13 @@ async fn run(command: Command) -> Result<(), BenchError> {
         }
         Command::Report(a) => {
             let inputs = report::load(&a.results)?;
-            let text = if a.only.is_some() {
+            let text = if let Some(only) = &a.only {
                 let existing = std::fs::read_to_string(&a.output).unwrap_or_default();
-                report::splice_section(
-                    &existing,
-                    report::SOAK_HEADING,
-                    &report::render_soak(&inputs),
-                )
+                let (heading, section) = match only.as_str() {
+                    "fallback" => (report::FALLBACK_HEADING, report::render_fallback(&inputs)),
+                    _ => (report::SOAK_HEADING, report::render_soak(&inputs)),
+                };
+                report::splice_section(&existing, heading, &section)
             } else {
                 report::render(&inputs)
             };
