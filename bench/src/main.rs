@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use roomcast_bench::fallback;
 use roomcast_bench::scenario::soak::restart::NatsControl;
 use roomcast_bench::scenario::soak::verdict::Mix;
-use roomcast_bench::scenario::{connect_storm, drain, fanout, idle, soak};
+use roomcast_bench::scenario::{connect_storm, drain, fanout, floor, formats, idle, soak};
 use roomcast_bench::summary::emit;
 use roomcast_bench::target::{Target, parse_loopback_authority, parse_target};
 use roomcast_bench::{BenchError, report};
@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// N subscribers over K rooms, P publishers at R msg/s: rate, latency, loss.
     Fanout(FanoutArgs),
+    /// The machine's CPU cost of one delivery: a pre-encoded frame written to
+    /// N loopback sockets, nothing else.
+    Floor(FloorArgs),
     /// N idle connections, one room each: server memory per connection.
     Idle(IdleArgs),
     /// N clients connect at once: time until all are welcomed, failures.
@@ -37,6 +40,10 @@ enum Command {
     /// Minutes of random churn on two gateways, NATS restarted half way:
     /// RSS and fds flat, connections and rooms back to 0, nothing accepted lost.
     Soak(SoakArgs),
+    /// One room, N subscribers, a 1 KiB payload in one wire format (JSON,
+    /// JSON with permessage-deflate, binary as base64 JSON or as MessagePack):
+    /// bytes on the wire and server CPU per delivery.
+    Formats(FormatsArgs),
     /// Writes docs/benchmarks.md from a results directory of scripts/bench.
     Report(ReportArgs),
 }
@@ -52,6 +59,27 @@ impl Targets {
     fn parse(&self) -> Result<Vec<Target>, BenchError> {
         self.urls.iter().map(|u| parse_target(u)).collect()
     }
+}
+
+#[derive(Args)]
+struct FormatsArgs {
+    #[command(flatten)]
+    targets: Targets,
+    /// The payload and its encoding.
+    #[arg(long, value_enum)]
+    variant: formats::Variant,
+    /// Subscribing connections (one room).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Server processes to measure CPU time of (repeat or comma-separate).
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
 }
 
 #[derive(Args)]
@@ -100,6 +128,25 @@ struct FanoutArgs {
     /// Share of the subscribers on long polling (`POST /poll`), 0..=1.
     #[arg(long, default_value_t = 0.0)]
     poll_share: f64,
+}
+
+#[derive(Args)]
+struct FloorArgs {
+    /// Loopback connections written to.
+    #[arg(long, default_value_t = 2000)]
+    sockets: usize,
+    /// Deliveries per second offered, over all connections.
+    #[arg(long, default_value_t = 50_000.0)]
+    rate: f64,
+    /// Bytes of the pre-encoded frame, header included.
+    #[arg(long, default_value_t = 200)]
+    frame_bytes: usize,
+    /// Frames per write call (1: one write per delivery).
+    #[arg(long, default_value_t = 1)]
+    frames_per_write: usize,
+    /// Seconds of writing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
 }
 
 #[derive(Args)]
@@ -288,8 +335,8 @@ struct ReportArgs {
     /// Markdown file to write.
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
-    /// Only the soak (or HTTP fallbacks) section, spliced into the existing output file.
-    #[arg(long, value_parser = ["soak", "fallback"])]
+    /// Only this section, spliced into the existing output file.
+    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats", "fallback"])]
     only: Option<String>,
 }
 
@@ -318,6 +365,30 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 poll_share: a.poll_share,
             };
             emit(&fanout::run(&cfg).await?)
+        }
+        Command::Floor(a) => {
+            let cfg = floor::Config {
+                sockets: a.sockets,
+                rate: a.rate,
+                frame_bytes: a.frame_bytes,
+                frames_per_write: a.frames_per_write,
+                duration: seconds(a.duration, "--duration")?,
+            };
+            let report = tokio::task::spawn_blocking(move || floor::run(&cfg))
+                .await
+                .map_err(|e| BenchError::new(e.to_string()))??;
+            emit(&report)
+        }
+        Command::Formats(a) => {
+            let cfg = formats::Config {
+                targets: a.targets.parse()?,
+                variant: a.variant,
+                subscribers: a.subscribers,
+                rate: a.rate,
+                duration: seconds(a.duration, "--duration")?,
+                server_pids: a.server_pids,
+            };
+            emit(&formats::run(&cfg).await?)
         }
         Command::Idle(a) => {
             let cfg = idle::Config {
@@ -428,12 +499,13 @@ async fn run(command: Command) -> Result<(), BenchError> {
         }
         Command::Report(a) => {
             let inputs = report::load(&a.results)?;
-            let text = if let Some(only) = &a.only {
+            let only = a.only.as_deref().map(|name| {
+                report::render_only(&inputs, name)
+                    .ok_or_else(|| BenchError::new(format!("--only {name}: no such section")))
+            });
+            let text = if let Some(section) = only {
+                let (heading, section) = section?;
                 let existing = std::fs::read_to_string(&a.output).unwrap_or_default();
-                let (heading, section) = match only.as_str() {
-                    "fallback" => (report::FALLBACK_HEADING, report::render_fallback(&inputs)),
-                    _ => (report::SOAK_HEADING, report::render_soak(&inputs)),
-                };
                 report::splice_section(&existing, heading, &section)
             } else {
                 report::render(&inputs)

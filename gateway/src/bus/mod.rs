@@ -46,12 +46,52 @@ pub trait Inbox: Send + Sync {
     /// `topic`; returns how many connections took it.
     fn receive(&self, topic: &Topic, frame: &Frame) -> usize;
 
+    /// Delivers frames that arrived together for `topic`, in order: each
+    /// local connection gets them in one write where its socket allows.
+    fn receive_many(&self, topic: &Topic, frames: &[Frame]) -> usize {
+        frames
+            .iter()
+            .map(|frame| self.receive(topic, frame))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Distinct user ids joined to `room` on this gateway (a peer's presence question).
     fn local_members(&self, room: &RoomName) -> Vec<String>;
 
     /// Subscribes again every topic with local members but no live
     /// subscription (called when the bus connection comes back).
     fn resubscribe(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// Carries out a server API command on this gateway's connections.
+    fn command(&self, command: Command) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// What the server API asks of every gateway about one user's connections
+/// (`POST /v1/disconnect`, `POST /v1/unsubscribe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Close every connection of `user` with 4003.
+    Disconnect {
+        /// The user id.
+        user: String,
+    },
+    /// Take every connection of `user` out of `room`, telling each with `unsubscribed`.
+    Unsubscribe {
+        /// The user id.
+        user: String,
+        /// The room.
+        room: RoomName,
+    },
+}
+
+impl Command {
+    /// The user the command is about.
+    pub fn user(&self) -> &str {
+        match self {
+            Command::Disconnect { user } | Command::Unsubscribe { user, .. } => user,
+        }
+    }
 }
 
 /// Where the bus hands requests on this gateway's fallback sessions that
@@ -237,6 +277,14 @@ impl Bus {
         match self {
             Bus::Local => Ok(()),
             Bus::Nats(bus) => bus.publish(topic, frame, trace).await,
+        }
+    }
+
+    /// Sends a server API command to the other gateways.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        match self {
+            Bus::Local => Ok(()),
+            Bus::Nats(bus) => bus.command(command).await,
         }
     }
 

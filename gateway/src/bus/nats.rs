@@ -13,10 +13,11 @@
 //!   every gateway, which delivers it if the user is connected there. The
 //!   payload carries the full user id ahead of the frame ([`encode_direct`]),
 //!   because long ids are hashed into their subject token.
-//! - `<c>.ctl.hello|bye|presence|sync|watch`: the control plane every gateway
-//!   subscribes to: peer discovery, presence scatter-gather, the
-//!   cluster-wide confirmation of a new subscription, and rooms starting or
-//!   stopping being watched for presence events.
+//! - `<c>.ctl.hello|bye|presence|sync|watch|command`: the control plane every
+//!   gateway subscribes to: peer discovery, presence scatter-gather, the
+//!   cluster-wide confirmation of a new subscription, rooms starting or
+//!   stopping being watched for presence events, and the server API's
+//!   commands about a user's connections ([`encode_command`]).
 //! - `<c>.pres.<room>`: presence reports about a room, subscribed only by
 //!   the gateways that watch it (a member joined with `presence: true`).
 //!   Reports leave through one ordered, bounded queue, so one gateway's
@@ -39,11 +40,11 @@ use async_nats::client::RequestErrorKind;
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
-use super::{BusError, Desk, Inbox, PresenceInbox, Topic};
+use super::{BusError, Command, Desk, Inbox, PresenceInbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
 use crate::metrics::Metrics;
@@ -53,6 +54,10 @@ use crate::trace;
 /// How long after (re)connecting a gateway waits for peers' hellos before
 /// it reports ready.
 const DISCOVERY_WINDOW: Duration = Duration::from_millis(300);
+
+/// Most room messages a pump hands to the hub at once: what had already
+/// arrived when it woke, written to each connection together.
+const MAX_BATCH: usize = 64;
 
 /// How often a bus that answers is probed with a server round trip.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -116,17 +121,47 @@ pub fn encode_direct(user: &str, frame: &[u8]) -> Bytes {
 
 /// Splits a direct message's payload into the user id and the frame; `None`
 /// when it is malformed.
-pub fn decode_direct(payload: &[u8]) -> Option<(&str, &str)> {
+pub fn decode_direct(payload: &[u8]) -> Option<(&str, &[u8])> {
     let (len, rest) = payload.split_first_chunk::<4>()?;
     let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
     if rest.len() < len {
         return None;
     }
     let (user, frame) = rest.split_at(len);
-    Some((
-        std::str::from_utf8(user).ok()?,
-        std::str::from_utf8(frame).ok()?,
-    ))
+    // The frame is JSON text or MessagePack (`Frame::from_bus` tells).
+    Some((std::str::from_utf8(user).ok()?, frame))
+}
+
+/// The payload of a [`Command`] on `<c>.ctl.command`: a JSON object,
+/// `{"op":"disconnect","user":U}` or `{"op":"unsubscribe","user":U,"room":R}`.
+pub fn encode_command(command: &Command) -> Bytes {
+    let value = match command {
+        Command::Disconnect { user } => serde_json::json!({"op": "disconnect", "user": user}),
+        Command::Unsubscribe { user, room } => {
+            serde_json::json!({"op": "unsubscribe", "user": user, "room": room.as_str()})
+        }
+    };
+    Bytes::from(value.to_string())
+}
+
+/// Reads a [`Command`] payload; `None` when it is malformed (or from a newer
+/// gateway that knows commands this one does not).
+pub fn decode_command(payload: &[u8]) -> Option<Command> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        op: String,
+        user: String,
+        room: Option<String>,
+    }
+    let wire: Wire = serde_json::from_slice(payload).ok()?;
+    match (wire.op.as_str(), wire.room) {
+        ("disconnect", _) => Some(Command::Disconnect { user: wire.user }),
+        ("unsubscribe", Some(room)) => Some(Command::Unsubscribe {
+            user: wire.user,
+            room: RoomName::parse(&room)?,
+        }),
+        _ => None,
+    }
 }
 
 /// The control-plane subjects, `<c>.ctl.<name>`.
@@ -144,16 +179,19 @@ enum Control {
     Watch,
     /// No one subscribes: the server's "no responders" answer proves a round trip.
     RoundTrip,
+    /// A server API command about a user's connections.
+    Command,
 }
 
 impl Control {
     /// The subjects every gateway answers.
-    const ANSWERED: [Control; 5] = [
+    const ANSWERED: [Control; 6] = [
         Control::Hello,
         Control::Bye,
         Control::Presence,
         Control::Sync,
         Control::Watch,
+        Control::Command,
     ];
 
     fn name(self) -> &'static str {
@@ -164,6 +202,7 @@ impl Control {
             Control::Sync => "sync",
             Control::Watch => "watch",
             Control::RoundTrip => "rtt",
+            Control::Command => "command",
         }
     }
 }
@@ -538,8 +577,8 @@ impl NatsBus {
             return Err(BusError::Unavailable);
         }
         let payload = match topic {
-            Topic::Room(_) => frame.json().clone(),
-            Topic::User(user) => encode_direct(user, frame.json()),
+            Topic::Room(_) => frame.bus_payload().clone(),
+            Topic::User(user) => encode_direct(user, frame.bus_payload()),
         };
         let subject = subject(&self.prefix, topic);
         match trace.and_then(|t| t.bus_publish(&subject)) {
@@ -557,6 +596,17 @@ impl NatsBus {
                 }
             }
         }
+        self.metrics.bus_messages_out.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Sends a server API command to every other gateway.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        if !self.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.send(self.ctl(Control::Command), encode_command(command))
+            .await?;
         self.metrics.bus_messages_out.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -754,24 +804,54 @@ impl NatsBus {
 
 /// Delivers a room subscription's messages to the local members of `topic`.
 async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metrics: Arc<Metrics>) {
-    while let Some(message) = subscriber.next().await {
-        metrics.bus_messages_in.fetch_add(1, Relaxed);
+    let (mut batch, mut frames) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
+    while let Some(first) = subscriber.next().await {
+        // Whatever else has already arrived goes out with it: one write per
+        // connection for the lot (see `Outbound::push_many`).
+        batch.push(first);
+        while batch.len() < MAX_BATCH
+            && let Some(Some(message)) = subscriber.next().now_or_never()
+        {
+            batch.push(message);
+        }
+        metrics
+            .bus_messages_in
+            .fetch_add(batch.len() as u64, Relaxed);
         // Not attached yet: no connection can be waiting for it.
         let Some(attached) = inbox.get() else {
+            batch.clear();
             continue;
         };
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        if std::str::from_utf8(&message.payload).is_err() {
-            tracing::warn!(?topic, "bus message that is not UTF-8 dropped");
-            continue;
+        for message in batch.drain(..) {
+            // Shares the received bytes: no copy until a format is encoded.
+            let Some(frame) = Frame::from_bus(message.payload) else {
+                tracing::warn!(
+                    ?topic,
+                    "bus message that is neither JSON text nor MessagePack dropped"
+                );
+                continue;
+            };
+            if message.headers.is_none() {
+                frames.push(frame);
+                continue;
+            }
+            // A traced message is delivered on its own, inside its spans,
+            // after what arrived before it.
+            if !frames.is_empty() {
+                inbox.receive_many(&topic, &frames);
+                frames.clear();
+            }
+            trace::bus_receive(message.headers.as_ref(), &message.subject, || {
+                inbox.receive(&topic, &frame)
+            });
         }
-        // Shares the received bytes: no copy until a format is encoded.
-        let frame = Frame::from_json(message.payload);
-        trace::bus_receive(message.headers.as_ref(), &message.subject, || {
-            inbox.receive(&topic, &frame)
-        });
+        if !frames.is_empty() {
+            inbox.receive_many(&topic, &frames);
+            frames.clear();
+        }
     }
 }
 
@@ -823,9 +903,11 @@ async fn pump_users(mut subscriber: Subscriber, inbox: InboxSlot, metrics: Arc<M
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        match decode_direct(&message.payload) {
+        let direct = decode_direct(&message.payload).and_then(|(user, frame)| {
+            Some((user, Frame::from_bus(message.payload.slice_ref(frame))?))
+        });
+        match direct {
             Some((user, frame)) => {
-                let frame = Frame::from_json(message.payload.slice_ref(frame.as_bytes()));
                 inbox.receive(&Topic::User(user.into()), &frame);
             }
             None => tracing::warn!(subject = %message.subject, "malformed direct message dropped"),
@@ -880,6 +962,11 @@ async fn answer(bus: Weak<NatsBus>, what: Control, mut subscriber: Subscriber) {
                     let _ = bus.send(reply.to_string(), Bytes::from(body)).await;
                 }
             }
+            Control::Command => match (decode_command(&message.payload), bus.inbox()) {
+                (Some(command), Some(inbox)) => inbox.command(command).await,
+                (None, _) => tracing::warn!(%payload, "malformed command ignored"),
+                (Some(_), None) => {}
+            },
             Control::Sync | Control::RoundTrip => {
                 if let Some(reply) = message.reply {
                     let _ = bus.send(reply.to_string(), Bytes::new()).await;
@@ -1009,13 +1096,46 @@ mod tests {
     }
 
     #[test]
+    fn commands_survive_the_wire() {
+        let room = RoomName::parse("chat:1").unwrap();
+        for command in [
+            Command::Disconnect {
+                user: "a\"b".into(),
+            },
+            Command::Unsubscribe {
+                user: "ü".into(),
+                room,
+            },
+        ] {
+            assert_eq!(
+                decode_command(&encode_command(&command)),
+                Some(command.clone())
+            );
+        }
+        for bad in [
+            &br#"{"op":"unsubscribe","user":"u"}"#[..],
+            br#"{"op":"unsubscribe","user":"u","room":"a b"}"#,
+            br#"{"op":"explode","user":"u"}"#,
+            br#"{"op":"disconnect"}"#,
+            b"not json",
+        ] {
+            assert_eq!(
+                decode_command(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn direct_payloads_carry_the_user_and_the_frame() {
         let long = "ü".repeat(300);
         for user in ["alice", "", long.as_str()] {
             let payload = encode_direct(user, br#"{"type":"direct"}"#);
             assert_eq!(
                 decode_direct(&payload),
-                Some((user, r#"{"type":"direct"}"#))
+                Some((user, &br#"{"type":"direct"}"#[..]))
             );
         }
         assert_eq!(decode_direct(b""), None);

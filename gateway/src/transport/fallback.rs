@@ -127,8 +127,14 @@ impl Fallback {
         loop {
             let (flush, written) = outbound.flush();
             self.session.written(written);
+            // Coalesced writes (`write_delay_ms`): flush again then.
+            let mut write_at = None;
             let blocked = match flush {
                 Flush::Failed => return false,
+                Flush::Delayed(due) => {
+                    write_at = Some(due);
+                    false
+                }
                 Flush::Blocked => true,
                 Flush::Idle if close_queued => {
                     mailbox.finish();
@@ -148,7 +154,7 @@ impl Fallback {
             }
             let idle = (kind == Kind::Poll).then(|| self.handle.idle_deadline(expiry));
             let expires = self.session.expires_at().filter(|_| !outbound.is_closing());
-            let next = [comment, idle, expires, give_up]
+            let next = [comment, idle, expires, give_up, write_at]
                 .into_iter()
                 .flatten()
                 .min()

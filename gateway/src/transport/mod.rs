@@ -5,6 +5,8 @@
 //!
 //! - `ws.rs`: WebSocket framing (pure): the handshake, server frames, the
 //!   incremental client-frame reader.
+//! - `deflate.rs`: permessage-deflate (pure): the offer chosen in the
+//!   upgrade, server messages compressed, client messages inflated.
 //! - `websocket.rs`: the WebSocket socket loop.
 //! - `sse.rs`, `poll.rs`: the HTTP fallbacks (Server-Sent Events, long
 //!   polling). Both run a session through `fallback.rs` over a `mailbox.rs`
@@ -12,6 +14,7 @@
 //!   them, `forward.rs` encodes those requests for the cluster bus when
 //!   another gateway holds the session.
 
+pub mod deflate;
 pub mod fallback;
 pub mod forward;
 pub mod mailbox;
