@@ -450,10 +450,11 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 report::render_only(&inputs, name)
                     .ok_or_else(|| BenchError::new(format!("--only {name}: no such section")))
             });
-            let text = if let Some(section) = only {
-                let (heading, section) = section?;
+            let text = if let Some(sections) = only {
                 let existing = std::fs::read_to_string(&a.output).unwrap_or_default();
-                report::splice_section(&existing, heading, &section)
+                sections?.iter().fold(existing, |doc, (heading, section)| {
+                    report::splice_section(&doc, heading, section)
+                })
             } else {
                 report::render(&inputs)
             };

@@ -580,25 +580,21 @@ pub const FLOOR_HEADING: &str = "## Floor";
 /// its writes coalesced over a delay.
 pub const HOT_SYSTEMS: [&str; 3] = ["roomcast", "baseline", "roomcast-delay"];
 
-/// One section alone (`report --only <name>`): its heading and its text.
-pub fn render_only(inputs: &Inputs, name: &str) -> Option<(&'static str, String)> {
-    let mut md = String::new();
-    let heading = match name {
-        "soak" => {
-            soak_section(&mut md, inputs);
-            SOAK_HEADING
-        }
-        "hot-room" => {
-            hot_room_section(&mut md, inputs);
-            HOT_HEADING
-        }
-        "floor" => {
-            floor_section(&mut md, inputs);
-            FLOOR_HEADING
-        }
-        _ => return None,
+/// The sections of `report --only <name>`, each as its heading and its
+/// text: the hot room comes with the floor its multiples are taken of.
+pub fn render_only(inputs: &Inputs, name: &str) -> Option<Vec<(&'static str, String)>> {
+    let section = |heading, render: fn(&mut String, &Inputs)| {
+        let mut md = String::new();
+        render(&mut md, inputs);
+        (heading, md)
     };
-    Some((heading, md))
+    let floor = section(FLOOR_HEADING, floor_section);
+    Some(match name {
+        "soak" => vec![section(SOAK_HEADING, soak_section)],
+        "hot-room" => vec![floor, section(HOT_HEADING, hot_room_section)],
+        "floor" => vec![floor],
+        _ => return None,
+    })
 }
 
 /// CPU microseconds per delivered message of the servers but the last
@@ -640,7 +636,7 @@ fn hot_room_section(w: &mut String, inputs: &Inputs) {
          rate until its first step with p99 over {SWEEP_P99_LIMIT_MS} ms or anything lost. \
          `roomcast-delay` is Roomcast with `--write-delay-ms 20` (writes coalesced over up to \
          20 ms). Node CPU is the gateways' (or Node processes') alone, without nats-server; \
-         × floor divides it by the floor below. The load generator (subscribers reading every \
+         × floor divides it by the floor (section [Floor](#floor)). The load generator (subscribers reading every \
          frame) shares the same 2 cores.\n",
         num(r, "subscribers").unwrap_or(0.0),
         num(r, "publishers").unwrap_or(0.0),
@@ -700,7 +696,8 @@ fn floor_section(w: &mut String, inputs: &Inputs) {
          written to each in turn at {} deliveries/s for {} s by one thread, read by one tokio \
          thread. Nothing else is done, so the writer's CPU per delivery is what one delivery by \
          one `write(2)` costs this machine (the kernel's loopback delivery included, as for a \
-         gateway); with several frames per write it is what coalescing can reach.\n",
+         gateway); with several frames per write it is what coalescing can reach. Profiles \
+         and what limits each figure: [performance.md](performance.md).\n",
         num(r, "sockets").unwrap_or(0.0),
         num(r, "frame_bytes").unwrap_or(0.0),
         num(r, "offered_deliveries_per_s").unwrap_or(0.0),
@@ -1267,7 +1264,9 @@ mod tests {
             md.contains("hot room at 200 publishes/s Roomcast 0.50×, with `--write-delay-ms 20` 0.25×, baseline 2.00×"),
             "{md}"
         );
-        let (heading, section) = render_only(&inputs, "floor").unwrap();
+        let sections = render_only(&inputs, "hot-room").unwrap();
+        assert_eq!(sections[1].0, HOT_HEADING);
+        let (heading, section) = sections[0].clone();
         assert_eq!(heading, FLOOR_HEADING);
         assert!(section.starts_with("## Floor\n"));
         let doc = splice_section("# B\n\n## Commands\n\nx\n", heading, &section);
