@@ -49,6 +49,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Per-connection limits.
     pub limits: Limits,
+    /// WebSocket wire options (compression).
+    pub websocket: Websocket,
     /// Client authentication and the HTTP API key.
     pub auth: Auth,
     /// The NATS cluster bus; without a URL the gateway runs alone.
@@ -87,6 +89,26 @@ pub struct Limits {
     /// How long a client may take to send an HTTP request's headers, and
     /// then again its whole body.
     pub http_read_timeout_ms: u64,
+}
+
+/// WebSocket wire options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Websocket {
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it.
+    pub compression: bool,
+    /// Messages whose payload is smaller than this many bytes go uncompressed
+    /// (compressed alone, without a shared window, they would barely shrink).
+    pub compression_threshold: usize,
+}
+
+impl Default for Websocket {
+    fn default() -> Self {
+        Self {
+            compression: false,
+            compression_threshold: 1024,
+        }
+    }
 }
 
 /// Authentication settings. With no JWT key every client is anonymous.
@@ -171,6 +193,7 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            websocket: Websocket::default(),
             auth: Auth::default(),
             nats: Nats::default(),
             namespaces: Vec::new(),
@@ -359,6 +382,16 @@ const OPTIONS: &[Opt] = &[
         "Time for an HTTP request's headers, then for its body (late body: 408)",
     ),
     opt(
+        "websocket.compression",
+        Kind::Scalar,
+        "Negotiate permessage-deflate with clients that offer it (a bare flag means true)",
+    ),
+    opt(
+        "websocket.compression_threshold",
+        Kind::Scalar,
+        "Messages under this many payload bytes go uncompressed",
+    ),
+    opt(
         "auth.jwt_secret",
         Kind::Text,
         "HS256 secret; enables JWT verification",
@@ -378,7 +411,7 @@ const OPTIONS: &[Opt] = &[
     opt(
         "auth.api_key",
         Kind::Text,
-        "Bearer key required by POST /v1/publish and /v1/send",
+        "Bearer key required by the HTTP API (every /v1/ request: publish, send, broadcast, disconnect, unsubscribe, presence)",
     ),
     opt(
         "auth.allowed_origins",
@@ -701,6 +734,13 @@ pub fn command() -> Command {
                     ArgAction::Set
                 })
                 .value_name("VALUE")
+                // A switch that is off by default may be given bare (`--websocket-compression`).
+                .num_args(if is_off_switch(&defaults, option.path) {
+                    0..=1
+                } else {
+                    1..=1
+                })
+                .default_missing_value("true")
                 .help(format!(
                     "{} [env: {}] [default: {default}]",
                     option.help,
@@ -797,6 +837,11 @@ fn describe_default(value: Option<&Value>) -> String {
     }
 }
 
+/// Whether an option is a boolean that defaults to false.
+fn is_off_switch(defaults: &Value, path: &str) -> bool {
+    lookup(defaults, path) == Some(&Value::Bool(false))
+}
+
 fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(tree, |node, key| node.get(key))
 }
@@ -889,6 +934,59 @@ mod tests {
             env_name("limits.max_frame_bytes"),
             "ROOMCAST_LIMITS_MAX_FRAME_BYTES"
         );
+    }
+
+    #[test]
+    fn websocket_compression_is_a_switch_from_every_source() {
+        let none = BTreeMap::new();
+        let off = Config::from_sources(["gw"], &none, None).unwrap();
+        assert!(!off.websocket.compression, "off by default");
+        assert_eq!(off.websocket.compression_threshold, 1024);
+        let bare = Config::from_sources(["gw", "--websocket-compression"], &none, None).unwrap();
+        assert!(bare.websocket.compression);
+        let explicit = Config::from_sources(
+            [
+                "gw",
+                "--websocket-compression",
+                "false",
+                "--heartbeat-ms",
+                "50",
+            ],
+            &none,
+            None,
+        )
+        .unwrap();
+        assert!(!explicit.websocket.compression);
+        assert_eq!(explicit.heartbeat_ms, 50);
+        let env = BTreeMap::from([
+            (
+                "ROOMCAST_WEBSOCKET_COMPRESSION".to_owned(),
+                "true".to_owned(),
+            ),
+            (
+                "ROOMCAST_WEBSOCKET_COMPRESSION_THRESHOLD".to_owned(),
+                "64".to_owned(),
+            ),
+        ]);
+        let c = Config::from_sources(["gw"], &env, None).unwrap();
+        assert!(c.websocket.compression);
+        assert_eq!(c.websocket.compression_threshold, 64);
+        let c = Config::from_sources(
+            ["gw"],
+            &none,
+            Some("websocket:\n  compression: true\n  compression_threshold: 0\n"),
+        )
+        .unwrap();
+        assert!(c.websocket.compression);
+        assert_eq!(c.websocket.compression_threshold, 0);
+        let bad = BTreeMap::from([(
+            "ROOMCAST_WEBSOCKET_COMPRESSION".to_owned(),
+            "maybe".to_owned(),
+        )]);
+        let err = Config::from_sources(["gw"], &bad, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("websocket.compression"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::delivery::frame::{Format, Frame};
 use crate::delivery::hub::Conn;
 use crate::delivery::outbound::{Close, Outbound, Pushed, QueueLimits, Wire};
 use crate::delivery::{self, Outgoing, Sender};
+use crate::msgpack;
 use crate::protocol::{self, ErrorCode, Failure, Op, RequestId};
 use crate::ratelimit::TokenBucket;
 use crate::room::RoomName;
@@ -36,6 +37,9 @@ pub struct Session {
     bucket: TokenBucket,
     /// How the transport names itself in traces (`websocket`).
     via: &'static str,
+    /// While a MessagePack frame executes: its `data` as the client encoded
+    /// it, for the frame delivered to MessagePack recipients.
+    msgpack_data: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -77,6 +81,7 @@ impl Session {
             identity,
             joined: HashSet::new(),
             via,
+            msgpack_data: None,
         };
         this.send(&Frame::new(protocol::welcome(
             &this.conn.session,
@@ -101,7 +106,8 @@ impl Session {
     }
 
     /// When the token expires, if it does: the transport closes the session
-    /// with [`Session::expire`] then.
+    /// with [`Session::expire`] then. A `refresh` frame moves it (later or
+    /// earlier), so a transport reads it again after every [`Session::receive`].
     pub fn expires_at(&self) -> Option<Instant> {
         self.identity.expires_at.map(deadline_of)
     }
@@ -149,6 +155,34 @@ impl Session {
         );
     }
 
+    /// A client message that is not a MessagePack protocol frame (WebSocket
+    /// text on a `roomcast.v1.msgpack` connection): `bad_request`.
+    pub fn receive_unreadable_msgpack(&self) {
+        self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+        self.fail(
+            None,
+            &Failure::new(ErrorCode::BadRequest, "frames must be binary (MessagePack)"),
+        );
+    }
+
+    /// Decodes and executes one MessagePack protocol frame: converted to its
+    /// JSON equivalent and executed like one, with its `data` kept as sent.
+    pub async fn receive_msgpack(&mut self, bytes: &[u8]) {
+        match msgpack::decode(bytes) {
+            Ok(frame) => {
+                self.msgpack_data = frame.data;
+                self.receive(&frame.json).await;
+                self.msgpack_data = None;
+            }
+            Err(failure) => {
+                self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+                if !self.conn.outbound.is_closing() {
+                    self.fail(None, &failure);
+                }
+            }
+        }
+    }
+
     /// Decodes and executes one protocol frame, then answers it. Frames that
     /// arrive once the session is closing are counted and ignored.
     pub async fn receive(&mut self, text: &str) {
@@ -184,6 +218,7 @@ impl Session {
         match op {
             Op::Join(room) => {
                 self.check_access(&room)?;
+                forget_evicted(&self.shared, &self.conn, &mut self.joined);
                 if self.joined.contains(&room) {
                     return Ok(String::new());
                 }
@@ -232,7 +267,42 @@ impl Session {
                     .map_or(0, |d| d.as_millis());
                 Ok(format!(r#""ts":{ts}"#))
             }
+            Op::Refresh(token) => self.refresh(&token).await,
         }
+    }
+
+    /// Replaces the session's token (`refresh`). The new one must verify like
+    /// an upgrade token and name the same user; otherwise `unauthorized` and
+    /// nothing changes. Rooms joined that its `rooms` claim no longer allows
+    /// are left, each told with `unsubscribed` (before the `ok`), and the
+    /// expiry follows its `exp` from now on.
+    async fn refresh(&mut self, token: &str) -> Result<String, Failure> {
+        let identity = self
+            .shared
+            .auth
+            .authenticate(Some(token))
+            .map_err(|e| Failure::new(ErrorCode::Unauthorized, e.to_string()))?;
+        if identity.user != self.identity.user {
+            return Err(Failure::new(
+                ErrorCode::Unauthorized,
+                "the token's sub is not this session's user",
+            ));
+        }
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
+        let revoked: Vec<RoomName> = self
+            .joined
+            .iter()
+            .filter(|room| !identity.rooms.allows(room))
+            .cloned()
+            .collect();
+        for room in revoked {
+            self.joined.remove(&room);
+            self.shared.hub.leave(&room, self.conn.id).await;
+            self.send(&Frame::new(protocol::unsubscribed(&room)));
+        }
+        let exp = identity.exp;
+        self.identity = identity;
+        Ok(protocol::exp_field(exp))
     }
 
     /// A `join` with `presence: true`: the join, then this connection
@@ -253,6 +323,7 @@ impl Session {
                 "presence events are off for this namespace (presence_events=false)",
             ));
         }
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
         let was_joined = self.joined.contains(&room);
         let extra = self.execute(Op::Join(room.clone())).await?;
         if let Err(e) = self.shared.presence.watch(&room, &self.conn).await {
@@ -271,7 +342,7 @@ impl Session {
             via: self.via,
             bucket: Some(&mut self.bucket),
         };
-        delivery::deliver(&self.shared, sender, op).await?;
+        delivery::deliver_native(&self.shared, sender, op, self.msgpack_data.as_deref()).await?;
         Ok(String::new())
     }
 
@@ -306,10 +377,20 @@ impl Session {
 
     /// Ends the session once its connection is gone: leaves its rooms and
     /// makes it unreachable.
-    pub async fn end(self) {
+    pub async fn end(mut self) {
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
         let rooms = self.joined;
         Box::pin(self.shared.hub.disconnect(&self.conn, rooms)).await;
         tracing::debug!(session = %self.conn.session, "disconnected");
+    }
+}
+
+/// Forgets the rooms the server API took this connection out of (the hub
+/// has already left them and sent `unsubscribed`); called before `joined` is
+/// relied on.
+fn forget_evicted(shared: &Shared, conn: &Conn, joined: &mut HashSet<RoomName>) {
+    for room in shared.hub.take_evicted(conn.id) {
+        joined.remove(&room);
     }
 }
 

@@ -13,10 +13,11 @@
 //!   every gateway, which delivers it if the user is connected there. The
 //!   payload carries the full user id ahead of the frame ([`encode_direct`]),
 //!   because long ids are hashed into their subject token.
-//! - `<c>.ctl.hello|bye|presence|sync|watch`: the control plane every gateway
-//!   subscribes to: peer discovery, presence scatter-gather, the
-//!   cluster-wide confirmation of a new subscription, and rooms starting or
-//!   stopping being watched for presence events.
+//! - `<c>.ctl.hello|bye|presence|sync|watch|command`: the control plane every
+//!   gateway subscribes to: peer discovery, presence scatter-gather, the
+//!   cluster-wide confirmation of a new subscription, rooms starting or
+//!   stopping being watched for presence events, and the server API's
+//!   commands about a user's connections ([`encode_command`]).
 //! - `<c>.pres.<room>`: presence reports about a room, subscribed only by
 //!   the gateways that watch it (a member joined with `presence: true`).
 //!   Reports leave through one ordered, bounded queue, so one gateway's
@@ -39,7 +40,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
-use super::{BusError, Inbox, PresenceInbox, Topic};
+use super::{BusError, Command, Inbox, PresenceInbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
 use crate::metrics::Metrics;
@@ -112,17 +113,47 @@ pub fn encode_direct(user: &str, frame: &[u8]) -> Bytes {
 
 /// Splits a direct message's payload into the user id and the frame; `None`
 /// when it is malformed.
-pub fn decode_direct(payload: &[u8]) -> Option<(&str, &str)> {
+pub fn decode_direct(payload: &[u8]) -> Option<(&str, &[u8])> {
     let (len, rest) = payload.split_first_chunk::<4>()?;
     let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
     if rest.len() < len {
         return None;
     }
     let (user, frame) = rest.split_at(len);
-    Some((
-        std::str::from_utf8(user).ok()?,
-        std::str::from_utf8(frame).ok()?,
-    ))
+    // The frame is JSON text or MessagePack (`Frame::from_bus` tells).
+    Some((std::str::from_utf8(user).ok()?, frame))
+}
+
+/// The payload of a [`Command`] on `<c>.ctl.command`: a JSON object,
+/// `{"op":"disconnect","user":U}` or `{"op":"unsubscribe","user":U,"room":R}`.
+pub fn encode_command(command: &Command) -> Bytes {
+    let value = match command {
+        Command::Disconnect { user } => serde_json::json!({"op": "disconnect", "user": user}),
+        Command::Unsubscribe { user, room } => {
+            serde_json::json!({"op": "unsubscribe", "user": user, "room": room.as_str()})
+        }
+    };
+    Bytes::from(value.to_string())
+}
+
+/// Reads a [`Command`] payload; `None` when it is malformed (or from a newer
+/// gateway that knows commands this one does not).
+pub fn decode_command(payload: &[u8]) -> Option<Command> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        op: String,
+        user: String,
+        room: Option<String>,
+    }
+    let wire: Wire = serde_json::from_slice(payload).ok()?;
+    match (wire.op.as_str(), wire.room) {
+        ("disconnect", _) => Some(Command::Disconnect { user: wire.user }),
+        ("unsubscribe", Some(room)) => Some(Command::Unsubscribe {
+            user: wire.user,
+            room: RoomName::parse(&room)?,
+        }),
+        _ => None,
+    }
 }
 
 /// The control-plane subjects, `<c>.ctl.<name>`.
@@ -140,16 +171,19 @@ enum Control {
     Watch,
     /// No one subscribes: the server's "no responders" answer proves a round trip.
     RoundTrip,
+    /// A server API command about a user's connections.
+    Command,
 }
 
 impl Control {
     /// The subjects every gateway answers.
-    const ANSWERED: [Control; 5] = [
+    const ANSWERED: [Control; 6] = [
         Control::Hello,
         Control::Bye,
         Control::Presence,
         Control::Sync,
         Control::Watch,
+        Control::Command,
     ];
 
     fn name(self) -> &'static str {
@@ -160,6 +194,7 @@ impl Control {
             Control::Sync => "sync",
             Control::Watch => "watch",
             Control::RoundTrip => "rtt",
+            Control::Command => "command",
         }
     }
 }
@@ -534,8 +569,8 @@ impl NatsBus {
             return Err(BusError::Unavailable);
         }
         let payload = match topic {
-            Topic::Room(_) => frame.json().clone(),
-            Topic::User(user) => encode_direct(user, frame.json()),
+            Topic::Room(_) => frame.bus_payload().clone(),
+            Topic::User(user) => encode_direct(user, frame.bus_payload()),
         };
         let subject = subject(&self.prefix, topic);
         match trace.and_then(|t| t.bus_publish(&subject)) {
@@ -553,6 +588,17 @@ impl NatsBus {
                 }
             }
         }
+        self.metrics.bus_messages_out.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Sends a server API command to every other gateway.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        if !self.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.send(self.ctl(Control::Command), encode_command(command))
+            .await?;
         self.metrics.bus_messages_out.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -715,12 +761,14 @@ async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metric
             return;
         };
         for message in batch.drain(..) {
-            if std::str::from_utf8(&message.payload).is_err() {
-                tracing::warn!(?topic, "bus message that is not UTF-8 dropped");
-                continue;
-            }
             // Shares the received bytes: no copy until a format is encoded.
-            let frame = Frame::from_json(message.payload);
+            let Some(frame) = Frame::from_bus(message.payload) else {
+                tracing::warn!(
+                    ?topic,
+                    "bus message that is neither JSON text nor MessagePack dropped"
+                );
+                continue;
+            };
             if message.headers.is_none() {
                 frames.push(frame);
                 continue;
@@ -790,9 +838,11 @@ async fn pump_users(mut subscriber: Subscriber, inbox: InboxSlot, metrics: Arc<M
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        match decode_direct(&message.payload) {
+        let direct = decode_direct(&message.payload).and_then(|(user, frame)| {
+            Some((user, Frame::from_bus(message.payload.slice_ref(frame))?))
+        });
+        match direct {
             Some((user, frame)) => {
-                let frame = Frame::from_json(message.payload.slice_ref(frame.as_bytes()));
                 inbox.receive(&Topic::User(user.into()), &frame);
             }
             None => tracing::warn!(subject = %message.subject, "malformed direct message dropped"),
@@ -847,6 +897,11 @@ async fn answer(bus: Weak<NatsBus>, what: Control, mut subscriber: Subscriber) {
                     let _ = bus.send(reply.to_string(), Bytes::from(body)).await;
                 }
             }
+            Control::Command => match (decode_command(&message.payload), bus.inbox()) {
+                (Some(command), Some(inbox)) => inbox.command(command).await,
+                (None, _) => tracing::warn!(%payload, "malformed command ignored"),
+                (Some(_), None) => {}
+            },
             Control::Sync | Control::RoundTrip => {
                 if let Some(reply) = message.reply {
                     let _ = bus.send(reply.to_string(), Bytes::new()).await;
@@ -976,13 +1031,46 @@ mod tests {
     }
 
     #[test]
+    fn commands_survive_the_wire() {
+        let room = RoomName::parse("chat:1").unwrap();
+        for command in [
+            Command::Disconnect {
+                user: "a\"b".into(),
+            },
+            Command::Unsubscribe {
+                user: "ü".into(),
+                room,
+            },
+        ] {
+            assert_eq!(
+                decode_command(&encode_command(&command)),
+                Some(command.clone())
+            );
+        }
+        for bad in [
+            &br#"{"op":"unsubscribe","user":"u"}"#[..],
+            br#"{"op":"unsubscribe","user":"u","room":"a b"}"#,
+            br#"{"op":"explode","user":"u"}"#,
+            br#"{"op":"disconnect"}"#,
+            b"not json",
+        ] {
+            assert_eq!(
+                decode_command(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn direct_payloads_carry_the_user_and_the_frame() {
         let long = "ü".repeat(300);
         for user in ["alice", "", long.as_str()] {
             let payload = encode_direct(user, br#"{"type":"direct"}"#);
             assert_eq!(
                 decode_direct(&payload),
-                Some((user, r#"{"type":"direct"}"#))
+                Some((user, &br#"{"type":"direct"}"#[..]))
             );
         }
         assert_eq!(decode_direct(b""), None);
