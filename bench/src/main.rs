@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use roomcast_bench::fallback;
 use roomcast_bench::scenario::soak::restart::NatsControl;
 use roomcast_bench::scenario::soak::verdict::Mix;
 use roomcast_bench::scenario::{connect_storm, drain, fanout, floor, formats, idle, soak};
@@ -121,6 +122,12 @@ struct FanoutArgs {
     /// Room name prefix.
     #[arg(long, default_value = "bench-")]
     room_prefix: String,
+    /// Share of the subscribers on Server-Sent Events (`GET /sse`), 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    sse_share: f64,
+    /// Share of the subscribers on long polling (`POST /poll`), 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    poll_share: f64,
 }
 
 #[derive(Args)]
@@ -164,6 +171,9 @@ struct IdleArgs {
     /// Seconds to keep the connections open after reading memory.
     #[arg(long, default_value_t = 0.0)]
     hold: f64,
+    /// `websocket`, or an HTTP fallback: `sse` or `poll`.
+    #[arg(long, default_value = "websocket", value_parser = ["websocket", "sse", "poll"])]
+    transport: String,
     /// Server processes to measure RSS of (repeat or comma-separate).
     #[arg(long = "server-pid", value_delimiter = ',')]
     server_pids: Vec<u32>,
@@ -326,7 +336,7 @@ struct ReportArgs {
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
     /// Only this section, spliced into the existing output file.
-    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats"])]
+    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats", "fallback"])]
     only: Option<String>,
 }
 
@@ -351,6 +361,8 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 connect_concurrency: a.connect_concurrency,
                 per_source_address: a.per_source_address,
                 room_prefix: a.room_prefix,
+                sse_share: a.sse_share,
+                poll_share: a.poll_share,
             };
             emit(&fanout::run(&cfg).await?)
         }
@@ -388,6 +400,11 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 settle: seconds(a.settle, "--settle")?,
                 hold: seconds(a.hold, "--hold")?,
                 server_pids: a.server_pids,
+                fallback: match a.transport.as_str() {
+                    "sse" => Some(fallback::Kind::Sse),
+                    "poll" => Some(fallback::Kind::Poll),
+                    _ => None,
+                },
             };
             emit(&idle::run(&cfg).await?)
         }
