@@ -121,6 +121,13 @@ pub struct Report {
     pub first_wrong_view: Option<String>,
 }
 
+/// The gateway and room of connection `i`: rooms in turn, and each room's
+/// connections in turn over the gateways (so every room has members, and
+/// watchers, on every gateway).
+fn spread(i: usize, targets: usize, rooms: usize) -> (usize, usize) {
+    ((i / rooms.max(1)) % targets.max(1), i % rooms.max(1))
+}
+
 fn join_frame(room: &str, presence: bool, id: u64) -> String {
     format!(r#"{{"type":"join","room":"{room}","presence":{presence},"id":{id}}}"#)
 }
@@ -321,9 +328,10 @@ async fn phase(
             skipped.fetch_add(1, Relaxed);
             continue;
         };
-        let target = cfg.targets[(n as usize) % cfg.targets.len()].clone();
+        let (target, room) = spread(n as usize, cfg.targets.len(), cfg.rooms);
+        let target = cfg.targets[target].clone();
         // A fixed stride spreads visits over the rooms without a random source.
-        let room = room_name("presence-", (n as usize).wrapping_mul(7919) % cfg.rooms);
+        let room = room_name("presence-", room.wrapping_mul(7919) % cfg.rooms);
         let (events, visits, failed) = (events.clone(), visits.clone(), failed.clone());
         let hold = cfg.hold;
         tasks.push(tokio::spawn(async move {
@@ -370,9 +378,10 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     // Members: joined, read (so pings are answered), never watching.
     let members = all_ok(
         open_all(cfg.members, cfg.connect_concurrency, "members", |i| {
-            let target = &cfg.targets[i % cfg.targets.len()];
+            let (target, room) = spread(i, cfg.targets.len(), cfg.rooms);
+            let target = &cfg.targets[target];
             let source = source_address(i, cfg.per_source_address, &target.addr);
-            let room = room_name("presence-", i % cfg.rooms);
+            let room = room_name("presence-", room);
             async move {
                 let (mut ws, _) = client::connect_welcomed(target, source).await?;
                 client::join(&mut ws, &room, 1).await?;
@@ -402,8 +411,9 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let watcher_events = Arc::new(AtomicU64::new(0));
     let watchers = all_ok(
         open_all(watcher_count, cfg.connect_concurrency, "watchers", |j| {
-            let target = &cfg.targets[j % cfg.targets.len()];
-            let room = room_name("presence-", j % cfg.rooms);
+            let (target, room) = spread(j, cfg.targets.len(), cfg.rooms);
+            let target = &cfg.targets[target];
+            let room = room_name("presence-", room);
             async move {
                 let (mut ws, _) = client::connect_welcomed(target, None).await?;
                 request(&mut ws, join_frame(&room, true, 1), 1, |_| {}).await?;
@@ -483,6 +493,15 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_room_gets_connections_on_every_gateway() {
+        let placed: HashSet<(usize, usize)> = (0..200).map(|i| spread(i, 2, 100)).collect();
+        assert_eq!(placed.len(), 200, "each room on both gateways");
+        assert_eq!(spread(7, 2, 100), (0, 7));
+        assert_eq!(spread(107, 2, 100), (1, 7));
+        assert_eq!(spread(3, 0, 0), (0, 0), "no division by zero");
+    }
 
     #[test]
     fn metric_values_are_read_by_exact_name() {
