@@ -22,6 +22,7 @@ use crate::delivery::frame::{Format, Frame};
 use crate::delivery::hub::Conn;
 use crate::delivery::outbound::{Close, Outbound, Pushed, QueueLimits, Wire};
 use crate::delivery::{self, Outgoing, Sender};
+use crate::msgpack;
 use crate::protocol::{self, ErrorCode, Failure, Op, RequestId};
 use crate::ratelimit::TokenBucket;
 use crate::room::RoomName;
@@ -36,6 +37,9 @@ pub struct Session {
     bucket: TokenBucket,
     /// How the transport names itself in traces (`websocket`).
     via: &'static str,
+    /// While a MessagePack frame executes: its `data` as the client encoded
+    /// it, for the frame delivered to MessagePack recipients.
+    msgpack_data: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -63,7 +67,8 @@ impl Session {
             id: shared.hub.next_conn_id(),
             session,
             user,
-            outbound: Outbound::new(limits, shared.metrics.clone(), wire, format),
+            outbound: Outbound::new(limits, shared.metrics.clone(), wire, format)
+                .with_write_delay(Duration::from_millis(config.write_delay_ms)),
         });
         let this = Session {
             bucket: TokenBucket::new(
@@ -76,6 +81,7 @@ impl Session {
             identity,
             joined: HashSet::new(),
             via,
+            msgpack_data: None,
         };
         this.send(&Frame::new(protocol::welcome(
             &this.conn.session,
@@ -134,6 +140,7 @@ impl Session {
     fn count(&self, pushed: Pushed) {
         if pushed == Pushed::Written {
             self.shared.metrics.frames_out.fetch_add(1, Relaxed);
+            self.shared.metrics.frame_writes.fetch_add(1, Relaxed);
         }
     }
 
@@ -145,6 +152,34 @@ impl Session {
             None,
             &Failure::new(ErrorCode::BadRequest, "frames must be text (UTF-8 JSON)"),
         );
+    }
+
+    /// A client message that is not a MessagePack protocol frame (WebSocket
+    /// text on a `roomcast.v1.msgpack` connection): `bad_request`.
+    pub fn receive_unreadable_msgpack(&self) {
+        self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+        self.fail(
+            None,
+            &Failure::new(ErrorCode::BadRequest, "frames must be binary (MessagePack)"),
+        );
+    }
+
+    /// Decodes and executes one MessagePack protocol frame: converted to its
+    /// JSON equivalent and executed like one, with its `data` kept as sent.
+    pub async fn receive_msgpack(&mut self, bytes: &[u8]) {
+        match msgpack::decode(bytes) {
+            Ok(frame) => {
+                self.msgpack_data = frame.data;
+                self.receive(&frame.json).await;
+                self.msgpack_data = None;
+            }
+            Err(failure) => {
+                self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+                if !self.conn.outbound.is_closing() {
+                    self.fail(None, &failure);
+                }
+            }
+        }
     }
 
     /// Decodes and executes one protocol frame, then answers it. Frames that
@@ -269,7 +304,7 @@ impl Session {
             via: self.via,
             bucket: Some(&mut self.bucket),
         };
-        delivery::deliver(&self.shared, sender, op).await?;
+        delivery::deliver_native(&self.shared, sender, op, self.msgpack_data.as_deref()).await?;
         Ok(String::new())
     }
 

@@ -1,10 +1,11 @@
 //! The benchmark scenarios, each a bounded run that returns a serialisable
-//! result: `fanout`, `idle`, `connect_storm`, `drain`, `soak` and `presence`; plus the helpers
+//! result: `fanout`, `floor`, `idle`, `connect_storm`, `drain`, `soak` and `presence`; plus the helpers
 //! they share for opening many connections.
 
 pub mod connect_storm;
 pub mod drain;
 pub mod fanout;
+pub mod floor;
 pub mod idle;
 pub mod presence;
 pub mod soak;
