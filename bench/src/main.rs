@@ -8,9 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use roomcast_bench::fallback;
 use roomcast_bench::scenario::soak::restart::NatsControl;
 use roomcast_bench::scenario::soak::verdict::Mix;
-use roomcast_bench::scenario::{connect_storm, drain, fanout, floor, idle, presence, soak};
+use roomcast_bench::scenario::{
+    connect_storm, drain, fanout, floor, formats, idle, presence, soak,
+};
 use roomcast_bench::summary::emit;
 use roomcast_bench::target::{Target, parse_loopback_authority, parse_target};
 use roomcast_bench::{BenchError, report};
@@ -43,6 +46,10 @@ enum Command {
     /// steady rate, without then with watchers: presence events per second,
     /// CPU, presence bus messages per join, watchers' views checked.
     Presence(PresenceArgs),
+    /// One room, N subscribers, a 1 KiB payload in one wire format (JSON,
+    /// JSON with permessage-deflate, binary as base64 JSON or as MessagePack):
+    /// bytes on the wire and server CPU per delivery.
+    Formats(FormatsArgs),
     /// Writes docs/benchmarks.md from a results directory of scripts/bench.
     Report(ReportArgs),
 }
@@ -58,6 +65,27 @@ impl Targets {
     fn parse(&self) -> Result<Vec<Target>, BenchError> {
         self.urls.iter().map(|u| parse_target(u)).collect()
     }
+}
+
+#[derive(Args)]
+struct FormatsArgs {
+    #[command(flatten)]
+    targets: Targets,
+    /// The payload and its encoding.
+    #[arg(long, value_enum)]
+    variant: formats::Variant,
+    /// Subscribing connections (one room).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Server processes to measure CPU time of (repeat or comma-separate).
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
 }
 
 #[derive(Args)]
@@ -100,6 +128,12 @@ struct FanoutArgs {
     /// Room name prefix.
     #[arg(long, default_value = "bench-")]
     room_prefix: String,
+    /// Share of the subscribers on Server-Sent Events (`GET /sse`), 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    sse_share: f64,
+    /// Share of the subscribers on long polling (`POST /poll`), 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    poll_share: f64,
 }
 
 #[derive(Args)]
@@ -143,6 +177,9 @@ struct IdleArgs {
     /// Seconds to keep the connections open after reading memory.
     #[arg(long, default_value_t = 0.0)]
     hold: f64,
+    /// `websocket`, or an HTTP fallback: `sse` or `poll`.
+    #[arg(long, default_value = "websocket", value_parser = ["websocket", "sse", "poll"])]
+    transport: String,
     /// Server processes to measure RSS of (repeat or comma-separate).
     #[arg(long = "server-pid", value_delimiter = ',')]
     server_pids: Vec<u32>,
@@ -347,7 +384,7 @@ struct ReportArgs {
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
     /// Only this section, spliced into the existing output file.
-    #[arg(long, value_parser = ["soak", "hot-room", "floor", "presence"])]
+    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats", "fallback", "presence"])]
     only: Option<String>,
 }
 
@@ -372,6 +409,8 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 connect_concurrency: a.connect_concurrency,
                 per_source_address: a.per_source_address,
                 room_prefix: a.room_prefix,
+                sse_share: a.sse_share,
+                poll_share: a.poll_share,
             };
             emit(&fanout::run(&cfg).await?)
         }
@@ -388,6 +427,17 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 .map_err(|e| BenchError::new(e.to_string()))??;
             emit(&report)
         }
+        Command::Formats(a) => {
+            let cfg = formats::Config {
+                targets: a.targets.parse()?,
+                variant: a.variant,
+                subscribers: a.subscribers,
+                rate: a.rate,
+                duration: seconds(a.duration, "--duration")?,
+                server_pids: a.server_pids,
+            };
+            emit(&formats::run(&cfg).await?)
+        }
         Command::Idle(a) => {
             let cfg = idle::Config {
                 targets: a.targets.parse()?,
@@ -398,6 +448,11 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 settle: seconds(a.settle, "--settle")?,
                 hold: seconds(a.hold, "--hold")?,
                 server_pids: a.server_pids,
+                fallback: match a.transport.as_str() {
+                    "sse" => Some(fallback::Kind::Sse),
+                    "poll" => Some(fallback::Kind::Poll),
+                    _ => None,
+                },
             };
             emit(&idle::run(&cfg).await?)
         }

@@ -246,6 +246,8 @@ pub fn render(inputs: &Inputs) -> String {
     drain_section(w, inputs);
     hot_room_section(w, inputs);
     floor_section(w, inputs);
+    formats_section(w, inputs);
+    fallback_section(w, inputs);
     soak_section(w, inputs);
     presence_section(w, inputs);
 
@@ -664,6 +666,14 @@ pub fn render_only(inputs: &Inputs, name: &str) -> Option<(&'static str, String)
             presence_section(&mut md, inputs);
             PRESENCE_HEADING
         }
+        "formats" => {
+            formats_section(&mut md, inputs);
+            FORMATS_HEADING
+        }
+        "fallback" => {
+            fallback_section(&mut md, inputs);
+            FALLBACK_HEADING
+        }
         _ => return None,
     };
     Some((heading, md))
@@ -856,6 +866,162 @@ pub fn splice_section(doc: &str, heading: &str, section: &str) -> String {
     out.push_str("\n\n");
     out.push_str(&lines[to..].concat());
     out.trim_end().to_owned() + "\n"
+}
+
+/// The heading of the HTTP fallbacks section (`report --only fallback` replaces it).
+pub const FALLBACK_HEADING: &str = "## HTTP fallbacks";
+
+/// Just the HTTP fallbacks section, for `report --only fallback`.
+pub fn render_fallback(inputs: &Inputs) -> String {
+    let mut md = String::new();
+    fallback_section(&mut md, inputs);
+    md
+}
+
+/// The standard fanout with a quarter of the subscribers on SSE and a
+/// quarter on long polling (`fallback.*`), latency per transport; server
+/// memory per idle SSE session (`idle-sse.*`).
+fn fallback_section(w: &mut String, inputs: &Inputs) {
+    let of = |scenario: &str| -> Vec<&Run> {
+        inputs
+            .runs
+            .iter()
+            .filter(|r| r.scenario == scenario)
+            .collect()
+    };
+    let (fanouts, idles) = (of("fallback"), of("idle-sse"));
+    if fanouts.is_empty() && idles.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "{FALLBACK_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "The standard fanout's shape with a quarter of the subscribers on Server-Sent Events \
+         (`GET /sse`) and a quarter on long polling (`POST /poll`, then `GET /poll/{{session}}` in \
+         a loop), spread over both gateways and every room; publishers and the other half of the \
+         subscribers on WebSocket. Latency is intended send time to receipt, per transport. Then \
+         N idle SSE sessions, each joined to one room: server memory per session, like the idle \
+         WebSocket figure above.\n"
+    );
+    for run in fanouts {
+        let r = &run.result;
+        let _ = writeln!(
+            w,
+            "Run {}: {} subscribers, {} publishers × {} msg/s, {} rooms; delivered {}/s; lost {}, \
+             duplicated {}, out of order {}; server CPU {} µs per delivery.\n",
+            run.round,
+            fmt(num(r, "subscribers"), 0, ""),
+            fmt(num(r, "publishers"), 0, ""),
+            fmt(num(r, "rate_per_publisher"), 0, ""),
+            fmt(num(r, "rooms"), 0, ""),
+            fmt(num(r, "delivered_per_s"), 0, ""),
+            fmt(num(r, "lost"), 0, ""),
+            fmt(num(r, "duplicated"), 0, ""),
+            fmt(num(r, "out_of_order"), 0, ""),
+            fmt(num(r, "server_cpu_us_per_delivery"), 1, ""),
+        );
+        let _ = writeln!(
+            w,
+            "| transport | subscribers | deliveries timed | p50 ms | p99 ms | p99.9 ms | max ms |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+        for transport in ["websocket", "sse", "poll"] {
+            let latency = |k: &str| num(r, &format!("latency_by_transport.{transport}.{k}"));
+            let _ = writeln!(
+                w,
+                "| {transport} | {} | {} | {} | {} | {} | {} |",
+                fmt(num(r, &format!("transports.{transport}")), 0, ""),
+                fmt(latency("count"), 0, ""),
+                fmt(latency("p50_ms"), 2, ""),
+                fmt(latency("p99_ms"), 2, ""),
+                fmt(latency("p999_ms"), 2, ""),
+                fmt(latency("max_ms"), 2, ""),
+            );
+        }
+        let _ = writeln!(w);
+    }
+    if !idles.is_empty() {
+        let _ = writeln!(
+            w,
+            "| run | SSE sessions | connected | RSS before KiB | RSS after KiB | bytes/session | closed while idle |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+        for run in idles {
+            let r = &run.result;
+            let sum = |key: &str| {
+                r.get("servers")
+                    .and_then(Value::as_array)
+                    .map(|s| s.iter().filter_map(|x| num(x, key)).fold(0.0, |a, b| a + b))
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                run.round,
+                fmt(num(r, "connections"), 0, ""),
+                fmt(num(r, "connected"), 0, ""),
+                fmt(sum("rss_before_kib"), 0, ""),
+                fmt(sum("rss_after_kib"), 0, ""),
+                fmt(num(r, "bytes_per_connection"), 0, ""),
+                fmt(num(r, "closed_while_idle"), 0, ""),
+            );
+        }
+        let _ = writeln!(w);
+    }
+}
+
+/// The heading of the wire-formats section (what [`splice_section`] replaces).
+pub const FORMATS_HEADING: &str = "## Wire formats";
+
+/// The variants of the `formats` scenario, in table order, with what they are.
+const FORMAT_VARIANTS: [(&str, &str); 4] = [
+    ("json-text", "1 KiB JSON text, uncompressed"),
+    ("json-text-deflate", "1 KiB JSON text, permessage-deflate"),
+    ("json-binary", "1 KiB binary as a base64 JSON string"),
+    ("msgpack-binary", "1 KiB binary, `roomcast.v1.msgpack`"),
+];
+
+fn formats_section(w: &mut String, inputs: &Inputs) {
+    let runs: Vec<(&str, &Value)> = FORMAT_VARIANTS
+        .iter()
+        .filter_map(|(variant, what)| {
+            let scenario = format!("formats-{variant}");
+            inputs
+                .runs
+                .iter()
+                .find(|r| r.scenario == scenario && r.system == "roomcast")
+                .map(|r| (*what, &r.result))
+        })
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "{FORMATS_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "One room, subscribers spread over both gateways (started with \
+         `--websocket-compression`), one publisher; `roomcast-bench formats` reads raw \
+         sockets and counts every byte. Server CPU is both gateways and nats-server.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| payload | subscribers | delivered/s | delivered / expected | compressed | wire bytes per delivery | server CPU per delivery |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+    for (what, r) in &runs {
+        let expected = num(r, "published").unwrap_or(0.0) * num(r, "subscribers").unwrap_or(0.0);
+        let _ = writeln!(
+            w,
+            "| {what} | {} | {} | {} / {} | {} | {} | {} |",
+            fmt(num(r, "subscribers"), 0, ""),
+            fmt(num(r, "delivered_per_s"), 0, ""),
+            fmt(num(r, "delivered"), 0, ""),
+            fmt(Some(expected), 0, ""),
+            fmt(num(r, "compressed"), 0, ""),
+            fmt(num(r, "wire_bytes_per_delivery"), 0, " B"),
+            fmt(num(r, "server_cpu_us_per_delivery"), 2, " µs"),
+        );
+    }
+    let _ = writeln!(w);
 }
 
 fn soak_section(w: &mut String, inputs: &Inputs) {
@@ -1182,6 +1348,48 @@ mod tests {
     }
 
     #[test]
+    fn fallback_section_shows_latency_per_transport_and_sse_memory() {
+        let fanout = serde_json::json!({
+            "subscribers": 8, "publishers": 2, "rate_per_publisher": 10.0, "rooms": 2,
+            "delivered_per_s": 160.0, "lost": 0, "duplicated": 0, "out_of_order": 0,
+            "server_cpu_us_per_delivery": 12.5,
+            "transports": {"websocket": 4, "sse": 2, "poll": 2},
+            "latency_by_transport": {
+                "websocket": {"count": 40, "p50_ms": 0.5, "p99_ms": 1.0, "p999_ms": 1.5, "max_ms": 2.0},
+                "sse": {"count": 20, "p50_ms": 0.7, "p99_ms": 1.2, "p999_ms": 1.6, "max_ms": 2.5},
+                "poll": {"count": 20, "p50_ms": 1.7, "p99_ms": 3.2, "p999_ms": 3.6, "max_ms": 4.5}
+            }
+        });
+        let idle = serde_json::json!({
+            "connections": 100, "connected": 100, "bytes_per_connection": 9000.0,
+            "closed_while_idle": 0,
+            "servers": [{"rss_before_kib": 1000, "rss_after_kib": 1900}]
+        });
+        let run = |scenario: &str, result: Value| Run {
+            scenario: scenario.into(),
+            system: "roomcast".into(),
+            round: 1,
+            result,
+        };
+        let inputs = Inputs {
+            runs: vec![run("fallback", fanout), run("idle-sse", idle)],
+            ..Inputs::default()
+        };
+        let md = render_fallback(&inputs);
+        assert!(md.starts_with(FALLBACK_HEADING), "{md}");
+        assert!(
+            md.contains("| poll | 2 | 20 | 1.70 | 3.20 | 3.60 | 4.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1 | 100 | 100 | 1000 | 1900 | 9000 | 0 |"),
+            "{md}"
+        );
+        assert!(render(&inputs).contains(FALLBACK_HEADING));
+        assert_eq!(render_fallback(&Inputs::default()), "");
+    }
+
+    #[test]
     fn soak_section_shows_verdicts_samples_and_command() {
         let soak = json!({"scenario":"soak","command":"roomcast-bench soak --duration 30",
             "duration_s":30.0,"warmup_s":6.0,"sample_every_s":2.0,"churners":200,
@@ -1372,6 +1580,41 @@ mod tests {
         assert!(section.starts_with("## Floor\n"));
         let doc = splice_section("# B\n\n## Commands\n\nx\n", heading, &section);
         assert!(doc.find("## Floor") < doc.find("## Commands"), "{doc}");
+    }
+
+    #[test]
+    fn formats_section_has_one_row_per_variant_run() {
+        let result = |bytes: f64, cpu: f64| {
+            json!({"scenario":"formats","subscribers":10,"published":5,"delivered":50,
+                "compressed":0,"delivered_per_s":100.0,"wire_bytes_per_delivery":bytes,
+                "server_cpu_us_per_delivery":cpu})
+        };
+        let inputs = Inputs {
+            runs: vec![
+                run("formats-json-text", "roomcast", 1, result(1100.0, 3.0)),
+                run("formats-msgpack-binary", "roomcast", 1, result(1040.0, 2.5)),
+            ],
+            ..Inputs::default()
+        };
+        let (heading, section) = render_only(&inputs, "formats").unwrap();
+        assert_eq!(heading, FORMATS_HEADING);
+        assert!(
+            section.contains(
+                "| 1 KiB JSON text, uncompressed | 10 | 100 | 50 / 50 | 0 | 1100 B | 3.00 µs |"
+            ),
+            "{section}"
+        );
+        assert!(section.contains("`roomcast.v1.msgpack` | 10"), "{section}");
+        assert!(
+            !section.contains("permessage-deflate |"),
+            "no row for a variant not run"
+        );
+        assert!(
+            render_only(&Inputs::default(), "formats")
+                .unwrap()
+                .1
+                .is_empty()
+        );
     }
 
     #[test]

@@ -53,12 +53,34 @@ impl Session {
         format: Format,
         via: &'static str,
     ) -> Session {
-        let config = &shared.config;
         let session: Arc<str> = new_session_id().into();
-        let user: Arc<str> = identity
-            .user
-            .clone()
-            .map_or_else(|| session.clone(), Into::into);
+        Self::open_named(
+            shared,
+            identity,
+            wire,
+            format,
+            via,
+            session.clone(),
+            session,
+        )
+        .await
+    }
+
+    /// Like [`Session::open`], with the session id the transport chose and
+    /// the user id an anonymous client gets. A fallback session's id is its
+    /// bearer capability, so its anonymous user id must be something else:
+    /// user ids travel in every `from`.
+    pub async fn open_named(
+        shared: Arc<Shared>,
+        identity: Identity,
+        wire: Arc<dyn Wire>,
+        format: Format,
+        via: &'static str,
+        session: Arc<str>,
+        anonymous: Arc<str>,
+    ) -> Session {
+        let config = &shared.config;
+        let user: Arc<str> = identity.user.clone().map_or(anonymous, Into::into);
         let limits = QueueLimits {
             frames: config.limits.outbound_queue_frames,
             bytes: config.limits.outbound_queue_bytes,
@@ -90,13 +112,14 @@ impl Session {
             this.shared.config.heartbeat_ms,
         )));
         Box::pin(this.shared.hub.connect(&this.conn)).await;
-        tracing::debug!(session = %this.conn.session, user = %this.conn.user, "connected");
+        tracing::debug!(session = %this.id(), user = %this.conn.user, "connected");
         this
     }
 
-    /// The session id (`welcome.session`), for logs.
+    /// The session id (`welcome.session`) as logs show it: its first
+    /// characters (a fallback session's id is a bearer capability).
     pub fn id(&self) -> &str {
-        &self.conn.session
+        log_id(&self.conn.session)
     }
 
     /// The connection as the hub sees it; its outbound queue is what the
@@ -106,7 +129,8 @@ impl Session {
     }
 
     /// When the token expires, if it does: the transport closes the session
-    /// with [`Session::expire`] then.
+    /// with [`Session::expire`] then. A `refresh` frame moves it (later or
+    /// earlier), so a transport reads it again after every [`Session::receive`].
     pub fn expires_at(&self) -> Option<Instant> {
         self.identity.expires_at.map(deadline_of)
     }
@@ -217,6 +241,7 @@ impl Session {
         match op {
             Op::Join(room) => {
                 self.check_access(&room)?;
+                forget_evicted(&self.shared, &self.conn, &mut self.joined);
                 if self.joined.contains(&room) {
                     return Ok(String::new());
                 }
@@ -265,7 +290,42 @@ impl Session {
                     .map_or(0, |d| d.as_millis());
                 Ok(format!(r#""ts":{ts}"#))
             }
+            Op::Refresh(token) => self.refresh(&token).await,
         }
+    }
+
+    /// Replaces the session's token (`refresh`). The new one must verify like
+    /// an upgrade token and name the same user; otherwise `unauthorized` and
+    /// nothing changes. Rooms joined that its `rooms` claim no longer allows
+    /// are left, each told with `unsubscribed` (before the `ok`), and the
+    /// expiry follows its `exp` from now on.
+    async fn refresh(&mut self, token: &str) -> Result<String, Failure> {
+        let identity = self
+            .shared
+            .auth
+            .authenticate(Some(token))
+            .map_err(|e| Failure::new(ErrorCode::Unauthorized, e.to_string()))?;
+        if identity.user != self.identity.user {
+            return Err(Failure::new(
+                ErrorCode::Unauthorized,
+                "the token's sub is not this session's user",
+            ));
+        }
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
+        let revoked: Vec<RoomName> = self
+            .joined
+            .iter()
+            .filter(|room| !identity.rooms.allows(room))
+            .cloned()
+            .collect();
+        for room in revoked {
+            self.joined.remove(&room);
+            self.shared.hub.leave(&room, self.conn.id).await;
+            self.send(&Frame::new(protocol::unsubscribed(&room)));
+        }
+        let exp = identity.exp;
+        self.identity = identity;
+        Ok(protocol::exp_field(exp))
     }
 
     /// A `join` with `presence: true`: the join, then this connection
@@ -286,6 +346,7 @@ impl Session {
                 "presence events are off for this namespace (presence_events=false)",
             ));
         }
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
         let was_joined = self.joined.contains(&room);
         let extra = self.execute(Op::Join(room.clone())).await?;
         if let Err(e) = self.shared.presence.watch(&room, &self.conn).await {
@@ -339,10 +400,26 @@ impl Session {
 
     /// Ends the session once its connection is gone: leaves its rooms and
     /// makes it unreachable.
-    pub async fn end(self) {
+    pub async fn end(mut self) {
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
         let rooms = self.joined;
         Box::pin(self.shared.hub.disconnect(&self.conn, rooms)).await;
-        tracing::debug!(session = %self.conn.session, "disconnected");
+        tracing::debug!(session = %log_id(&self.conn.session), "disconnected");
+    }
+}
+
+/// What logs show of a session id: enough to follow one session, never
+/// the whole id (fallback session ids are bearer capabilities).
+pub fn log_id(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
+}
+
+/// Forgets the rooms the server API took this connection out of (the hub
+/// has already left them and sent `unsubscribed`); called before `joined` is
+/// relied on.
+fn forget_evicted(shared: &Shared, conn: &Conn, joined: &mut HashSet<RoomName>) {
+    for room in shared.hub.take_evicted(conn.id) {
+        joined.remove(&room);
     }
 }
 

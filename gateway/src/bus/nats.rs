@@ -13,14 +13,19 @@
 //!   every gateway, which delivers it if the user is connected there. The
 //!   payload carries the full user id ahead of the frame ([`encode_direct`]),
 //!   because long ids are hashed into their subject token.
-//! - `<c>.ctl.hello|bye|presence|sync|watch`: the control plane every gateway
-//!   subscribes to: peer discovery, presence scatter-gather, the
-//!   cluster-wide confirmation of a new subscription, and rooms starting or
-//!   stopping being watched for presence events.
+//! - `<c>.ctl.hello|bye|presence|sync|watch|command`: the control plane every
+//!   gateway subscribes to: peer discovery, presence scatter-gather, the
+//!   cluster-wide confirmation of a new subscription, rooms starting or
+//!   stopping being watched for presence events, and the server API's
+//!   commands about a user's connections ([`encode_command`]).
 //! - `<c>.pres.<room>`: presence reports about a room, subscribed only by
 //!   the gateways that watch it (a member joined with `presence: true`).
 //!   Reports leave through one ordered, bounded queue, so one gateway's
 //!   reports about a room arrive in the order they were made.
+//! - `<c>.session.<route>`: requests on the fallback sessions a gateway
+//!   holds (`route` is part of their ids), forwarded by the gateway a
+//!   client's request reached. One request, one reply, one gateway; when
+//!   the holder is gone the server answers "no responders" at once.
 //!
 //! The connection uses NATS no-echo: a gateway never receives its own
 //! publishes, because the hub has already delivered them locally. The payload
@@ -39,7 +44,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
-use super::{BusError, Inbox, PresenceInbox, Topic};
+use super::{BusError, Command, Desk, Inbox, PresenceInbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
 use crate::metrics::Metrics;
@@ -66,6 +71,10 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The pause between probes of a stalled bus.
 const HEALTH_RETRY: Duration = Duration::from_millis(100);
+
+/// Most forwarded session requests one gateway serves at once (a poll may
+/// wait 25 s); more are answered busy at once.
+const MAX_FORWARDED: usize = 1024;
 
 /// Presence reports waiting to be published; beyond it a report is dropped
 /// and its room resent as a snapshot.
@@ -123,6 +132,38 @@ pub fn decode_direct(payload: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(user).ok()?, frame))
 }
 
+/// The payload of a [`Command`] on `<c>.ctl.command`: a JSON object,
+/// `{"op":"disconnect","user":U}` or `{"op":"unsubscribe","user":U,"room":R}`.
+pub fn encode_command(command: &Command) -> Bytes {
+    let value = match command {
+        Command::Disconnect { user } => serde_json::json!({"op": "disconnect", "user": user}),
+        Command::Unsubscribe { user, room } => {
+            serde_json::json!({"op": "unsubscribe", "user": user, "room": room.as_str()})
+        }
+    };
+    Bytes::from(value.to_string())
+}
+
+/// Reads a [`Command`] payload; `None` when it is malformed (or from a newer
+/// gateway that knows commands this one does not).
+pub fn decode_command(payload: &[u8]) -> Option<Command> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        op: String,
+        user: String,
+        room: Option<String>,
+    }
+    let wire: Wire = serde_json::from_slice(payload).ok()?;
+    match (wire.op.as_str(), wire.room) {
+        ("disconnect", _) => Some(Command::Disconnect { user: wire.user }),
+        ("unsubscribe", Some(room)) => Some(Command::Unsubscribe {
+            user: wire.user,
+            room: RoomName::parse(&room)?,
+        }),
+        _ => None,
+    }
+}
+
 /// The control-plane subjects, `<c>.ctl.<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Control {
@@ -138,16 +179,19 @@ enum Control {
     Watch,
     /// No one subscribes: the server's "no responders" answer proves a round trip.
     RoundTrip,
+    /// A server API command about a user's connections.
+    Command,
 }
 
 impl Control {
     /// The subjects every gateway answers.
-    const ANSWERED: [Control; 5] = [
+    const ANSWERED: [Control; 6] = [
         Control::Hello,
         Control::Bye,
         Control::Presence,
         Control::Sync,
         Control::Watch,
+        Control::Command,
     ];
 
     fn name(self) -> &'static str {
@@ -158,6 +202,7 @@ impl Control {
             Control::Sync => "sync",
             Control::Watch => "watch",
             Control::RoundTrip => "rtt",
+            Control::Command => "command",
         }
     }
 }
@@ -555,6 +600,17 @@ impl NatsBus {
         Ok(())
     }
 
+    /// Sends a server API command to every other gateway.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        if !self.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.send(self.ctl(Control::Command), encode_command(command))
+            .await?;
+        self.metrics.bus_messages_out.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
     /// Asks every live peer for its local members of `room`, waiting at most
     /// `nats.request_timeout_ms`; peers that do not answer in time are left out.
     pub async fn remote_members(&self, room: &RoomName) -> Result<Vec<String>, BusError> {
@@ -612,6 +668,63 @@ impl NatsBus {
             }
         }
         Ok(collected)
+    }
+
+    /// Serves `<c>.session.<route>` with `desk`, each request in a task of
+    /// its own (at most [`MAX_FORWARDED`] at once).
+    pub fn serve_sessions(&self, route: &str, desk: Weak<dyn Desk>) {
+        let subject = format!("{}.session.{route}", self.prefix);
+        let client = self.client.clone();
+        let timeout = self.request_timeout;
+        let task = tokio::spawn(async move {
+            // The client keeps subscriptions made before it connects and
+            // replays them on every reconnection.
+            let mut requests = match client.subscribe(subject).await {
+                Ok(requests) => requests,
+                Err(e) => {
+                    return tracing::warn!(error = %e, "fallback sessions cannot be reached from other gateways");
+                }
+            };
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED));
+            while let Some(request) = requests.next().await {
+                let Some(reply) = request.reply else { continue };
+                let Some(desk) = desk.upgrade() else { return };
+                let client = client.clone();
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    let busy = desk.busy();
+                    let _ = tokio::time::timeout(timeout, client.publish(reply, busy)).await;
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let answer = desk.answer(request.payload).await;
+                    let _ = tokio::time::timeout(timeout, client.publish(reply, answer)).await;
+                });
+            }
+        });
+        lock(&self.control).push(task);
+    }
+
+    /// Sends `request` to the gateway serving `route`; `None` when none does.
+    pub async fn forward(
+        &self,
+        route: &str,
+        request: Bytes,
+        wait: Duration,
+    ) -> Result<Option<Bytes>, BusError> {
+        if !self.is_connected() {
+            return Err(BusError::Unavailable);
+        }
+        let subject = format!("{}.session.{route}", self.prefix);
+        let limit = wait + self.request_timeout;
+        let request = async_nats::Request::new()
+            .payload(request)
+            .timeout(Some(limit));
+        match tokio::time::timeout(limit, self.client.send_request(subject, request)).await {
+            Ok(Ok(answer)) => Ok(Some(answer.payload)),
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(None),
+            Ok(Err(_)) | Err(_) => Err(BusError::Unavailable),
+        }
     }
 
     /// Says goodbye, stops every task and drains the connection.
@@ -849,6 +962,11 @@ async fn answer(bus: Weak<NatsBus>, what: Control, mut subscriber: Subscriber) {
                     let _ = bus.send(reply.to_string(), Bytes::from(body)).await;
                 }
             }
+            Control::Command => match (decode_command(&message.payload), bus.inbox()) {
+                (Some(command), Some(inbox)) => inbox.command(command).await,
+                (None, _) => tracing::warn!(%payload, "malformed command ignored"),
+                (Some(_), None) => {}
+            },
             Control::Sync | Control::RoundTrip => {
                 if let Some(reply) = message.reply {
                     let _ = bus.send(reply.to_string(), Bytes::new()).await;
@@ -975,6 +1093,39 @@ mod tests {
         assert_eq!(t, user_token(&long), "stable");
         assert_ne!(t, user_token(&"y".repeat(500)));
         assert_eq!(user_token(""), "_");
+    }
+
+    #[test]
+    fn commands_survive_the_wire() {
+        let room = RoomName::parse("chat:1").unwrap();
+        for command in [
+            Command::Disconnect {
+                user: "a\"b".into(),
+            },
+            Command::Unsubscribe {
+                user: "ü".into(),
+                room,
+            },
+        ] {
+            assert_eq!(
+                decode_command(&encode_command(&command)),
+                Some(command.clone())
+            );
+        }
+        for bad in [
+            &br#"{"op":"unsubscribe","user":"u"}"#[..],
+            br#"{"op":"unsubscribe","user":"u","room":"a b"}"#,
+            br#"{"op":"explode","user":"u"}"#,
+            br#"{"op":"disconnect"}"#,
+            b"not json",
+        ] {
+            assert_eq!(
+                decode_command(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
