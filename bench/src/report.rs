@@ -249,6 +249,7 @@ pub fn render(inputs: &Inputs) -> String {
     formats_section(w, inputs);
     fallback_section(w, inputs);
     soak_section(w, inputs);
+    presence_section(w, inputs);
 
     let _ = writeln!(w, "## Commands\n");
     let _ = writeln!(
@@ -572,6 +573,69 @@ fn drain_section(w: &mut String, inputs: &Inputs) {
     let _ = writeln!(w);
 }
 
+/// The heading of the presence events section (what [`splice_section`] replaces).
+pub const PRESENCE_HEADING: &str = "## Presence events";
+
+/// Just the presence events section, for `report --only presence`.
+pub fn render_presence(inputs: &Inputs) -> String {
+    let mut md = String::new();
+    presence_section(&mut md, inputs);
+    md
+}
+
+fn presence_section(w: &mut String, inputs: &Inputs) {
+    let Some(run) = inputs.runs.iter().find(|r| r.scenario == "presence") else {
+        return;
+    };
+    let r = &run.result;
+    let n = |path: &str| num(r, path);
+    let _ = writeln!(w, "{PRESENCE_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "{} members in {} rooms on two gateways; new users visit a room at {} visits/s \
+         (join, stay {} s, leave), first with nobody watching, then with {} watchers \
+         (`presence: true`, spread over both gateways) while the visitors watch too. \
+         Bus messages are the gateways' `roomcast_presence_bus_messages_out_total`; a \
+         visit's join and its leave count as one join. The machine is shared by other \
+         work: figures are indicative.\n",
+        plain_number(&r["members"]),
+        plain_number(&r["rooms"]),
+        plain_number(&r["rate"]),
+        plain_number(&r["hold_s"]),
+        plain_number(&r["watchers"]),
+    );
+    let _ = writeln!(
+        w,
+        "| phase | visits | joins | presence bus messages | per join | events | events/s | server CPU s |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
+    for (label, phase) in [("nobody watching", "unwatched"), ("watched", "watched")] {
+        let p = |field: &str| plain_number(&r[phase][field]);
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            p("visits"),
+            p("joins"),
+            p("presence_bus_messages"),
+            p("presence_bus_messages_per_join"),
+            p("events"),
+            p("events_per_s"),
+            p("server_cpu_s"),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nServer CPU per delivered event (watched): {} µs. Watchers' views (the `presence` \
+         answer at the start plus every event, against the answer at the end): {} consistent, \
+         {} wrong, {} impossible events (a `joined` for a user already there or a `left` for \
+         one not there).\n",
+        fmt(n("server_cpu_us_per_event"), 1, ""),
+        plain_number(&r["views_consistent"]),
+        plain_number(&r["views_wrong"]),
+        plain_number(&r["impossible_events"]),
+    );
+}
+
 /// The heading of the hot-room section.
 pub const HOT_HEADING: &str = "## Hot room";
 
@@ -597,6 +661,7 @@ pub fn render_only(inputs: &Inputs, name: &str) -> Option<Vec<(&'static str, Str
         "floor" => vec![floor],
         "formats" => vec![section(FORMATS_HEADING, formats_section)],
         "fallback" => vec![section(FALLBACK_HEADING, fallback_section)],
+        "presence" => vec![section(PRESENCE_HEADING, presence_section)],
         _ => return None,
     })
 }
@@ -1371,6 +1436,38 @@ mod tests {
         // The full report has it before the commands.
         let md = render(&inputs);
         assert!(md.find("## Soak").unwrap() < md.find("## Commands").unwrap());
+    }
+
+    #[test]
+    fn presence_section_shows_both_phases_and_the_views() {
+        let phase = |msgs: f64, per: f64, events: u64| {
+            json!({"seconds": 20.0, "visits": 2000, "failed_visits": 0, "skipped_visits": 0,
+                   "joins": 2000.0, "presence_bus_messages": msgs,
+                   "presence_bus_messages_per_join": per, "events": events,
+                   "events_per_s": events as f64 / 20.0, "server_cpu_s": 3.5})
+        };
+        let inputs = Inputs {
+            runs: vec![run(
+                "presence",
+                "roomcast",
+                1,
+                json!({"scenario": "presence", "members": 10000, "rooms": 100, "watchers": 200,
+                       "rate": 100.0, "hold_s": 2.0, "unwatched": phase(0.0, 0.0, 0),
+                       "watched": phase(4000.0, 2.0, 9000), "server_cpu_us_per_event": 388.9,
+                       "views_consistent": 200, "views_wrong": 0, "impossible_events": 0}),
+            )],
+            ..Inputs::default()
+        };
+        let section = render_presence(&inputs);
+        assert!(section.starts_with(PRESENCE_HEADING), "{section}");
+        assert!(
+            section.contains("| nobody watching | 2000 | 2000.0 | 0.0 | 0.0 | 0 |"),
+            "{section}"
+        );
+        assert!(section.contains("| watched | 2000 | 2000.0 | 4000.0 | 2.0 | 9000 | 450.0 |"));
+        assert!(section.contains("200 consistent, 0 wrong"), "{section}");
+        assert!(render(&inputs).contains(PRESENCE_HEADING));
+        assert!(render_presence(&Inputs::default()).is_empty());
     }
 
     #[test]
