@@ -54,22 +54,13 @@ impl Session {
         via: &'static str,
     ) -> Session {
         let session: Arc<str> = new_session_id().into();
-        Self::open_named(
-            shared,
-            identity,
-            wire,
-            format,
-            via,
-            session.clone(),
-            session,
-        )
-        .await
+        Self::open_named(shared, identity, wire, format, via, session).await
     }
 
-    /// Like [`Session::open`], with the session id the transport chose and
-    /// the user id an anonymous client gets. A fallback session's id is its
-    /// bearer capability, so its anonymous user id must be something else:
-    /// user ids travel in every `from`.
+    /// Like [`Session::open`], with the session id the transport chose. An
+    /// anonymous client's user id is its session id, as the contract says,
+    /// also for a fallback session whose id is its bearer capability
+    /// (docs/protocol.md says what that exposes and why JWT closes it).
     pub async fn open_named(
         shared: Arc<Shared>,
         identity: Identity,
@@ -77,10 +68,12 @@ impl Session {
         format: Format,
         via: &'static str,
         session: Arc<str>,
-        anonymous: Arc<str>,
     ) -> Session {
         let config = &shared.config;
-        let user: Arc<str> = identity.user.clone().map_or(anonymous, Into::into);
+        let user: Arc<str> = identity
+            .user
+            .clone()
+            .map_or_else(|| session.clone(), Into::into);
         let limits = QueueLimits {
             frames: config.limits.outbound_queue_frames,
             bytes: config.limits.outbound_queue_bytes,
