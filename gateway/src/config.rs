@@ -53,6 +53,34 @@ pub struct Config {
     /// Per-namespace options, one `NAME:option=value,...` spec per namespace
     /// (see `namespace.rs`); unlisted namespaces get the contract's defaults.
     pub namespaces: Vec<NamespaceSpec>,
+    /// Where history rooms keep their messages on the NATS bus (JetStream).
+    pub history: History,
+}
+
+/// The JetStream layout of room history; identical on every gateway of a
+/// cluster (see docs/cluster.md). Unused on the in-process bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct History {
+    /// Streams per namespace with history; rooms are spread over them.
+    pub shards: u32,
+    /// Replicas of each stream: 1 for one nats-server, 3 for a cluster.
+    pub replicas: usize,
+    /// Where the streams keep messages: `file` or `memory`.
+    pub storage: String,
+    /// How long one JetStream request may take before history rooms answer `unavailable`.
+    pub timeout_ms: u64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            shards: 8,
+            replicas: 1,
+            storage: "file".into(),
+            timeout_ms: 5_000,
+        }
+    }
 }
 
 /// Limits that keep every connection's cost bounded.
@@ -166,6 +194,7 @@ impl Default for Config {
             auth: Auth::default(),
             nats: Nats::default(),
             namespaces: Vec::new(),
+            history: History::default(),
         }
     }
 }
@@ -416,6 +445,26 @@ const OPTIONS: &[Opt] = &[
         Kind::Scalar,
         "How long presence and join confirmation wait for other gateways",
     ),
+    opt(
+        "history.shards",
+        Kind::Scalar,
+        "JetStream streams per namespace with history (same on every gateway)",
+    ),
+    opt(
+        "history.replicas",
+        Kind::Scalar,
+        "Replicas of each history stream: 1 for one nats-server, 3 for a cluster",
+    ),
+    opt(
+        "history.storage",
+        Kind::Text,
+        "History stream storage: file or memory",
+    ),
+    opt(
+        "history.timeout_ms",
+        Kind::Scalar,
+        "How long a JetStream request may take before history rooms answer unavailable",
+    ),
     Opt {
         path: "namespaces",
         kind: Kind::Specs,
@@ -537,6 +586,7 @@ impl Config {
             return Err(ConfigError("auth.api_key must not be empty".into()));
         }
         self.validate_nats()?;
+        self.validate_history()?;
         self.namespace_options()?;
         if let Some(origin) = self
             .auth
@@ -578,6 +628,34 @@ impl Config {
             return Err(ConfigError(format!(
                 "nats.url has {url:?}, which is not a nats://, tls:// or host:port address"
             )));
+        }
+        Ok(())
+    }
+
+    fn validate_history(&self) -> Result<(), ConfigError> {
+        let h = &self.history;
+        if !(1..=1024).contains(&h.shards) {
+            return Err(ConfigError(format!(
+                "history.shards must be from 1 to 1024 (got {})",
+                h.shards
+            )));
+        }
+        if !(1..=5).contains(&h.replicas) {
+            return Err(ConfigError(format!(
+                "history.replicas must be from 1 to 5 (got {})",
+                h.replicas
+            )));
+        }
+        if !matches!(h.storage.as_str(), "file" | "memory") {
+            return Err(ConfigError(format!(
+                "history.storage must be file or memory (got {:?})",
+                h.storage
+            )));
+        }
+        if h.timeout_ms == 0 {
+            return Err(ConfigError(
+                "history.timeout_ms must be greater than 0 (got 0)".into(),
+            ));
         }
         Ok(())
     }

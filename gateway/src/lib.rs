@@ -18,8 +18,9 @@
 //! - `bus`: the hop to other gateways (NATS in `bus/nats.rs`, peers in
 //!   `bus/peers.rs`); it hands what it receives to an `Inbox` (the hub).
 //! - `auth`, `room`, `ratelimit`, `drain`, `metrics`, `trace`, `config`.
-//! - `namespace`, `history`: room namespaces and room history (protocol v1.1;
-//!   stores and the recovery merge, not wired into sessions yet).
+//! - `namespace`, `history`: room namespaces and room history (protocol v1.1:
+//!   stores, the recovery merge and the `history` answer; `delivery/gate.rs`
+//!   orders each member's history messages).
 
 pub mod auth;
 pub mod bus;

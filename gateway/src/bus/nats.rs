@@ -37,6 +37,7 @@ use super::peers::{HELLO_INTERVAL, Peers};
 use super::{BusError, Inbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
+use crate::history::jetstream::{SKIP_HEADER, republished};
 use crate::metrics::Metrics;
 use crate::room::RoomName;
 use crate::trace;
@@ -270,6 +271,11 @@ impl NatsBus {
         ];
         lock(&bus.control).extend(tasks);
         Ok(bus)
+    }
+
+    /// The NATS connection (the history store shares it).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Lets the bus deliver into `inbox`.
@@ -581,6 +587,19 @@ async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metric
         };
         if std::str::from_utf8(&message.payload).is_err() {
             tracing::warn!(?topic, "bus message that is not UTF-8 dropped");
+            continue;
+        }
+        // A history room's message, stored and RePublished by its stream:
+        // in stream order, awaited here so the next one waits for it.
+        if let Some(at) = republished(message.headers.as_ref()) {
+            let skip = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(SKIP_HEADER))
+                .map(|v| v.as_str().to_owned());
+            inbox
+                .receive_stored(&topic, message.payload, at, skip)
+                .await;
             continue;
         }
         // Shares the received bytes: no copy until a format is encoded.

@@ -56,6 +56,12 @@ impl Frame {
         }
     }
 
+    /// Another frame with the same JSON (shared, not copied), to keep
+    /// beyond the caller's borrow; its encodings are made anew.
+    pub fn share(&self) -> Frame {
+        Self::from_json(self.json.clone())
+    }
+
     /// The JSON text: what crosses the bus.
     pub fn json(&self) -> &Bytes {
         &self.json

@@ -1,22 +1,24 @@
 //! The server-side HTTP API: `POST /v1/publish` and `POST /v1/send`, for
-//! backends that push into rooms and to users. Same validation and delivery
-//! as a client's frames, with `from: null`.
+//! backends that push into rooms and to users, and `GET /v1/history`. Same
+//! validation and delivery as a client's frames, with `from: null`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::admission::read_body;
-use crate::delivery::{self, Outgoing, Sender};
-use crate::protocol::{self, ErrorCode, Failure};
+use crate::delivery::{self, Delivered, Outgoing, Sender};
+use crate::history::HistoryError;
+use crate::protocol::{self, ErrorCode, Failure, HistoryQuery, Since};
+use crate::room::RoomName;
 use crate::state::Shared;
 
 /// Room for the JSON envelope around `data` in a request body.
@@ -27,6 +29,99 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/send", post(send))
+        .route("/v1/history", get(history))
+}
+
+/// `GET /v1/history?room=R&limit=L&since_offset=N&epoch=E`: the `history`
+/// frame's answer. Behind the API key; 400 `no_history` for a room whose
+/// namespace keeps none.
+async fn history(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Some(refused) = refuse_key(&shared, &parts.headers) {
+        return refused;
+    }
+    let query = match history_query(&parts.uri) {
+        Ok(query) => query,
+        Err(failure) => return answer_error(&shared, StatusCode::BAD_REQUEST, &failure),
+    };
+    let answer = match shared.hub.history() {
+        None => Err(HistoryError::NoHistory),
+        Some(store) => crate::history::answer(store, &query).await,
+    };
+    match answer {
+        Ok(fields) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{{{fields}}}"),
+        )
+            .into_response(),
+        Err(e) => failure_response(&shared, delivery::history_failure(e)),
+    }
+}
+
+/// Reads the query string of `GET /v1/history`.
+fn history_query(uri: &axum::http::Uri) -> Result<HistoryQuery, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        room: Option<String>,
+        limit: Option<String>,
+        since_offset: Option<String>,
+        epoch: Option<String>,
+    }
+    let bad = |m: &'static str| Failure::new(ErrorCode::BadRequest, m);
+    let Query(raw) = Query::<Raw>::try_from_uri(uri).map_err(|_| bad("malformed query string"))?;
+    let room = raw.room.ok_or_else(|| bad("missing parameter `room`"))?;
+    let room = RoomName::parse(&room).ok_or_else(|| {
+        Failure::new(
+            ErrorCode::InvalidRoom,
+            "room must match ^[A-Za-z0-9_:@/-]{1,128}$",
+        )
+    })?;
+    let limit = match raw.limit {
+        None => protocol::MAX_HISTORY_LIMIT,
+        Some(l) => protocol::check_limit(
+            l.parse()
+                .map_err(|_| bad("parameter `limit` must be an integer from 1 to 100"))?,
+        )?,
+    };
+    let since = match (raw.since_offset, raw.epoch) {
+        (None, None) => None,
+        (Some(offset), Some(epoch)) => Some(Since {
+            offset: offset
+                .parse()
+                .map_err(|_| bad("parameter `since_offset` must be an integer >= 0"))?,
+            epoch,
+        }),
+        _ => return Err(bad("`since_offset` and `epoch` go together")),
+    };
+    Ok(HistoryQuery { room, limit, since })
+}
+
+/// 401 unless the request carries the API key.
+fn refuse_key(shared: &Shared, headers: &axum::http::HeaderMap) -> Option<Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if shared.auth.api_key_ok(authorization) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
+        )
+            .into_response(),
+    )
+}
+
+/// A failure as its contract status and JSON body.
+fn failure_response(shared: &Shared, failure: Failure) -> Response {
+    let status = match failure.code {
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    answer_error(shared, status, &failure)
 }
 
 async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -55,16 +150,8 @@ async fn handle(
     let limits = &shared.config.limits;
     let deadline = Instant::now() + Duration::from_millis(limits.http_read_timeout_ms);
     let (parts, body) = request.into_parts();
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !shared.auth.api_key_ok(authorization) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
-        )
-            .into_response();
+    if let Some(refused) = refuse_key(shared, &parts.headers) {
+        return refused;
     }
     let limit = limits.max_payload_bytes + ENVELOPE_BYTES;
     let body = match read_body(&parts.headers, body, limit, deadline).await {
@@ -72,15 +159,18 @@ async fn handle(
         Err(refusal) => return answer_error(shared, refusal.status, &refusal.failure),
     };
     match deliver(shared, body, decode).await {
-        Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
-        Err(failure) => {
-            let status = match failure.code {
-                ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            answer_error(shared, status, &failure)
+        // `{"ok":true}`, with `offset` and `epoch` for a history room.
+        Ok(delivered) => {
+            let fields = delivered.ok_fields();
+            let sep = if fields.is_empty() { "" } else { "," };
+            (
+                StatusCode::ACCEPTED,
+                [(header::CONTENT_TYPE, "application/json")],
+                format!(r#"{{"ok":true{sep}{fields}}}"#),
+            )
+                .into_response()
         }
+        Err(failure) => failure_response(shared, failure),
     }
 }
 
@@ -98,7 +188,7 @@ async fn deliver(
     shared: &Shared,
     body: Bytes,
     decode: impl FnOnce(&str) -> Result<Outgoing<'_>, Failure>,
-) -> Result<(), Failure> {
+) -> Result<Delivered, Failure> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| Failure::new(ErrorCode::BadRequest, "body is not UTF-8"))?;
     let sender = Sender {
@@ -107,6 +197,5 @@ async fn deliver(
         via: "http",
         bucket: None,
     };
-    delivery::deliver(shared, sender, decode(text)?).await?;
-    Ok(())
+    delivery::deliver(shared, sender, decode(text)?).await
 }
