@@ -53,34 +53,6 @@ pub struct Config {
     /// Per-namespace options, one `NAME:option=value,...` spec per namespace
     /// (see `namespace.rs`); unlisted namespaces get the contract's defaults.
     pub namespaces: Vec<NamespaceSpec>,
-    /// Where history rooms keep their messages on the NATS bus (JetStream).
-    pub history: History,
-}
-
-/// The JetStream layout of room history; identical on every gateway of a
-/// cluster (see docs/cluster.md). Unused on the in-process bus.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct History {
-    /// Streams per namespace with history; rooms are spread over them.
-    pub shards: u32,
-    /// Replicas of each stream: 1 for one nats-server, 3 for a cluster.
-    pub replicas: usize,
-    /// Where the streams keep messages: `file` or `memory`.
-    pub storage: String,
-    /// How long one JetStream request may take before history rooms answer `unavailable`.
-    pub timeout_ms: u64,
-}
-
-impl Default for History {
-    fn default() -> Self {
-        Self {
-            shards: 8,
-            replicas: 1,
-            storage: "file".into(),
-            timeout_ms: 5_000,
-        }
-    }
 }
 
 /// Limits that keep every connection's cost bounded.
@@ -160,6 +132,17 @@ pub struct Nats {
     pub tls_required: bool,
     /// How long presence and join confirmations wait for other gateways.
     pub request_timeout_ms: u64,
+    /// Replicas of each JetStream history stream: 1 for a single nats-server,
+    /// 3 for a NATS cluster (at most 5, JetStream's own bound).
+    pub history_replicas: u8,
+    /// JetStream streams per namespace with history; rooms are spread over
+    /// them (the same on every gateway: changing it loses history).
+    pub history_shards: u32,
+    /// Where the history streams keep messages: `file` or `memory`.
+    pub history_storage: String,
+    /// How long one JetStream request may take before history rooms
+    /// answer `unavailable`.
+    pub history_timeout_ms: u64,
 }
 
 impl Default for Nats {
@@ -176,6 +159,10 @@ impl Default for Nats {
             tls_key_file: None,
             tls_required: false,
             request_timeout_ms: 1000,
+            history_replicas: 1,
+            history_shards: 8,
+            history_storage: "file".into(),
+            history_timeout_ms: 5_000,
         }
     }
 }
@@ -194,7 +181,6 @@ impl Default for Config {
             auth: Auth::default(),
             nats: Nats::default(),
             namespaces: Vec::new(),
-            history: History::default(),
         }
     }
 }
@@ -446,22 +432,22 @@ const OPTIONS: &[Opt] = &[
         "How long presence and join confirmation wait for other gateways",
     ),
     opt(
-        "history.shards",
+        "nats.history_replicas",
         Kind::Scalar,
-        "JetStream streams per namespace with history (same on every gateway)",
+        "Replicas of each JetStream history stream (1 to 5; 3 for a NATS cluster)",
     ),
     opt(
-        "history.replicas",
+        "nats.history_shards",
         Kind::Scalar,
-        "Replicas of each history stream: 1 for one nats-server, 3 for a cluster",
+        "JetStream streams per namespace with history (1 to 1024; same on every gateway)",
     ),
     opt(
-        "history.storage",
+        "nats.history_storage",
         Kind::Text,
         "History stream storage: file or memory",
     ),
     opt(
-        "history.timeout_ms",
+        "nats.history_timeout_ms",
         Kind::Scalar,
         "How long a JetStream request may take before history rooms answer unavailable",
     ),
@@ -608,6 +594,12 @@ impl Config {
                 "nats.request_timeout_ms must be greater than 0 (got 0)".into(),
             ));
         }
+        if !(1..=5).contains(&nats.history_replicas) {
+            return Err(ConfigError(format!(
+                "nats.history_replicas must be between 1 and 5 (got {})",
+                nats.history_replicas
+            )));
+        }
         if !is_subject_token(&nats.cluster_name) {
             return Err(ConfigError(format!(
                 "nats.cluster_name must be a NATS subject token of letters, digits, '_' or '-' (got {:?})",
@@ -633,28 +625,22 @@ impl Config {
     }
 
     fn validate_history(&self) -> Result<(), ConfigError> {
-        let h = &self.history;
-        if !(1..=1024).contains(&h.shards) {
+        let nats = &self.nats;
+        if !(1..=1024).contains(&nats.history_shards) {
             return Err(ConfigError(format!(
-                "history.shards must be from 1 to 1024 (got {})",
-                h.shards
+                "nats.history_shards must be between 1 and 1024 (got {})",
+                nats.history_shards
             )));
         }
-        if !(1..=5).contains(&h.replicas) {
+        if !matches!(nats.history_storage.as_str(), "file" | "memory") {
             return Err(ConfigError(format!(
-                "history.replicas must be from 1 to 5 (got {})",
-                h.replicas
+                "nats.history_storage must be file or memory (got {:?})",
+                nats.history_storage
             )));
         }
-        if !matches!(h.storage.as_str(), "file" | "memory") {
-            return Err(ConfigError(format!(
-                "history.storage must be file or memory (got {:?})",
-                h.storage
-            )));
-        }
-        if h.timeout_ms == 0 {
+        if nats.history_timeout_ms == 0 {
             return Err(ConfigError(
-                "history.timeout_ms must be greater than 0 (got 0)".into(),
+                "nats.history_timeout_ms must be greater than 0 (got 0)".into(),
             ));
         }
         Ok(())
@@ -1058,6 +1044,12 @@ mod tests {
             ("--nats-url", "nats://a b", "nats.url"),
             ("--nats-user", "u", "nats.password"),
             ("--nats-request-timeout-ms", "0", "nats.request_timeout_ms"),
+            ("--nats-history-replicas", "0", "nats.history_replicas"),
+            ("--nats-history-replicas", "7", "nats.history_replicas"),
+            ("--nats-history-replicas", "300", "nats.history_replicas"),
+            ("--nats-history-shards", "0", "nats.history_shards"),
+            ("--nats-history-storage", "disk", "nats.history_storage"),
+            ("--nats-history-timeout-ms", "0", "nats.history_timeout_ms"),
         ] {
             let err = Config::load_from(["gw", flag, value]).unwrap_err();
             assert!(err.to_string().contains(field), "{flag} {value}: {err}");

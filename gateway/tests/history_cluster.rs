@@ -19,13 +19,13 @@ use roomcast_gateway::namespace::NamespaceSpec;
 use serde_json::{Value, json};
 
 /// A gateway on `urls` whose `chat` namespace keeps `size` messages.
-async fn history_gateway(node: &str, urls: Vec<String>, size: u32, replicas: usize) -> TestGateway {
+async fn history_gateway(node: &str, urls: Vec<String>, size: u32, replicas: u8) -> TestGateway {
     let spec: NamespaceSpec = format!("chat:history_size={size}").parse().expect("spec");
     gateway_with(node, urls, |c| {
         c.namespaces = vec![spec];
-        c.history.shards = 2;
-        c.history.replicas = replicas;
-        c.history.timeout_ms = 2_000;
+        c.nats.history_shards = 2;
+        c.nats.history_replicas = replicas;
+        c.nats.history_timeout_ms = 2_000;
     })
     .await
 }

@@ -128,6 +128,93 @@ pub struct RealtimeClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
+    /// Options of room namespaces (history, client publishing, presence events), the same
+    /// on every gateway; unlisted namespaces get the protocol's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub namespaces: Vec<RoomNamespaceSpec>,
+}
+
+/// Most messages a namespace may keep per room (the gateway's own bound).
+pub const MAX_HISTORY_SIZE: u32 = 10_000;
+/// Longest `historyTtlSeconds` the gateway accepts (one year).
+pub const MAX_HISTORY_TTL_SECONDS: u64 = 365 * 24 * 3600;
+
+/// The options of one room namespace (protocol 1.1, "Room namespaces"). Unset options keep
+/// the protocol's defaults (no history, TTL 300 s, client publishing and presence events on).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomNamespaceSpec {
+    /// The part of a room name before its first `:` (`chat` for `chat:42`); empty for the
+    /// default namespace (rooms without `:`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_@/-]{0,127}$"))]
+    pub name: String,
+    /// Messages kept per room; 0: no history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub history_size: Option<u32>,
+    /// How long a kept message stays, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 31536000))]
+    pub history_ttl_seconds: Option<u64>,
+    /// false: only the HTTP API may publish to these rooms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_publish: Option<bool>,
+    /// Whether members may ask for `joined`/`left` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_events: Option<bool>,
+}
+
+impl RoomNamespaceSpec {
+    /// The gateway's `NAME:option=value,...` form of these options (only those set).
+    pub fn gateway_spec(&self) -> String {
+        let options: Vec<String> = [
+            ("history_size", self.history_size.map(|v| v.to_string())),
+            (
+                "history_ttl_seconds",
+                self.history_ttl_seconds.map(|v| v.to_string()),
+            ),
+            ("client_publish", self.client_publish.map(|v| v.to_string())),
+            (
+                "presence_events",
+                self.presence_events.map(|v| v.to_string()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| format!("{key}={v}")))
+        .collect();
+        format!("{}:{}", self.name, options.join(","))
+    }
+
+    /// Why the gateway would refuse these options, if it would.
+    fn problems(&self, at: usize) -> Vec<String> {
+        let mut problems = Vec::new();
+        let valid_name = self.name.len() <= 127
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_@/-".contains(&b));
+        if !valid_name {
+            problems.push(format!(
+                "spec.namespaces[{at}].name {:?} must be at most 127 of A-Z a-z 0-9 _ @ / - (empty: the default namespace)",
+                self.name
+            ));
+        }
+        if self.history_size.is_some_and(|n| n > MAX_HISTORY_SIZE) {
+            problems.push(format!(
+                "spec.namespaces[{at}].historySize must be <= {MAX_HISTORY_SIZE}"
+            ));
+        }
+        if self
+            .history_ttl_seconds
+            .is_some_and(|t| !(1..=MAX_HISTORY_TTL_SECONDS).contains(&t))
+        {
+            problems.push(format!(
+                "spec.namespaces[{at}].historyTtlSeconds must be within [1, {MAX_HISTORY_TTL_SECONDS}]"
+            ));
+        }
+        problems
+    }
 }
 
 fn default_drain_seconds() -> u32 {
@@ -144,6 +231,15 @@ pub struct NatsSpec {
     /// Secret key holding a NATS credentials file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
+    /// Replicas of each JetStream stream keeping room history: 1 for a single nats-server,
+    /// 3 for a NATS cluster.
+    #[serde(default = "default_history_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    pub history_replicas: u8,
+}
+
+fn default_history_replicas() -> u8 {
+    1
 }
 
 /// A key of a Secret in the RealtimeCluster's namespace.
@@ -545,6 +641,18 @@ impl RealtimeClusterSpec {
         {
             problems.push("spec.limits values must be > 0".to_string());
         }
+        if !(1..=5).contains(&self.nats.history_replicas) {
+            problems.push("spec.nats.historyReplicas must be within [1, 5]".to_string());
+        }
+        for (at, ns) in self.namespaces.iter().enumerate() {
+            problems.extend(ns.problems(at));
+            if self.namespaces[..at].iter().any(|n| n.name == ns.name) {
+                problems.push(format!(
+                    "spec.namespaces[{at}]: namespace {:?} is listed twice",
+                    ns.name
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -667,6 +775,67 @@ mod tests {
         let mut s = minimal();
         s.limits.max_frame_bytes = 0;
         assert!(s.validate().unwrap_err().0.contains("limits"));
+
+        let mut s = minimal();
+        s.nats.history_replicas = 0;
+        assert!(s.validate().unwrap_err().0.contains("historyReplicas"));
+    }
+
+    fn namespace(value: serde_json::Value) -> RoomNamespaceSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn namespaces_become_the_gateways_specs_with_only_the_options_set() {
+        let chat = namespace(json!({"name": "chat", "historySize": 200, "historyTtlSeconds": 600}));
+        assert_eq!(
+            chat.gateway_spec(),
+            "chat:history_size=200,history_ttl_seconds=600"
+        );
+        let all = namespace(json!({
+            "name": "", "historySize": 0, "historyTtlSeconds": 1,
+            "clientPublish": false, "presenceEvents": true
+        }));
+        assert_eq!(
+            all.gateway_spec(),
+            ":history_size=0,history_ttl_seconds=1,client_publish=false,presence_events=true"
+        );
+        assert_eq!(namespace(json!({"name": "feed"})).gateway_spec(), "feed:");
+    }
+
+    #[test]
+    fn bad_namespaces_are_an_invalid_spec_naming_the_entry() {
+        for (entries, want) in [
+            (json!([{"name": "a:b"}]), "spec.namespaces[0].name"),
+            (json!([{"name": "a b"}]), "spec.namespaces[0].name"),
+            (
+                json!([{"name": "x".repeat(128)}]),
+                "spec.namespaces[0].name",
+            ),
+            (
+                json!([{"name": "chat"}, {"name": "chat", "historySize": 1}]),
+                "spec.namespaces[1]: namespace \"chat\" is listed twice",
+            ),
+            (
+                json!([{"name": "chat", "historySize": 10001}]),
+                "spec.namespaces[0].historySize",
+            ),
+            (
+                json!([{"name": "", "historyTtlSeconds": 0}]),
+                "spec.namespaces[0].historyTtlSeconds",
+            ),
+        ] {
+            let mut s = minimal();
+            s.namespaces = serde_json::from_value(entries.clone()).unwrap();
+            let err = s.validate().unwrap_err().0;
+            assert!(err.contains(want), "{entries}: {err}");
+        }
+        let mut s = minimal();
+        s.namespaces = serde_json::from_value(json!([
+            {"name": ""}, {"name": "chat_1/@-x", "historySize": 10000, "historyTtlSeconds": 31536000}
+        ]))
+        .unwrap();
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]

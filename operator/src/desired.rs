@@ -416,6 +416,17 @@ pub fn gateway_env(rtc: &RealtimeCluster) -> Vec<EnvVar> {
         ),
         plain_env("ROOMCAST_NATS_URL", spec.nats.url.clone()),
     ];
+    if spec.nats.history_replicas != 1 {
+        env.push(plain_env(
+            "ROOMCAST_NATS_HISTORY_REPLICAS",
+            spec.nats.history_replicas.to_string(),
+        ));
+    }
+    if !spec.namespaces.is_empty() {
+        // `;` between specs: the gateway's list form of ROOMCAST_NAMESPACES.
+        let specs: Vec<String> = spec.namespaces.iter().map(|ns| ns.gateway_spec()).collect();
+        env.push(plain_env("ROOMCAST_NAMESPACES", specs.join(";")));
+    }
     if spec.nats.credentials_secret_ref.is_some() {
         env.push(plain_env(
             "ROOMCAST_NATS_CREDENTIALS_FILE",

@@ -102,7 +102,8 @@ fn every_spec_field_reaches_the_gateway_configuration() {
     let rtc = cluster(json!({
         "nats": {
             "url": "nats://nats.apps:4222",
-            "credentialsSecretRef": {"name": "nats-creds", "key": "user.creds"}
+            "credentialsSecretRef": {"name": "nats-creds", "key": "user.creds"},
+            "historyReplicas": 3
         },
         "auth": {
             "jwtSecretRef": {"name": "jwt", "key": "hs256"},
@@ -116,6 +117,11 @@ fn every_spec_field_reaches_the_gateway_configuration() {
             "outboundQueueFrames": 444
         },
         "drainSeconds": 45,
+        "namespaces": [
+            {"name": "chat", "historySize": 200, "historyTtlSeconds": 600, "presenceEvents": false},
+            {"name": "feed", "clientPublish": false},
+            {"name": "", "historySize": 50}
+        ],
         "podTemplate": {"env": [
             // An extra the spec does not cover passes through...
             {"name": "ROOMCAST_LIMITS_MAX_CONNECTIONS", "value": "77"},
@@ -169,6 +175,25 @@ fn every_spec_field_reaches_the_gateway_configuration() {
     assert_eq!(config.auth.jwt_public_key, None);
     assert_eq!(config.auth.api_key.as_deref(), Some("the-api-key"));
     assert_eq!(config.auth.allowed_origins, spec.auth.allowed_origins);
+    assert_eq!(config.nats.history_replicas, 3);
+    let ns = config.namespace_options().unwrap();
+    let chat = ns.get("chat");
+    assert_eq!(
+        (
+            chat.history_size,
+            chat.history_ttl_seconds,
+            chat.presence_events
+        ),
+        (200, 600, false)
+    );
+    assert!(
+        chat.client_publish,
+        "unset options keep the protocol's defaults"
+    );
+    assert!(!ns.get("feed").client_publish);
+    assert_eq!(ns.get("feed").history_size, 0);
+    assert_eq!(ns.for_room("lobby").history_size, 50);
+    assert_eq!(ns.for_room("chat:42").history_size, 200);
 
     assert_every_variable_is_read(&env, &config);
 }
@@ -194,6 +219,8 @@ fn a_public_key_and_the_defaults_reach_the_gateway_too() {
     assert_eq!(config.auth.api_key, None);
     assert!(config.auth.allowed_origins.is_empty());
     assert_eq!(config.nats.credentials_file, None);
+    assert_eq!(config.nats.history_replicas, 1);
+    assert!(config.namespaces.is_empty());
     // The spec's defaults, not the gateway's, are what runs.
     assert_eq!(config.drain_seconds, u64::from(spec.drain_seconds));
     assert_eq!(

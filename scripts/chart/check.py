@@ -687,6 +687,11 @@ def example_checks(standin: Standin) -> Callable[[Tally, Rendered], None]:
             status, got = standin.request("GET", f"/apis/roomcast.dev/v1alpha1/namespaces/{ns}/realtimeclusters/{name}")
             assert status == 200, f"HTTP {status}: the CRD from crds/ was not installed or not served"
             assert got["spec"]["nats"]["url"] == "nats://nats.apps:4222"
+            assert got["spec"]["nats"]["historyReplicas"] == 3
+            assert got["spec"]["namespaces"] == [
+                {"name": "chat", "historySize": 100},
+                {"name": "", "presenceEvents": False},
+            ], got["spec"].get("namespaces")
             assert rtc["spec"]["autoscaling"]["minReplicas"] <= rtc["spec"]["autoscaling"]["maxReplicas"]
 
         t.run("[example-cluster] Helm installed the CRD and the RealtimeCluster is served", stored)
@@ -741,7 +746,14 @@ def scenarios(standin: Standin) -> list[Scenario]:
         ),
         Scenario(
             "example-cluster",
-            {"exampleCluster": {"enabled": True, "natsUrl": "nats://nats.apps:4222"}},
+            {
+                "exampleCluster": {
+                    "enabled": True,
+                    "natsUrl": "nats://nats.apps:4222",
+                    "historyReplicas": 3,
+                    "namespaces": [{"name": "chat", "historySize": 100}, {"name": "", "presenceEvents": False}],
+                }
+            },
             "apps",
             example_checks(standin),
         ),

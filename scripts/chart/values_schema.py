@@ -237,6 +237,22 @@ def skeleton() -> dict[str, Any]:
                     "maxReplicas": i("Most gateway pods.", minimum=1),
                     "targetConnectionsPerPod": i("Connections per pod to aim at.", minimum=1),
                     "serviceType": s("Gateway Service type.", enum=["ClusterIP", "NodePort", "LoadBalancer"]),
+                    "historyReplicas": i("Replicas of each JetStream history stream.", minimum=1, maximum=5),
+                    "namespaces": {
+                        "type": "array",
+                        "description": "Room namespaces and their options (spec.namespaces).",
+                        "items": obj(
+                            "One room namespace.",
+                            {
+                                "name": s("Namespace name; empty for the default.", pattern="^[A-Za-z0-9_@/-]{0,127}$"),
+                                "historySize": i("Messages kept per room.", minimum=0, maximum=10000),
+                                "historyTtlSeconds": i("Seconds a kept message stays.", minimum=1, maximum=31536000),
+                                "clientPublish": b("Whether clients may publish."),
+                                "presenceEvents": b("Whether members may ask for joined/left events."),
+                            },
+                            required=["name"],
+                        ),
+                    },
                 },
             ),
         },

@@ -211,17 +211,17 @@ fn history_store(config: &Config, namespaces: &Namespaces, bus: &Bus) -> Option<
     let store = match bus.nats_client() {
         None => Store::Memory(MemoryStore::new(namespaces.clone())),
         Some(client) => {
-            let h = &config.history;
+            let nats = &config.nats;
             let layout = JetStreamConfig {
-                prefix: config.nats.cluster_name.clone(),
-                shards: h.shards,
-                replicas: h.replicas,
-                storage: if h.storage == "memory" {
+                prefix: nats.cluster_name.clone(),
+                shards: nats.history_shards,
+                replicas: usize::from(nats.history_replicas),
+                storage: if nats.history_storage == "memory" {
                     Storage::Memory
                 } else {
                     Storage::File
                 },
-                timeout: Duration::from_millis(h.timeout_ms),
+                timeout: Duration::from_millis(nats.history_timeout_ms),
             };
             Store::JetStream(Box::new(JetStreamStore::new(
                 client.clone(),
