@@ -175,6 +175,10 @@ struct DrainArgs {
     /// Handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// Rooms in the `hist:` namespace, whose history the gateways keep:
+    /// drained clients rejoin with `since` and their losses are counted.
+    #[arg(long)]
+    history: bool,
 }
 
 #[derive(Args)]
@@ -278,8 +282,8 @@ struct ReportArgs {
     /// Markdown file to write.
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
-    /// Only the soak section, spliced into the existing output file.
-    #[arg(long, value_parser = ["soak"])]
+    /// Only this section (soak or history), spliced into the existing output file.
+    #[arg(long, value_parser = ["soak", "history"])]
     only: Option<String>,
 }
 
@@ -349,6 +353,7 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 timeout: seconds(a.timeout, "--timeout")?,
                 per_source_address: a.per_source_address,
                 connect_concurrency: a.connect_concurrency,
+                history: a.history,
             };
             emit(&drain::run(&cfg).await?)
         }
@@ -411,13 +416,13 @@ async fn run(command: Command) -> Result<(), BenchError> {
         }
         Command::Report(a) => {
             let inputs = report::load(&a.results)?;
-            let text = if a.only.is_some() {
+            let text = if let Some(only) = &a.only {
                 let existing = std::fs::read_to_string(&a.output).unwrap_or_default();
-                report::splice_section(
-                    &existing,
-                    report::SOAK_HEADING,
-                    &report::render_soak(&inputs),
-                )
+                let (heading, section) = match only.as_str() {
+                    "history" => (report::HISTORY_HEADING, report::render_history(&inputs)),
+                    _ => (report::SOAK_HEADING, report::render_soak(&inputs)),
+                };
+                report::splice_section(&existing, heading, &section)
             } else {
                 report::render(&inputs)
             };
