@@ -18,6 +18,8 @@
 //! - `bus`: the hop to other gateways (NATS in `bus/nats.rs`, peers in
 //!   `bus/peers.rs`); it hands what it receives to an `Inbox` (the hub).
 //! - `auth`, `room`, `ratelimit`, `drain`, `metrics`, `trace`, `config`.
+//! - `presence`: `joined`/`left` events per user across the cluster (a pure
+//!   index in `presence/index.rs`, the bus exchange at its edges).
 //! - `namespace`, `history`: room namespaces and room history (protocol v1.1:
 //!   stores, the recovery merge and the `history` answer; `delivery/gate.rs`
 //!   orders each member's history messages).
@@ -30,6 +32,7 @@ pub mod drain;
 pub mod history;
 pub mod metrics;
 pub mod namespace;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod room;

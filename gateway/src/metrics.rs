@@ -63,6 +63,12 @@ pub struct Metrics {
     pub bus_reconnects: AtomicU64,
     /// Time to queue one message for every local recipient.
     pub fanout_seconds: Fanout,
+    /// `joined`/`left` frames queued for local watchers.
+    pub presence_events: AtomicU64,
+    /// Presence exchange messages published to the bus (reports and watches).
+    pub presence_bus_messages_out: AtomicU64,
+    /// Presence reports received from other gateways.
+    pub presence_bus_messages_in: AtomicU64,
 }
 
 impl Metrics {
@@ -182,6 +188,21 @@ pub const FAMILIES: &[Family<Metrics>] = &[
         "Times the bus connection was restored after a loss.",
         |m| count(&m.bus_reconnects),
     ),
+    Family::counter(
+        "roomcast_presence_events_total",
+        "joined/left frames queued for local watchers.",
+        |m| count(&m.presence_events),
+    ),
+    Family::counter(
+        "roomcast_presence_bus_messages_out_total",
+        "Presence exchange messages published to the bus (reports and watches).",
+        |m| count(&m.presence_bus_messages_out),
+    ),
+    Family::counter(
+        "roomcast_presence_bus_messages_in_total",
+        "Presence reports received from other gateways.",
+        |m| count(&m.presence_bus_messages_in),
+    ),
     Family::labelled_counter(
         "roomcast_errors_total",
         "Error frames sent, by code.",
@@ -264,6 +285,9 @@ mod tests {
             ("roomcast_bus_messages_in_total", "counter"),
             ("roomcast_bus_messages_out_total", "counter"),
             ("roomcast_bus_reconnects_total", "counter"),
+            ("roomcast_presence_events_total", "counter"),
+            ("roomcast_presence_bus_messages_out_total", "counter"),
+            ("roomcast_presence_bus_messages_in_total", "counter"),
             ("roomcast_fanout_seconds", "histogram"),
         ] {
             assert!(

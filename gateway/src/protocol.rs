@@ -205,6 +205,8 @@ pub struct Request<'a> {
     pub id: Option<RequestId>,
     /// The operation, or why the frame was refused.
     pub op: Result<Op<'a>, Failure>,
+    /// A `join` asked for `joined`/`left` events (`presence: true`).
+    pub presence: bool,
 }
 
 /// Every field a client frame may carry, each left raw so one mistyped field
@@ -227,6 +229,7 @@ struct RawFrame<'a> {
     since: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     limit: Option<&'a RawValue>,
+    presence: Option<&'a RawValue>,
 }
 
 /// A field that is present is `Some`, even when its value is `null`
@@ -244,6 +247,7 @@ pub fn decode(text: &str) -> Request<'_> {
             return Request {
                 id: None,
                 op: Err(failure),
+                presence: false,
             };
         }
     };
@@ -253,11 +257,29 @@ pub fn decode(text: &str) -> Request<'_> {
             return Request {
                 id: None,
                 op: Err(failure),
+                presence: false,
             };
         }
     };
-    let op = required_str(raw.kind, "type").and_then(|kind| decode_op(&kind, &raw));
-    Request { id, op }
+    let mut op = required_str(raw.kind, "type").and_then(|kind| decode_op(&kind, &raw));
+    let mut presence = false;
+    if let Ok(Op::Join(_) | Op::JoinSince(..)) = &op {
+        match presence_field(raw.presence) {
+            Ok(wanted) => presence = wanted,
+            Err(failure) => op = Err(failure),
+        }
+    }
+    Request { id, op, presence }
+}
+
+/// A `join`'s optional `presence` flag (absent or null: false).
+fn presence_field(raw: Option<&RawValue>) -> Result<bool, Failure> {
+    match raw {
+        None => Ok(false),
+        Some(v) => serde_json::from_str::<Option<bool>>(v.get())
+            .map(Option::unwrap_or_default)
+            .map_err(|_| Failure::bad("field `presence` must be a boolean")),
+    }
 }
 
 /// Decodes an HTTP API publish body: the fields and rules of a `publish`
@@ -569,6 +591,21 @@ pub fn error(id: Option<&RequestId>, failure: &Failure) -> String {
     out
 }
 
+/// `{"type":"joined",…}` (`joined`) or `{"type":"left",…}`: a presence event.
+pub fn presence_event(joined: bool, room: &RoomName, user: &str) -> String {
+    let mut out = String::with_capacity(40 + room.as_str().len() + user.len());
+    out.push_str(if joined {
+        r#"{"type":"joined","room":"#
+    } else {
+        r#"{"type":"left","room":"#
+    });
+    push_json_str(&mut out, room.as_str());
+    out.push_str(r#","user":"#);
+    push_json_str(&mut out, user);
+    out.push('}');
+    out
+}
+
 /// The `members` field of a presence answer.
 pub fn members_field(members: &[String]) -> String {
     let mut out = String::from(r#""members":["#);
@@ -692,6 +729,33 @@ mod tests {
         assert!(
             list.contains(r#""data":{ "a" : 1.50 }"#),
             "data byte for byte"
+        );
+    }
+
+    #[test]
+    fn joins_may_ask_for_presence_events() {
+        assert!(decode(r#"{"type":"join","room":"a","presence":true}"#).presence);
+        for off in [
+            r#"{"type":"join","room":"a"}"#,
+            r#"{"type":"join","room":"a","presence":false}"#,
+            r#"{"type":"join","room":"a","presence":null}"#,
+            r#"{"type":"leave","room":"a","presence":true}"#,
+            r#"{"type":"ping","presence":"junk"}"#,
+        ] {
+            let r = decode(off);
+            assert!(r.op.is_ok() && !r.presence, "{off}");
+        }
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","presence":"yes"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            presence_event(true, &RoomName::parse("r").unwrap(), "u\"1"),
+            r#"{"type":"joined","room":"r","user":"u\"1"}"#
+        );
+        assert_eq!(
+            presence_event(false, &RoomName::parse("r").unwrap(), "u"),
+            r#"{"type":"left","room":"r","user":"u"}"#
         );
     }
 

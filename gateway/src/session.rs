@@ -163,13 +163,17 @@ impl Session {
             // buffered messages go out in one piece (see `join_history`).
             Ok(Op::Join(room)) if self.has_history(&room) => {
                 return self
-                    .answer_history_join(request.id.as_ref(), room, None)
+                    .answer_history_join(request.id.as_ref(), room, None, request.presence)
                     .await;
             }
             Ok(Op::JoinSince(room, since)) if self.has_history(&room) => {
                 return self
-                    .answer_history_join(request.id.as_ref(), room, Some(since))
+                    .answer_history_join(request.id.as_ref(), room, Some(since), request.presence)
                     .await;
+            }
+            // Without history a `since` is ignored.
+            Ok(Op::Join(room) | Op::JoinSince(room, _)) if request.presence => {
+                Box::pin(self.join_watching(room)).await
             }
             // Boxed: executing can await the bus, whose futures are large;
             // inline they would sit in every idle connection's task.
@@ -250,6 +254,41 @@ impl Session {
         }
     }
 
+    /// A `join` with `presence: true`: the join, then this connection
+    /// watches the room's `joined`/`left` events (it stops when it leaves
+    /// the room). Refused with `forbidden` where the namespace has
+    /// `presence_events=false`; a watch the bus cannot start undoes a join
+    /// it made.
+    async fn join_watching(&mut self, room: RoomName) -> Result<String, Failure> {
+        self.check_access(&room)?;
+        self.check_presence_events(&room)?;
+        let was_joined = self.joined.contains(&room);
+        let extra = self.execute(Op::Join(room.clone())).await?;
+        if let Err(e) = self.shared.presence.watch(&room, &self.conn).await {
+            if !was_joined && self.joined.remove(&room) {
+                self.shared.hub.leave(&room, self.conn.id).await;
+            }
+            return Err(Failure::unavailable(e));
+        }
+        Ok(extra)
+    }
+
+    fn check_presence_events(&self, room: &RoomName) -> Result<(), Failure> {
+        if self
+            .shared
+            .namespaces
+            .for_room(room.as_str())
+            .presence_events
+        {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                ErrorCode::Forbidden,
+                "presence events are off for this namespace (presence_events=false)",
+            ))
+        }
+    }
+
     async fn deliver(&mut self, op: Outgoing<'_>) -> Result<String, Failure> {
         let sender = Sender {
             user: Some(&self.conn.user),
@@ -281,9 +320,10 @@ impl Session {
         id: Option<&RequestId>,
         room: RoomName,
         since: Option<protocol::Since>,
+        presence: bool,
     ) {
         // Boxed: it awaits the bus and the store (see `receive`).
-        if let Err(failure) = Box::pin(self.join_history(id, room, since)).await {
+        if let Err(failure) = Box::pin(self.join_history(id, room, since, presence)).await {
             self.fail(id, &failure);
         }
     }
@@ -293,13 +333,19 @@ impl Session {
     /// or only the position), then queues the replay, the `ok` (with
     /// `offset`, `epoch` and, with `since`, `recovered`) and the buffered
     /// messages newer than the replay, in one piece under the gate's lock.
+    /// With `presence` the connection also watches the room's
+    /// `joined`/`left` events, from before the store is read.
     async fn join_history(
         &mut self,
         id: Option<&RequestId>,
         room: RoomName,
         since: Option<protocol::Since>,
+        presence: bool,
     ) -> Result<(), Failure> {
         self.check_access(&room)?;
+        if presence {
+            self.check_presence_events(&room)?;
+        }
         let store = self
             .shared
             .hub
@@ -308,6 +354,13 @@ impl Session {
             .ok_or_else(|| history_failure(HistoryError::NoHistory))?;
         if self.joined.contains(&room) {
             // Already a member: it has had every message since it joined.
+            if presence {
+                self.shared
+                    .presence
+                    .watch(&room, &self.conn)
+                    .await
+                    .map_err(Failure::unavailable)?;
+            }
             let position = store
                 .position(room.as_str())
                 .await
@@ -334,6 +387,10 @@ impl Session {
             .await
             .map_err(Failure::unavailable)?;
         self.joined.insert(room.clone());
+        if presence && let Err(e) = self.shared.presence.watch(&room, &self.conn).await {
+            self.undo_join(&room).await;
+            return Err(Failure::unavailable(e));
+        }
         let read = match read_for_join(&store, room.as_str(), since.as_ref()).await {
             Ok(read) => read,
             Err(e) => {

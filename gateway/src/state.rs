@@ -1,6 +1,6 @@
 //! The state a gateway's listeners, sessions and HTTP API share: its
-//! configuration, name, hub, authenticator, metrics, drain and the options of
-//! room namespaces.
+//! configuration, name, hub, authenticator, metrics, drain, the options of
+//! room namespaces and the presence service.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use crate::delivery::hub::Hub;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::namespace::Namespaces;
+use crate::presence::Presence;
 
 /// State every request and session shares.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// The options of every room namespace (`config.namespaces`, checked).
     pub namespaces: Namespaces,
+    /// Presence events (`join` with `presence: true`).
+    pub presence: Arc<Presence>,
 }
 
 impl Shared {

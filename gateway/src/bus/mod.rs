@@ -12,7 +12,10 @@
 //!   knows of (`peers.rs`).
 //!
 //! What the bus receives goes into an [`Inbox`] (the hub implements it): the
-//! bus never knows the hub's type.
+//! bus never knows the hub's type. The presence exchange (reports on
+//! `<c>.pres.<room>`, watches on the control plane, peers coming and going)
+//! goes into a [`PresenceInbox`] (the presence service), and is carried by
+//! the `presence_*` methods; on the in-process bus they are no-ops.
 
 mod nats;
 pub mod peers;
@@ -24,6 +27,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 pub use self::nats::NatsBus;
+
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
 use crate::history::jetstream::Republished;
@@ -55,6 +59,28 @@ pub trait Inbox: Send + Sync {
         at: Republished,
         skip: Option<String>,
     ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>>;
+}
+
+/// Where the bus hands the presence exchange (the presence service,
+/// `presence/mod.rs`). Its calls must not block: they run on the bus's
+/// receiving tasks.
+pub trait PresenceInbox: Send + Sync {
+    /// A report (encoded `presence::wire::Report`) about `room` from another gateway.
+    fn report(&self, room: &RoomName, payload: &[u8]);
+
+    /// Another gateway starts or stops watching a room (an encoded
+    /// `presence::wire::Watch`). Called before the watcher is answered.
+    fn watch(&self, payload: &[u8]);
+
+    /// A gateway was heard from for the first time, or again after it had
+    /// fallen silent.
+    fn peer_arrived(&self, instance: &str);
+
+    /// A gateway said goodbye, or stayed silent for [`peers::PRESENCE_TTL`].
+    fn peer_gone(&self, instance: &str);
+
+    /// The bus connection came back after a loss: what was sent meanwhile may be lost.
+    fn reconnected(&self);
 }
 
 /// What traffic is addressed to: a room, or every connection of a user.
@@ -103,6 +129,61 @@ impl Bus {
         match self {
             Bus::Local => {}
             Bus::Nats(bus) => bus.attach(inbox),
+        }
+    }
+
+    /// Lets the bus hand the presence exchange to `inbox` (called once, by the presence service).
+    pub fn attach_presence(&self, inbox: Weak<dyn PresenceInbox>) {
+        match self {
+            Bus::Local => {}
+            Bus::Nats(bus) => bus.attach_presence(inbox),
+        }
+    }
+
+    /// This gateway's instance id as its presence reports name it.
+    pub fn instance(&self) -> &str {
+        match self {
+            Bus::Local => "local",
+            Bus::Nats(bus) => bus.instance(),
+        }
+    }
+
+    /// Starts receiving the presence reports about `room`; returns once the
+    /// subscription is live on the server.
+    pub async fn presence_subscribe(&self, room: &RoomName) -> Result<(), BusError> {
+        match self {
+            Bus::Local => Ok(()),
+            Bus::Nats(bus) => bus.presence_subscribe(room).await,
+        }
+    }
+
+    /// Stops receiving the presence reports about `room`.
+    pub fn presence_unsubscribe(&self, room: &RoomName) {
+        match self {
+            Bus::Local => {}
+            Bus::Nats(bus) => bus.presence_unsubscribe(room),
+        }
+    }
+
+    /// Tells every gateway this one starts (`on`) or stops watching a room
+    /// (`payload`: an encoded `presence::wire::Watch`).
+    /// Starting waits (within the request timeout) for the live peers to
+    /// acknowledge and returns the instance ids of those that did: each has
+    /// queued a snapshot of the room by then.
+    pub async fn presence_watch(&self, payload: Bytes, on: bool) -> Result<Vec<String>, BusError> {
+        match self {
+            Bus::Local => Ok(Vec::new()),
+            Bus::Nats(bus) => bus.presence_watch(payload, on).await,
+        }
+    }
+
+    /// Queues a presence report about `room` for the gateways watching it.
+    /// Reports leave in the order they were queued. False when the bounded
+    /// queue is full (the report is dropped; the caller resends a snapshot).
+    pub fn presence_report(&self, room: &RoomName, payload: Bytes) -> bool {
+        match self {
+            Bus::Local => true,
+            Bus::Nats(bus) => bus.presence_report(room, payload),
         }
     }
 

@@ -13,9 +13,14 @@
 //!   every gateway, which delivers it if the user is connected there. The
 //!   payload carries the full user id ahead of the frame ([`encode_direct`]),
 //!   because long ids are hashed into their subject token.
-//! - `<c>.ctl.hello|bye|presence|sync`: the control plane every gateway
-//!   subscribes to: peer discovery, presence scatter-gather and the
-//!   cluster-wide confirmation of a new subscription.
+//! - `<c>.ctl.hello|bye|presence|sync|watch`: the control plane every gateway
+//!   subscribes to: peer discovery, presence scatter-gather, the
+//!   cluster-wide confirmation of a new subscription, and rooms starting or
+//!   stopping being watched for presence events.
+//! - `<c>.pres.<room>`: presence reports about a room, subscribed only by
+//!   the gateways that watch it (a member joined with `presence: true`).
+//!   Reports leave through one ordered, bounded queue, so one gateway's
+//!   reports about a room arrive in the order they were made.
 //!
 //! The connection uses NATS no-echo: a gateway never receives its own
 //! publishes, because the hub has already delivered them locally. The payload
@@ -34,7 +39,7 @@ use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
-use super::{BusError, Inbox, Topic};
+use super::{BusError, Inbox, PresenceInbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
 use crate::history::jetstream::{SKIP_HEADER, republished};
@@ -58,6 +63,10 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The pause between probes of a stalled bus.
 const HEALTH_RETRY: Duration = Duration::from_millis(100);
+
+/// Presence reports waiting to be published; beyond it a report is dropped
+/// and its room resent as a snapshot.
+const REPORT_QUEUE: usize = 8192;
 
 /// User ids longer than this are hashed into their subject token, which
 /// keeps subjects short whatever a token's `sub` holds.
@@ -124,17 +133,20 @@ enum Control {
     Presence,
     /// Answered once everything sent before it is processed (join confirmation).
     Sync,
+    /// A room starts or stops being watched for presence events.
+    Watch,
     /// No one subscribes: the server's "no responders" answer proves a round trip.
     RoundTrip,
 }
 
 impl Control {
     /// The subjects every gateway answers.
-    const ANSWERED: [Control; 4] = [
+    const ANSWERED: [Control; 5] = [
         Control::Hello,
         Control::Bye,
         Control::Presence,
         Control::Sync,
+        Control::Watch,
     ];
 
     fn name(self) -> &'static str {
@@ -143,6 +155,7 @@ impl Control {
             Control::Bye => "bye",
             Control::Presence => "presence",
             Control::Sync => "sync",
+            Control::Watch => "watch",
             Control::RoundTrip => "rtt",
         }
     }
@@ -152,6 +165,9 @@ impl Control {
 /// the pumps, which look it up per message, so traffic arriving before the
 /// hub attached is not lost to a stale empty handle.
 type InboxSlot = Arc<OnceLock<Weak<dyn Inbox>>>;
+
+/// Where the presence exchange goes, once the presence service has attached itself.
+type PresenceSlot = Arc<OnceLock<Weak<dyn PresenceInbox>>>;
 
 /// A gateway's connection to the NATS cluster.
 pub struct NatsBus {
@@ -171,6 +187,11 @@ pub struct NatsBus {
     settled: AtomicBool,
     /// Connected, but the last health probe went unanswered (see [`watch_health`]).
     stalled: AtomicBool,
+    presence: PresenceSlot,
+    /// Presence reports in order, to [`publish_reports`].
+    reports: tokio::sync::mpsc::Sender<(String, Bytes)>,
+    /// One presence report pump per watched room; aborting it unsubscribes.
+    presence_pumps: Mutex<HashMap<RoomName, JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -251,6 +272,7 @@ impl NatsBus {
             .await
             .map_err(|e| ConfigError(format!("nats.url {:?}: {e}", config.url)))?;
         metrics.bus_up.store(0, Relaxed);
+        let (reports, reports_rx) = tokio::sync::mpsc::channel(REPORT_QUEUE);
         let bus = Arc::new(NatsBus {
             client,
             prefix: config.cluster_name.clone(),
@@ -263,8 +285,12 @@ impl NatsBus {
             control: Mutex::new(Vec::new()),
             settled: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
+            presence: Arc::new(OnceLock::new()),
+            reports,
+            presence_pumps: Mutex::new(HashMap::new()),
         });
         let tasks = vec![
+            tokio::spawn(publish_reports(Arc::downgrade(&bus), reports_rx)),
             tokio::spawn(watch_events(Arc::downgrade(&bus), events_rx)),
             tokio::spawn(say_hello(Arc::downgrade(&bus))),
             tokio::spawn(watch_health(Arc::downgrade(&bus))),
@@ -285,6 +311,96 @@ impl NatsBus {
 
     fn inbox(&self) -> Option<Arc<dyn Inbox>> {
         self.inbox.get().and_then(Weak::upgrade)
+    }
+
+    /// Lets the bus hand the presence exchange to `inbox`.
+    pub fn attach_presence(&self, inbox: Weak<dyn PresenceInbox>) {
+        let _ = self.presence.set(inbox);
+    }
+
+    fn presence(&self) -> Option<Arc<dyn PresenceInbox>> {
+        self.presence.get().and_then(Weak::upgrade)
+    }
+
+    /// This process's instance id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn presence_subject(&self, room: &RoomName) -> String {
+        format!("{}.pres.{room}", self.prefix)
+    }
+
+    /// Subscribes to `room`'s presence reports; returns once the server has it.
+    pub async fn presence_subscribe(&self, room: &RoomName) -> Result<(), BusError> {
+        if !self.is_connected() {
+            return Err(BusError::Unavailable);
+        }
+        let subscriber = self.subscribe_bounded(self.presence_subject(room)).await?;
+        let pump = tokio::spawn(pump_reports(
+            subscriber,
+            room.clone(),
+            self.presence.clone(),
+            self.metrics.clone(),
+        ));
+        if let Some(previous) = lock(&self.presence_pumps).insert(room.clone(), pump) {
+            previous.abort();
+        }
+        if let Err(e) = self.server_round_trip().await {
+            self.presence_unsubscribe(room);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Drops `room`'s presence report subscription.
+    pub fn presence_unsubscribe(&self, room: &RoomName) {
+        if let Some(pump) = lock(&self.presence_pumps).remove(room) {
+            pump.abort();
+        }
+    }
+
+    /// Publishes a watch (`payload`, an encoded `presence::wire::Watch`);
+    /// when it starts one, collects the acknowledgements of the live peers.
+    pub async fn presence_watch(&self, payload: Bytes, on: bool) -> Result<Vec<String>, BusError> {
+        if !self.is_connected() {
+            return Err(BusError::Unavailable);
+        }
+        self.metrics.presence_bus_messages_out.fetch_add(1, Relaxed);
+        let peers = self.live_peers();
+        if !on || peers == 0 {
+            self.send(self.ctl(Control::Watch), payload).await?;
+            return Ok(Vec::new());
+        }
+        let replies = self
+            .gather(&self.ctl(Control::Watch), payload, peers)
+            .await?;
+        Ok(replies
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect())
+    }
+
+    /// Queues a presence report about `room`; false when the queue is full.
+    pub fn presence_report(&self, room: &RoomName, payload: Bytes) -> bool {
+        self.reports
+            .try_send((self.presence_subject(room), payload))
+            .is_ok()
+    }
+
+    /// Forgets the peers silent for too long and tells the presence service.
+    fn expire_peers(&self) {
+        let dead = lock(&self.peers).expire(Instant::now());
+        if dead.is_empty() {
+            return;
+        }
+        let presence = self.presence();
+        for instance in dead {
+            tracing::info!(peer = instance, "gateway silent too long; counted as gone");
+            if let Some(presence) = &presence {
+                presence.peer_gone(&instance);
+            }
+        }
     }
 
     /// Whether the NATS connection is up and its server answers: false
@@ -510,6 +626,9 @@ impl NatsBus {
         for (_, pump) in lock(&self.pumps).drain() {
             pump.abort();
         }
+        for (_, pump) in lock(&self.presence_pumps).drain() {
+            pump.abort();
+        }
         for task in lock(&self.control).drain(..) {
             task.abort();
         }
@@ -610,6 +729,43 @@ async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metric
     }
 }
 
+/// Hands a watched room's presence reports to the presence service.
+async fn pump_reports(
+    mut subscriber: Subscriber,
+    room: RoomName,
+    presence: PresenceSlot,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(message) = subscriber.next().await {
+        metrics.presence_bus_messages_in.fetch_add(1, Relaxed);
+        let Some(attached) = presence.get() else {
+            continue;
+        };
+        let Some(presence) = attached.upgrade() else {
+            return;
+        };
+        presence.report(&room, &message.payload);
+    }
+}
+
+/// Publishes presence reports in the order they were queued. A report that
+/// cannot be published is lost; the presence service resends snapshots when
+/// the bus comes back (see [`PresenceInbox::reconnected`]).
+async fn publish_reports(
+    bus: Weak<NatsBus>,
+    mut reports: tokio::sync::mpsc::Receiver<(String, Bytes)>,
+) {
+    while let Some((subject, payload)) = reports.recv().await {
+        let Some(bus) = bus.upgrade() else { return };
+        if !bus.is_connected() {
+            continue;
+        }
+        if bus.send(subject, payload).await.is_ok() {
+            bus.metrics.presence_bus_messages_out.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// Delivers direct messages to the users connected to this gateway.
 async fn pump_users(mut subscriber: Subscriber, inbox: InboxSlot, metrics: Arc<Metrics>) {
     while let Some(message) = subscriber.next().await {
@@ -643,14 +799,31 @@ async fn answer(bus: Weak<NatsBus>, what: Control, mut subscriber: Subscriber) {
                     None => (payload.as_ref(), false),
                 };
                 let new = lock(&bus.peers).heard(instance, Instant::now());
-                if new {
+                if new && instance != bus.instance {
                     tracing::info!(peer = instance, "gateway joined the cluster");
+                    if let Some(presence) = bus.presence() {
+                        presence.peer_arrived(instance);
+                    }
                 }
                 if ask_back {
                     bus.hello(false).await;
                 }
             }
-            Control::Bye => lock(&bus.peers).forget(&payload),
+            Control::Bye => {
+                let known = lock(&bus.peers).forget(&payload);
+                if let (true, Some(presence)) = (known, bus.presence()) {
+                    presence.peer_gone(&payload);
+                }
+            }
+            Control::Watch => {
+                if let Some(presence) = bus.presence() {
+                    presence.watch(&message.payload);
+                }
+                if let Some(reply) = message.reply {
+                    let instance = Bytes::from(bus.instance.clone());
+                    let _ = bus.send(reply.to_string(), instance).await;
+                }
+            }
             Control::Presence => {
                 let members = match (RoomName::parse(&payload), bus.inbox()) {
                     (Some(room), Some(inbox)) => inbox.local_members(&room),
@@ -679,6 +852,7 @@ async fn say_hello(bus: Weak<NatsBus>) {
         if bus.is_up() {
             bus.hello(false).await;
         }
+        bus.expire_peers();
     }
 }
 
@@ -716,6 +890,7 @@ async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receive
         let Some(bus) = bus.upgrade() else { return };
         match event {
             Event::Connected => {
+                let reconnected = connected_before;
                 // A new connection is a fresh start; the probes judge it anew.
                 bus.stalled.store(false, Relaxed);
                 bus.metrics.bus_up.store(1, Relaxed);
@@ -734,6 +909,9 @@ async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receive
                 bus.hello(true).await;
                 if let Some(inbox) = bus.inbox() {
                     inbox.resubscribe().await;
+                }
+                if reconnected && let Some(presence) = bus.presence() {
+                    presence.reconnected();
                 }
                 // The client replays live subscriptions on reconnect; a round
                 // trip proves the server has them. Peers answer the hello

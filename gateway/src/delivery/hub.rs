@@ -7,6 +7,11 @@
 //! interest follows local membership: the first local member of a topic
 //! subscribes the gateway to it on the bus, the last one to go unsubscribes.
 //! What the bus receives from other gateways comes in through [`Inbox`].
+//!
+//! Each room also counts its members' connections per user, so the hub can
+//! tell a [`RoomObserver`] (the presence service) when a user's first
+//! connection here joins a room or their last one leaves: presence events
+//! are per user, and three tabs are one user.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
@@ -51,12 +57,27 @@ pub struct Conn {
     pub outbound: Outbound,
 }
 
+/// Told when a user's first connection on this gateway joins a room or
+/// their last one leaves. Called with the room's member list locked, so the
+/// calls for one room come in the order the changes happened; it must not
+/// block or call back into the hub.
+pub trait RoomObserver: Send + Sync + std::fmt::Debug {
+    /// `user` is now present in `room` on this gateway (`present`), or gone.
+    fn user_changed(&self, room: &RoomName, user: &Arc<str>, present: bool);
+
+    /// Connection `conn` left `room` (by `leave`, by disconnecting, or by
+    /// any other way out of the room).
+    fn conn_left(&self, room: &RoomName, conn: ConnId);
+}
+
 /// Members of one topic and the state of the gateway's bus subscription to it.
 #[derive(Debug, Default)]
 struct Members {
     conns: RwLock<HashMap<ConnId, Arc<Conn>>>,
     /// Of a history room: each member's gate (see `gate.rs`).
     gates: RwLock<HashMap<ConnId, Arc<Gate>>>,
+    /// Connections per user (rooms only); changed only with `conns` write-locked.
+    users: Mutex<HashMap<Arc<str>, u32>>,
     /// Held across bus (un)subscribe calls so joins and leaves of one topic
     /// see a consistent subscription; other topics are unaffected.
     interest: tokio::sync::Mutex<Interest>,
@@ -87,6 +108,33 @@ impl Members {
     fn gates_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Arc<Gate>>> {
         self.gates.write().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u32>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more (`joined`) or one fewer connection of `user`; true
+    /// when that was the user's first or last one. Call with `conns` write-locked.
+    fn count_user(&self, user: &Arc<str>, joined: bool) -> bool {
+        let mut users = self.users();
+        if joined {
+            let count = users.entry(user.clone()).or_insert(0);
+            *count += 1;
+            *count == 1
+        } else {
+            match users.get_mut(user) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    users.remove(user);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
 }
 
 /// How [`Hub::add`] treats a bus that cannot subscribe.
@@ -115,6 +163,8 @@ pub struct Hub {
     origin: String,
     /// See [`ORDER_LOCKS`].
     order: Box<[Mutex<()>]>,
+    /// Told of per-user room changes (the presence service), once attached.
+    observer: OnceLock<Weak<dyn RoomObserver>>,
 }
 
 impl Hub {
@@ -133,6 +183,7 @@ impl Hub {
             history: OnceLock::new(),
             origin: format!("{:016x}", rand::random::<u64>()),
             order: (0..ORDER_LOCKS).map(|_| Mutex::new(())).collect(),
+            observer: OnceLock::new(),
         });
         let inbox: Weak<Hub> = Arc::downgrade(&hub);
         hub.bus.attach(inbox);
@@ -160,6 +211,42 @@ impl Hub {
                     self.metrics.bus_subscriptions.fetch_add(1, Relaxed);
                 }
                 Err(e) => tracing::warn!(?topic, error = %e, "subscription not restored"),
+            }
+        }
+    }
+
+    /// Lets `observer` follow per-user room changes (called once, by the presence service).
+    pub fn observe(&self, observer: Weak<dyn RoomObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observer(&self) -> Option<Arc<dyn RoomObserver>> {
+        self.observer.get().and_then(Weak::upgrade)
+    }
+
+    fn user_changed(&self, topic: &Topic, user: &Arc<str>, present: bool) {
+        if let (Topic::Room(room), Some(observer)) = (topic, self.observer()) {
+            observer.user_changed(room, user, present);
+        }
+    }
+
+    /// Runs `f` on the distinct users joined to `room` on this gateway, with
+    /// the room's member list locked: no [`RoomObserver`] call for the room
+    /// can come in between, so what `f` sees and the changes reported after
+    /// it are one ordered history.
+    pub fn with_room_users<R>(
+        &self,
+        room: &RoomName,
+        f: impl FnOnce(&mut dyn Iterator<Item = &Arc<str>>) -> R,
+    ) -> R {
+        // The map's entry guard keeps a first member from appearing meanwhile.
+        match self.topics.entry(Topic::Room(room.clone())) {
+            Entry::Vacant(_) => f(&mut std::iter::empty()),
+            Entry::Occupied(entry) => {
+                let members = entry.get();
+                let _conns = members.read();
+                let users = members.users();
+                f(&mut users.keys())
             }
         }
     }
@@ -297,7 +384,11 @@ impl Hub {
             let first = {
                 let mut conns = members.write();
                 let first = conns.is_empty();
-                conns.insert(conn.id, conn.clone());
+                let added = conns.insert(conn.id, conn.clone()).is_none();
+                if added && matches!(topic, Topic::Room(_)) && members.count_user(&conn.user, true)
+                {
+                    self.user_changed(topic, &conn.user, true);
+                }
                 first
             };
             if first && matches!(topic, Topic::Room(_)) {
@@ -314,9 +405,19 @@ impl Hub {
         let mut interest = members.interest.lock().await;
         let emptied = {
             let mut conns = members.write();
-            conns.remove(&conn).is_some() && conns.is_empty()
+            let removed = conns.remove(&conn);
+            if let Some(gone) = &removed
+                && matches!(topic, Topic::Room(_))
+                && members.count_user(&gone.user, false)
+            {
+                self.user_changed(topic, &gone.user, false);
+            }
+            removed.is_some() && conns.is_empty()
         };
         members.gates_mut().remove(&conn);
+        if let (Topic::Room(room), Some(observer)) = (topic, self.observer()) {
+            observer.conn_left(room, conn);
+        }
         if !emptied || interest.retired {
             return;
         }

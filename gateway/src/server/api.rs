@@ -1,6 +1,7 @@
 //! The server-side HTTP API: `POST /v1/publish` and `POST /v1/send`, for
 //! backends that push into rooms and to users, and `GET /v1/history`. Same
 //! validation and delivery as a client's frames, with `from: null`.
+//! `GET /v1/presence?room=R` answers like a client's `presence` frame.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,56 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/send", post(send))
+        .route("/v1/presence", get(presence))
         .route("/v1/history", get(history))
+}
+
+#[derive(serde::Deserialize)]
+struct PresenceQuery {
+    room: Option<String>,
+}
+
+/// `GET /v1/presence?room=R`: 200 `{"members":[…]}`, the distinct users
+/// joined to R across the cluster.
+async fn presence(
+    State(shared): State<Arc<Shared>>,
+    query: Result<axum::extract::Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !shared.auth.api_key_ok(authorization) {
+        return unauthorized();
+    }
+    let Some(name) = query.ok().and_then(|q| q.0.room) else {
+        let failure = Failure::new(ErrorCode::BadRequest, "missing query parameter `room`");
+        return answer_error(&shared, StatusCode::BAD_REQUEST, &failure);
+    };
+    let Some(room) = RoomName::parse(&name) else {
+        let failure = Failure::new(
+            ErrorCode::InvalidRoom,
+            "room must match ^[A-Za-z0-9_:@/-]{1,128}$",
+        );
+        return answer_error(&shared, StatusCode::BAD_REQUEST, &failure);
+    };
+    match shared.hub.presence(&room).await {
+        Ok(members) => (StatusCode::OK, axum::Json(json!({"members": members}))).into_response(),
+        Err(e) => answer_error(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Failure::unavailable(e),
+        ),
+    }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
+    )
+        .into_response()
 }
 
 /// `GET /v1/history?room=R&limit=L&since_offset=N&epoch=E`: the `history`
@@ -102,16 +152,7 @@ fn refuse_key(shared: &Shared, headers: &axum::http::HeaderMap) -> Option<Respon
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if shared.auth.api_key_ok(authorization) {
-        return None;
-    }
-    Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"code": "unauthorized", "message": "missing or wrong API key"})),
-        )
-            .into_response(),
-    )
+    (!shared.auth.api_key_ok(authorization)).then(unauthorized)
 }
 
 /// A failure as its contract status and JSON body.

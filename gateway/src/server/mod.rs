@@ -38,6 +38,7 @@ use crate::history::jetstream::{JetStreamConfig, JetStreamStore, Storage};
 use crate::history::memory::MemoryStore;
 use crate::metrics::Metrics;
 use crate::namespace::Namespaces;
+use crate::presence::Presence;
 use crate::protocol::SUBPROTOCOL;
 use crate::state::Shared;
 use crate::transport::{websocket, ws};
@@ -103,6 +104,11 @@ impl Gateway {
         let node = config.node();
         let bus = Bus::from_config(&config.nats, &node, metrics.clone()).await?;
         let hub = Hub::new(bus, metrics.clone());
+        let presence = Presence::new(
+            hub.clone(),
+            metrics.clone(),
+            Duration::from_millis(config.nats.request_timeout_ms),
+        );
         if config.auth.api_key.is_none() && !public_addr.ip().is_loopback() {
             tracing::warn!(%public_addr, "auth.api_key is not set: POST /v1/publish and /v1/send are open to anyone who can reach the listener");
         }
@@ -120,6 +126,7 @@ impl Gateway {
             auth,
             metrics,
             drain: Arc::new(Drain::default()),
+            presence,
         });
         let (stop, stopped) = watch::channel(false);
         let limits = &shared.config.limits;

@@ -470,6 +470,13 @@ impl Client {
         found
     }
 
+    /// Puts frames back, to be read again first and in this order.
+    pub fn unread(&mut self, frames: Vec<Value>) {
+        for frame in frames.into_iter().rev() {
+            self.pending.push_front(frame);
+        }
+    }
+
     /// Reads until a frame of this `type`.
     pub async fn recv_type(&mut self, ty: &str) -> Value {
         self.recv_where(&format!("`{ty}` frame"), |v| v["type"] == ty)
