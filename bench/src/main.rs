@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use roomcast_bench::scenario::soak::restart::NatsControl;
 use roomcast_bench::scenario::soak::verdict::Mix;
-use roomcast_bench::scenario::{connect_storm, drain, fanout, idle, soak};
+use roomcast_bench::scenario::{connect_storm, drain, fanout, floor, idle, soak};
 use roomcast_bench::summary::emit;
 use roomcast_bench::target::{Target, parse_loopback_authority, parse_target};
 use roomcast_bench::{BenchError, report};
@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// N subscribers over K rooms, P publishers at R msg/s: rate, latency, loss.
     Fanout(FanoutArgs),
+    /// The machine's CPU cost of one delivery: a pre-encoded frame written to
+    /// N loopback sockets, nothing else.
+    Floor(FloorArgs),
     /// N idle connections, one room each: server memory per connection.
     Idle(IdleArgs),
     /// N clients connect at once: time until all are welcomed, failures.
@@ -93,6 +96,25 @@ struct FanoutArgs {
     /// Room name prefix.
     #[arg(long, default_value = "bench-")]
     room_prefix: String,
+}
+
+#[derive(Args)]
+struct FloorArgs {
+    /// Loopback connections written to.
+    #[arg(long, default_value_t = 2000)]
+    sockets: usize,
+    /// Deliveries per second offered, over all connections.
+    #[arg(long, default_value_t = 50_000.0)]
+    rate: f64,
+    /// Bytes of the pre-encoded frame, header included.
+    #[arg(long, default_value_t = 200)]
+    frame_bytes: usize,
+    /// Frames per write call (1: one write per delivery).
+    #[arg(long, default_value_t = 1)]
+    frames_per_write: usize,
+    /// Seconds of writing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
 }
 
 #[derive(Args)]
@@ -282,8 +304,8 @@ struct ReportArgs {
     /// Markdown file to write.
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
-    /// Only this section (soak or history), spliced into the existing output file.
-    #[arg(long, value_parser = ["soak", "history"])]
+    /// Only this section, spliced into the existing output file.
+    #[arg(long, value_parser = ["soak", "hot-room", "floor", "history"])]
     only: Option<String>,
 }
 
@@ -310,6 +332,19 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 room_prefix: a.room_prefix,
             };
             emit(&fanout::run(&cfg).await?)
+        }
+        Command::Floor(a) => {
+            let cfg = floor::Config {
+                sockets: a.sockets,
+                rate: a.rate,
+                frame_bytes: a.frame_bytes,
+                frames_per_write: a.frames_per_write,
+                duration: seconds(a.duration, "--duration")?,
+            };
+            let report = tokio::task::spawn_blocking(move || floor::run(&cfg))
+                .await
+                .map_err(|e| BenchError::new(e.to_string()))??;
+            emit(&report)
         }
         Command::Idle(a) => {
             let cfg = idle::Config {
@@ -416,12 +451,13 @@ async fn run(command: Command) -> Result<(), BenchError> {
         }
         Command::Report(a) => {
             let inputs = report::load(&a.results)?;
-            let text = if let Some(only) = &a.only {
+            let only = a.only.as_deref().map(|name| {
+                report::render_only(&inputs, name)
+                    .ok_or_else(|| BenchError::new(format!("--only {name}: no such section")))
+            });
+            let text = if let Some(section) = only {
+                let (heading, section) = section?;
                 let existing = std::fs::read_to_string(&a.output).unwrap_or_default();
-                let (heading, section) = match only.as_str() {
-                    "history" => (report::HISTORY_HEADING, report::render_history(&inputs)),
-                    _ => (report::SOAK_HEADING, report::render_soak(&inputs)),
-                };
                 report::splice_section(&existing, heading, &section)
             } else {
                 report::render(&inputs)

@@ -171,10 +171,16 @@ pub type Steps = BTreeMap<u64, (bool, Value)>;
 
 /// Offered deliveries/s of each sweep step of `system` → passed.
 pub fn sweep(inputs: &Inputs, system: &str) -> Steps {
+    climb(inputs, "sweep-", system)
+}
+
+/// Offered deliveries/s of each step of a climb (scenarios named
+/// `<prefix><step>`) of `system` → passed.
+pub fn climb(inputs: &Inputs, prefix: &str, system: &str) -> Steps {
     inputs
         .runs
         .iter()
-        .filter(|r| r.system == system && r.scenario.starts_with("sweep-"))
+        .filter(|r| r.system == system && r.scenario.starts_with(prefix))
         .filter_map(|r| {
             let offered = num(&r.result, "offered_deliveries_per_s")?.round() as u64;
             Some((offered, (sweep_passed(&r.result), r.result.clone())))
@@ -238,6 +244,8 @@ pub fn render(inputs: &Inputs) -> String {
     idle_section(w, inputs);
     storm_section(w, inputs);
     drain_section(w, inputs);
+    hot_room_section(w, inputs);
+    floor_section(w, inputs);
     history_section(w, inputs);
     soak_section(w, inputs);
 
@@ -405,25 +413,35 @@ fn sweep_section(w: &mut String, inputs: &Inputs) {
         "| offered deliveries/s | system | delivered/s | p99 ms | lost | CPU µs/msg | passed |"
     );
     let _ = writeln!(w, "|---|---|---|---|---|---|---|");
-    let mut rates: Vec<u64> = steps.iter().flat_map(|(_, s)| s.keys().copied()).collect();
-    rates.sort_unstable();
-    rates.dedup();
-    for rate in rates {
-        for (system, s) in &steps {
-            if let Some((passed, r)) = s.get(&rate) {
-                let _ = writeln!(
-                    w,
-                    "| {rate} | {system} | {} | {} | {} | {} | {} |",
-                    fmt(num(r, "delivered_per_s"), 0, ""),
-                    fmt(num(r, "latency.p99_ms"), 2, ""),
-                    fmt(num(r, "lost"), 0, ""),
-                    fmt(num(r, "server_cpu_us_per_delivery"), 2, ""),
-                    if *passed { "yes" } else { "no" }
-                );
-            }
-        }
+    for (rate, system, passed, r) in climb_rows(&steps) {
+        let _ = writeln!(
+            w,
+            "| {rate} | {system} | {} | {} | {} | {} | {} |",
+            fmt(num(r, "delivered_per_s"), 0, ""),
+            fmt(num(r, "latency.p99_ms"), 2, ""),
+            fmt(num(r, "lost"), 0, ""),
+            fmt(num(r, "server_cpu_us_per_delivery"), 2, ""),
+            if passed { "yes" } else { "no" }
+        );
     }
     let _ = writeln!(w);
+}
+
+/// The steps of several systems' climbs, by offered rate then system:
+/// (rate, system, passed, result).
+fn climb_rows<'a>(steps: &'a [(&'a str, Steps)]) -> Vec<(u64, &'a str, bool, &'a Value)> {
+    let mut rows: Vec<(u64, usize, &str, bool, &Value)> = steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (system, s))| {
+            s.iter()
+                .map(move |(rate, (passed, r))| (*rate, i, *system, *passed, r))
+        })
+        .collect();
+    rows.sort_by_key(|(rate, i, ..)| (*rate, *i));
+    rows.into_iter()
+        .map(|(rate, _, system, passed, r)| (rate, system, passed, r))
+        .collect()
 }
 
 fn idle_section(w: &mut String, inputs: &Inputs) {
@@ -556,13 +574,6 @@ fn drain_section(w: &mut String, inputs: &Inputs) {
 /// The heading of the history section (what [`splice_section`] replaces).
 pub const HISTORY_HEADING: &str = "## History";
 
-/// Just the history section, for `report --only history`.
-pub fn render_history(inputs: &Inputs) -> String {
-    let mut md = String::new();
-    history_section(&mut md, inputs);
-    md
-}
-
 /// History on against off in the standard fanout (`history.off|on.N`: rooms
 /// without history, rooms in the `hist:` namespace), and the drain with
 /// history (`history-drain.roomcast.N`), where drained clients recover with
@@ -644,6 +655,188 @@ fn history_section(w: &mut String, inputs: &Inputs) {
         }
         let _ = writeln!(w);
     }
+}
+
+/// The heading of the hot-room section.
+pub const HOT_HEADING: &str = "## Hot room";
+
+/// The heading of the floor section.
+pub const FLOOR_HEADING: &str = "## Floor";
+
+/// The systems of the hot room: Roomcast, the baseline, and Roomcast with
+/// its writes coalesced over a delay.
+pub const HOT_SYSTEMS: [&str; 3] = ["roomcast", "baseline", "roomcast-delay"];
+
+/// One section alone (`report --only <name>`): its heading and its text.
+pub fn render_only(inputs: &Inputs, name: &str) -> Option<(&'static str, String)> {
+    let mut md = String::new();
+    let heading = match name {
+        "soak" => {
+            soak_section(&mut md, inputs);
+            SOAK_HEADING
+        }
+        "hot-room" => {
+            hot_room_section(&mut md, inputs);
+            HOT_HEADING
+        }
+        "floor" => {
+            floor_section(&mut md, inputs);
+            FLOOR_HEADING
+        }
+        "history" => {
+            history_section(&mut md, inputs);
+            HISTORY_HEADING
+        }
+        _ => return None,
+    };
+    Some((heading, md))
+}
+
+/// CPU microseconds per delivered message of the servers but the last
+/// (scripts/bench lists the nats-server last): the gateways' (or Node
+/// processes') own cost, what the floor is compared with.
+pub fn node_cpu_us_per_delivery(result: &Value) -> Option<f64> {
+    let servers = result.get("server_cpu")?.as_array()?;
+    let delivered = num(result, "delivered")?;
+    let nodes = servers.split_last()?.1;
+    let cpu: f64 = nodes
+        .iter()
+        .filter_map(|p| num(p, "cpu_seconds"))
+        .fold(0.0, |a, b| a + b);
+    (delivered > 0.0).then(|| cpu * 1e6 / delivered)
+}
+
+/// The floor: writer CPU µs per delivery at one frame per write.
+fn floor_us(inputs: &Inputs) -> Option<f64> {
+    mean_of(inputs, "floor", "machine", "cpu_us_per_delivery")
+}
+
+fn hot_room_section(w: &mut String, inputs: &Inputs) {
+    let steps: Vec<(&str, Steps)> = HOT_SYSTEMS
+        .iter()
+        .map(|s| (*s, climb(inputs, "hot-", s)))
+        .collect();
+    let Some((_, r)) = steps.iter().flat_map(|(_, s)| s.values()).next() else {
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "{HOT_HEADING}
+"
+    );
+    let _ = writeln!(
+        w,
+        "One room, {} subscribers across 2 nodes, {} publishers, {}-byte payloads, {} s per \
+         step: every publish is one delivery per subscriber. Each system climbs the publish \
+         rate until its first step with p99 over {SWEEP_P99_LIMIT_MS} ms or anything lost. \
+         `roomcast-delay` is Roomcast with `--write-delay-ms 20` (writes coalesced over up to \
+         20 ms). Node CPU is the gateways' (or Node processes') alone, without nats-server; \
+         × floor divides it by the floor below. The load generator (subscribers reading every \
+         frame) shares the same 2 cores.\n",
+        num(r, "subscribers").unwrap_or(0.0),
+        num(r, "publishers").unwrap_or(0.0),
+        num(r, "payload_bytes").unwrap_or(0.0),
+        num(r, "duration_s").unwrap_or(0.0),
+    );
+    let floor = floor_us(inputs);
+    let _ = writeln!(
+        w,
+        "| offered deliveries/s | system | delivered/s | p99 ms | lost | server CPU µs/msg | node CPU µs/msg | × floor | load-gen CPU s | passed |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|");
+    for (rate, system, passed, r) in climb_rows(&steps) {
+        let node = node_cpu_us_per_delivery(r);
+        let _ = writeln!(
+            w,
+            "| {rate} | {system} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt(num(r, "delivered_per_s"), 0, ""),
+            fmt(num(r, "latency.p99_ms"), 2, ""),
+            fmt(num(r, "lost"), 0, ""),
+            fmt(num(r, "server_cpu_us_per_delivery"), 2, ""),
+            fmt(node, 2, ""),
+            fmt(node.zip(floor).map(|(n, f)| n / f), 2, "×"),
+            fmt(num(r, "loadgen_cpu_s"), 2, ""),
+            if passed { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(w);
+    let best = |system: &str| {
+        steps
+            .iter()
+            .find(|(s, _)| *s == system)
+            .and_then(|(_, s)| max_passing(s))
+    };
+    let rate = |v: Option<u64>| v.map_or("none".into(), |v| format!("{v}/s"));
+    let _ = writeln!(
+        w,
+        "Highest offered rate passed: Roomcast {}, with `--write-delay-ms 20` {}, baseline {}.\n",
+        rate(best("roomcast")),
+        rate(best("roomcast-delay")),
+        rate(best("baseline")),
+    );
+}
+
+fn floor_section(w: &mut String, inputs: &Inputs) {
+    let runs: Vec<&Run> = inputs
+        .runs
+        .iter()
+        .filter(|r| r.system == "machine" && r.scenario.starts_with("floor"))
+        .collect();
+    let Some(first) = runs.first() else { return };
+    let r = &first.result;
+    let _ = writeln!(w, "{FLOOR_HEADING}\n");
+    let _ = writeln!(
+        w,
+        "`roomcast-bench floor`: {} loopback connections, a pre-encoded {}-byte WebSocket frame \
+         written to each in turn at {} deliveries/s for {} s by one thread, read by one tokio \
+         thread. Nothing else is done, so the writer's CPU per delivery is what one delivery by \
+         one `write(2)` costs this machine (the kernel's loopback delivery included, as for a \
+         gateway); with several frames per write it is what coalescing can reach.\n",
+        num(r, "sockets").unwrap_or(0.0),
+        num(r, "frame_bytes").unwrap_or(0.0),
+        num(r, "offered_deliveries_per_s").unwrap_or(0.0),
+        num(r, "duration_s").map_or(0.0, f64::round),
+    );
+    let _ = writeln!(
+        w,
+        "| frames per write | delivered/s | writer CPU µs/delivery | reader CPU µs/delivery | writes refused (full) |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|");
+    for run in &runs {
+        let r = &run.result;
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} |",
+            fmt(num(r, "frames_per_write"), 0, ""),
+            fmt(num(r, "delivered_per_s"), 0, ""),
+            fmt(num(r, "cpu_us_per_delivery"), 2, ""),
+            fmt(num(r, "reader_cpu_us_per_delivery"), 2, ""),
+            fmt(num(r, "would_block"), 0, ""),
+        );
+    }
+    let _ = writeln!(w);
+    let Some(floor) = floor_us(inputs) else {
+        return;
+    };
+    let multiple = |scenario: &str, system: &str| {
+        let values: Vec<f64> = runs_of(inputs, scenario, system)
+            .filter_map(|r| node_cpu_us_per_delivery(&r.result))
+            .collect();
+        (!values.is_empty())
+            .then(|| values.iter().fold(0.0, |a, b| a + b) / values.len() as f64 / floor)
+    };
+    let hot = format!("hot-{:04}", 200);
+    let _ = writeln!(
+        w,
+        "Node CPU per delivery as a multiple of the floor ({floor:.2} µs): standard scenario \
+         Roomcast {}, baseline {}; hot room at 200 publishes/s Roomcast {}, with \
+         `--write-delay-ms 20` {}, baseline {}.\n",
+        fmt(multiple("standard", "roomcast"), 2, "×"),
+        fmt(multiple("standard", "baseline"), 2, "×"),
+        fmt(multiple(&hot, "roomcast"), 2, "×"),
+        fmt(multiple(&hot, "roomcast-delay"), 2, "×"),
+        fmt(multiple(&hot, "baseline"), 2, "×"),
+    );
 }
 
 /// The heading of the soak section (what [`splice_section`] replaces).
@@ -1119,6 +1312,57 @@ mod tests {
         };
         assert_eq!(max_passing(&sweep(&inputs, "roomcast")), Some(25_000));
         assert_eq!(max_passing(&sweep(&inputs, "baseline")), None);
+    }
+
+    /// A hot-room step: 10^6 deliveries, `node_cpu` seconds over two nodes
+    /// plus one second of nats-server.
+    fn hot(offered: f64, node_cpu: f64, p99: f64) -> Value {
+        json!({"subscribers":1000,"publishers":4,"payload_bytes":200,"duration_s":8.0,
+            "offered_deliveries_per_s":offered,"delivered_per_s":200000.0,"delivered":1000000,
+            "latency":{"p99_ms":p99,"count":100},"lost":0,"duplicated":0,"out_of_order":0,
+            "subscriber_closes":{},"server_cpu_us_per_delivery":3.0,"loadgen_cpu_s":5.0,
+            "server_cpu":[{"pid":1,"cpu_seconds":node_cpu / 2.0},
+                {"pid":2,"cpu_seconds":node_cpu / 2.0},{"pid":3,"cpu_seconds":1.0}]})
+    }
+
+    #[test]
+    fn hot_room_and_floor_sections_give_multiples_of_the_floor() {
+        let floor = json!({"scenario":"floor","sockets":2000,"frame_bytes":200,"frames_per_write":1,
+            "offered_deliveries_per_s":50000.0,"duration_s":10.0,"delivered_per_s":50000.0,
+            "cpu_us_per_delivery":4.0,"reader_cpu_us_per_delivery":3.0,"would_block":0});
+        let inputs = Inputs {
+            runs: vec![
+                run("hot-0200", "roomcast", 1, hot(2e5, 2.0, 20.0)),
+                run("hot-0200", "baseline", 1, hot(2e5, 8.0, 900.0)),
+                run("hot-0200", "roomcast-delay", 1, hot(2e5, 1.0, 30.0)),
+                run("hot-0300", "roomcast", 1, hot(3e5, 2.0, 80.0)),
+                run("floor", "machine", 1, floor),
+            ],
+            ..Inputs::default()
+        };
+        assert_eq!(node_cpu_us_per_delivery(&hot(1.0, 2.0, 1.0)), Some(2.0));
+        let md = render(&inputs);
+        assert!(
+            md.contains(
+                "| 200000 | roomcast | 200000 | 20.00 | 0 | 3.00 | 2.00 | 0.50× | 5.00 | yes |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| 200000 | roomcast-delay |"), "{md}");
+        assert!(
+            md.contains("Roomcast 200000/s, with `--write-delay-ms 20` 200000/s, baseline none."),
+            "{md}"
+        );
+        assert!(md.contains("| 1 | 50000 | 4.00 | 3.00 | 0 |"), "{md}");
+        assert!(
+            md.contains("hot room at 200 publishes/s Roomcast 0.50×, with `--write-delay-ms 20` 0.25×, baseline 2.00×"),
+            "{md}"
+        );
+        let (heading, section) = render_only(&inputs, "floor").unwrap();
+        assert_eq!(heading, FLOOR_HEADING);
+        assert!(section.starts_with("## Floor\n"));
+        let doc = splice_section("# B\n\n## Commands\n\nx\n", heading, &section);
+        assert!(doc.find("## Floor") < doc.find("## Commands"), "{doc}");
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Period over which a drain spreads its 1012 closes.
     pub drain_seconds: u64,
+    /// How long a frame to an idle connection may wait for others to share
+    /// its socket write (0: written at once). At most [`MAX_WRITE_DELAY_MS`].
+    pub write_delay_ms: u64,
     /// Log filter (`info`, `debug`, `roomcast_gateway=trace`, …).
     pub log_level: String,
     /// Log line format: `text` or `json`.
@@ -46,6 +49,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Per-connection limits.
     pub limits: Limits,
+    /// WebSocket wire options (compression).
+    pub websocket: Websocket,
     /// Client authentication and the HTTP API key.
     pub auth: Auth,
     /// The NATS cluster bus; without a URL the gateway runs alone.
@@ -84,6 +89,26 @@ pub struct Limits {
     /// How long a client may take to send an HTTP request's headers, and
     /// then again its whole body.
     pub http_read_timeout_ms: u64,
+}
+
+/// WebSocket wire options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Websocket {
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it.
+    pub compression: bool,
+    /// Messages whose payload is smaller than this many bytes go uncompressed
+    /// (compressed alone, without a shared window, they would barely shrink).
+    pub compression_threshold: usize,
+}
+
+impl Default for Websocket {
+    fn default() -> Self {
+        Self {
+            compression: false,
+            compression_threshold: 1024,
+        }
+    }
 }
 
 /// Authentication settings. With no JWT key every client is anonymous.
@@ -175,9 +200,11 @@ impl Default for Config {
             node_name: String::new(),
             heartbeat_ms: 25_000,
             drain_seconds: 30,
+            write_delay_ms: 0,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            websocket: Websocket::default(),
             auth: Auth::default(),
             nats: Nats::default(),
             namespaces: Vec::new(),
@@ -265,6 +292,9 @@ impl Opt {
     }
 }
 
+/// Largest `write_delay_ms`: the delay is a latency every message pays.
+pub const MAX_WRITE_DELAY_MS: u64 = 1000;
+
 /// Every option, in `--help` order.
 const OPTIONS: &[Opt] = &[
     opt(
@@ -291,6 +321,11 @@ const OPTIONS: &[Opt] = &[
         "drain_seconds",
         Kind::Scalar,
         "Seconds over which a drain spreads its 1012 closes",
+    ),
+    opt(
+        "write_delay_ms",
+        Kind::Scalar,
+        "Ms a frame may wait to share a socket write with those after it (0: at once; max 1000)",
     ),
     opt(
         "log_level",
@@ -356,6 +391,16 @@ const OPTIONS: &[Opt] = &[
         "limits.http_read_timeout_ms",
         Kind::Scalar,
         "Time for an HTTP request's headers, then for its body (late body: 408)",
+    ),
+    opt(
+        "websocket.compression",
+        Kind::Scalar,
+        "Negotiate permessage-deflate with clients that offer it (a bare flag means true)",
+    ),
+    opt(
+        "websocket.compression_threshold",
+        Kind::Scalar,
+        "Messages under this many payload bytes go uncompressed",
     ),
     opt(
         "auth.jwt_secret",
@@ -554,6 +599,12 @@ impl Config {
                 )));
             }
         }
+        if self.write_delay_ms > MAX_WRITE_DELAY_MS {
+            return Err(ConfigError(format!(
+                "write_delay_ms must be at most {MAX_WRITE_DELAY_MS} (got {})",
+                self.write_delay_ms
+            )));
+        }
         if self.limits.max_frame_bytes < 256 {
             return Err(ConfigError(format!(
                 "limits.max_frame_bytes must be at least 256 (got {})",
@@ -732,6 +783,13 @@ pub fn command() -> Command {
                     ArgAction::Set
                 })
                 .value_name("VALUE")
+                // A switch that is off by default may be given bare (`--websocket-compression`).
+                .num_args(if is_off_switch(&defaults, option.path) {
+                    0..=1
+                } else {
+                    1..=1
+                })
+                .default_missing_value("true")
                 .help(format!(
                     "{} [env: {}] [default: {default}]",
                     option.help,
@@ -826,6 +884,11 @@ fn describe_default(value: Option<&Value>) -> String {
         Some(Value::Array(items)) if items.is_empty() => "[]".into(),
         Some(other) => other.to_string(),
     }
+}
+
+/// Whether an option is a boolean that defaults to false.
+fn is_off_switch(defaults: &Value, path: &str) -> bool {
+    lookup(defaults, path) == Some(&Value::Bool(false))
 }
 
 fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
@@ -923,6 +986,59 @@ mod tests {
     }
 
     #[test]
+    fn websocket_compression_is_a_switch_from_every_source() {
+        let none = BTreeMap::new();
+        let off = Config::from_sources(["gw"], &none, None).unwrap();
+        assert!(!off.websocket.compression, "off by default");
+        assert_eq!(off.websocket.compression_threshold, 1024);
+        let bare = Config::from_sources(["gw", "--websocket-compression"], &none, None).unwrap();
+        assert!(bare.websocket.compression);
+        let explicit = Config::from_sources(
+            [
+                "gw",
+                "--websocket-compression",
+                "false",
+                "--heartbeat-ms",
+                "50",
+            ],
+            &none,
+            None,
+        )
+        .unwrap();
+        assert!(!explicit.websocket.compression);
+        assert_eq!(explicit.heartbeat_ms, 50);
+        let env = BTreeMap::from([
+            (
+                "ROOMCAST_WEBSOCKET_COMPRESSION".to_owned(),
+                "true".to_owned(),
+            ),
+            (
+                "ROOMCAST_WEBSOCKET_COMPRESSION_THRESHOLD".to_owned(),
+                "64".to_owned(),
+            ),
+        ]);
+        let c = Config::from_sources(["gw"], &env, None).unwrap();
+        assert!(c.websocket.compression);
+        assert_eq!(c.websocket.compression_threshold, 64);
+        let c = Config::from_sources(
+            ["gw"],
+            &none,
+            Some("websocket:\n  compression: true\n  compression_threshold: 0\n"),
+        )
+        .unwrap();
+        assert!(c.websocket.compression);
+        assert_eq!(c.websocket.compression_threshold, 0);
+        let bad = BTreeMap::from([(
+            "ROOMCAST_WEBSOCKET_COMPRESSION".to_owned(),
+            "maybe".to_owned(),
+        )]);
+        let err = Config::from_sources(["gw"], &bad, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("websocket.compression"), "{err}");
+    }
+
+    #[test]
     fn flags_override_defaults() {
         let c = Config::load_from([
             "gw",
@@ -935,6 +1051,27 @@ mod tests {
         assert_eq!(c.limits.max_frame_bytes, 1024);
         assert_eq!(c.heartbeat_ms, 50);
         assert_eq!(c.limits.max_rooms_per_connection, 256);
+    }
+
+    #[test]
+    fn the_write_delay_comes_from_flag_env_or_file_and_is_bounded() {
+        assert_eq!(Config::default().write_delay_ms, 0, "off by default");
+        let env = |v: &str| BTreeMap::from([("ROOMCAST_WRITE_DELAY_MS".into(), v.into())]);
+        let none = BTreeMap::new();
+        let flag = Config::from_sources(["gw", "--write-delay-ms", "5"], &none, None).unwrap();
+        assert_eq!(flag.write_delay_ms, 5);
+        let var = Config::from_sources(["gw"], &env("7"), None).unwrap();
+        assert_eq!(var.write_delay_ms, 7);
+        let file = Config::from_sources(["gw"], &none, Some("write_delay_ms: 9\n")).unwrap();
+        assert_eq!(file.write_delay_ms, 9);
+        let err = Config::from_sources(["gw", "--write-delay-ms", "1001"], &none, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write_delay_ms must be at most 1000"), "{err}");
+        let err = Config::from_sources(["gw"], &env("soon"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROOMCAST_WRITE_DELAY_MS"), "{err}");
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //!   the HTTP API, `server/admission.rs` bounds the HTTP phase. `state`:
 //!   what they all share.
 //! - `transport`: how frames travel. `transport/ws.rs` parses and encodes
-//!   WebSocket frames; `transport/websocket.rs` is the socket loop.
+//!   WebSocket frames; `transport/deflate.rs` is permessage-deflate;
+//!   `transport/websocket.rs` is the socket loop.
 //! - `session`: what a client session is and does, whatever its transport:
 //!   identity, token expiry, rooms, rate limit, executing operations.
 //! - `protocol`: client frames decoded to typed operations, server frames
-//!   encoded, contract error codes and checks (pure).
+//!   encoded, contract error codes and checks (pure). `msgpack`: the
+//!   `roomcast.v1.msgpack` encoding, converted to and from those JSON frames.
 //! - `delivery`: the one path of a publish or a direct message
 //!   (`delivery::deliver`), frames encoded once per wire format
 //!   (`delivery/frame.rs`), room fan-out (`delivery/hub.rs`) and each
@@ -31,6 +33,7 @@ pub mod delivery;
 pub mod drain;
 pub mod history;
 pub mod metrics;
+pub mod msgpack;
 pub mod namespace;
 pub mod presence;
 pub mod protocol;

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub frames_in: AtomicU64,
     /// Frames written to clients.
     pub frames_out: AtomicU64,
+    /// Write calls that carried frames to clients: one carries several when
+    /// frames are coalesced, so `frames_out / frame_writes` is frames per write.
+    pub frame_writes: AtomicU64,
     /// Error frames sent, by code (indexed by [`ErrorCode::index`]).
     pub errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Connections closed with 4008 because their outbound queue overflowed.
@@ -106,6 +109,11 @@ pub const FAMILIES: &[Family<Metrics>] = &[
         "roomcast_frames_out_total",
         "Frames written to clients.",
         |m| count(&m.frames_out),
+    ),
+    Family::counter(
+        "roomcast_frame_writes_total",
+        "Socket write calls that carried frames to clients (several frames each when coalesced).",
+        |m| count(&m.frame_writes),
     ),
     Family::counter(
         "roomcast_slow_consumer_closes_total",
@@ -267,6 +275,7 @@ mod tests {
             ("roomcast_connections_opened_total", "counter"),
             ("roomcast_frames_in_total", "counter"),
             ("roomcast_frames_out_total", "counter"),
+            ("roomcast_frame_writes_total", "counter"),
             ("roomcast_errors_total", "counter"),
             ("roomcast_slow_consumer_closes_total", "counter"),
             ("roomcast_outbound_queued_bytes", "gauge"),

@@ -25,6 +25,7 @@ use crate::delivery::outbound::{Close, Outbound, Pushed, QueueLimits, Wire};
 use crate::delivery::{self, Outgoing, Sender, history_failure};
 use crate::history::recovery::{self, Join, Read};
 use crate::history::{self, Epoch, HistoryError, HistoryStore, Position, Store};
+use crate::msgpack;
 use crate::protocol::{self, ErrorCode, Failure, Op, RequestId};
 use crate::ratelimit::TokenBucket;
 use crate::room::RoomName;
@@ -39,6 +40,9 @@ pub struct Session {
     bucket: TokenBucket,
     /// How the transport names itself in traces (`websocket`).
     via: &'static str,
+    /// While a MessagePack frame executes: its `data` as the client encoded
+    /// it, for the frame delivered to MessagePack recipients.
+    msgpack_data: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -66,7 +70,8 @@ impl Session {
             id: shared.hub.next_conn_id(),
             session,
             user,
-            outbound: Outbound::new(limits, shared.metrics.clone(), wire, format),
+            outbound: Outbound::new(limits, shared.metrics.clone(), wire, format)
+                .with_write_delay(Duration::from_millis(config.write_delay_ms)),
         });
         let this = Session {
             bucket: TokenBucket::new(
@@ -79,6 +84,7 @@ impl Session {
             identity,
             joined: HashSet::new(),
             via,
+            msgpack_data: None,
         };
         this.send(&Frame::new(protocol::welcome(
             &this.conn.session,
@@ -137,6 +143,7 @@ impl Session {
     fn count(&self, pushed: Pushed) {
         if pushed == Pushed::Written {
             self.shared.metrics.frames_out.fetch_add(1, Relaxed);
+            self.shared.metrics.frame_writes.fetch_add(1, Relaxed);
         }
     }
 
@@ -148,6 +155,34 @@ impl Session {
             None,
             &Failure::new(ErrorCode::BadRequest, "frames must be text (UTF-8 JSON)"),
         );
+    }
+
+    /// A client message that is not a MessagePack protocol frame (WebSocket
+    /// text on a `roomcast.v1.msgpack` connection): `bad_request`.
+    pub fn receive_unreadable_msgpack(&self) {
+        self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+        self.fail(
+            None,
+            &Failure::new(ErrorCode::BadRequest, "frames must be binary (MessagePack)"),
+        );
+    }
+
+    /// Decodes and executes one MessagePack protocol frame: converted to its
+    /// JSON equivalent and executed like one, with its `data` kept as sent.
+    pub async fn receive_msgpack(&mut self, bytes: &[u8]) {
+        match msgpack::decode(bytes) {
+            Ok(frame) => {
+                self.msgpack_data = frame.data;
+                self.receive(&frame.json).await;
+                self.msgpack_data = None;
+            }
+            Err(failure) => {
+                self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+                if !self.conn.outbound.is_closing() {
+                    self.fail(None, &failure);
+                }
+            }
+        }
     }
 
     /// Decodes and executes one protocol frame, then answers it. Frames that
@@ -296,7 +331,9 @@ impl Session {
             via: self.via,
             bucket: Some(&mut self.bucket),
         };
-        let delivered = delivery::deliver(&self.shared, sender, op).await?;
+        let delivered =
+            delivery::deliver_native(&self.shared, sender, op, self.msgpack_data.as_deref())
+                .await?;
         Ok(delivered.ok_fields())
     }
 

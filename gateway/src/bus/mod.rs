@@ -42,6 +42,16 @@ pub trait Inbox: Send + Sync {
     /// `topic`; returns how many connections took it.
     fn receive(&self, topic: &Topic, frame: &Frame) -> usize;
 
+    /// Delivers frames that arrived together for `topic`, in order: each
+    /// local connection gets them in one write where its socket allows.
+    fn receive_many(&self, topic: &Topic, frames: &[Frame]) -> usize {
+        frames
+            .iter()
+            .map(|frame| self.receive(topic, frame))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Distinct user ids joined to `room` on this gateway (a peer's presence question).
     fn local_members(&self, room: &RoomName) -> Vec<String>;
 

@@ -35,7 +35,7 @@ use async_nats::client::RequestErrorKind;
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
@@ -50,6 +50,10 @@ use crate::trace;
 /// How long after (re)connecting a gateway waits for peers' hellos before
 /// it reports ready.
 const DISCOVERY_WINDOW: Duration = Duration::from_millis(300);
+
+/// Most room messages a pump hands to the hub at once: what had already
+/// arrived when it woke, written to each connection together.
+const MAX_BATCH: usize = 64;
 
 /// How often a bus that answers is probed with a server round trip.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -109,17 +113,15 @@ pub fn encode_direct(user: &str, frame: &[u8]) -> Bytes {
 
 /// Splits a direct message's payload into the user id and the frame; `None`
 /// when it is malformed.
-pub fn decode_direct(payload: &[u8]) -> Option<(&str, &str)> {
+pub fn decode_direct(payload: &[u8]) -> Option<(&str, &[u8])> {
     let (len, rest) = payload.split_first_chunk::<4>()?;
     let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
     if rest.len() < len {
         return None;
     }
     let (user, frame) = rest.split_at(len);
-    Some((
-        std::str::from_utf8(user).ok()?,
-        std::str::from_utf8(frame).ok()?,
-    ))
+    // The frame is JSON text or MessagePack (`Frame::from_bus` tells).
+    Some((std::str::from_utf8(user).ok()?, frame))
 }
 
 /// The control-plane subjects, `<c>.ctl.<name>`.
@@ -536,8 +538,8 @@ impl NatsBus {
             return Err(BusError::Unavailable);
         }
         let payload = match topic {
-            Topic::Room(_) => frame.json().clone(),
-            Topic::User(user) => encode_direct(user, frame.json()),
+            Topic::Room(_) => frame.bus_payload().clone(),
+            Topic::User(user) => encode_direct(user, frame.bus_payload()),
         };
         let subject = subject(&self.prefix, topic);
         match trace.and_then(|t| t.bus_publish(&subject)) {
@@ -695,37 +697,72 @@ impl NatsBus {
 
 /// Delivers a room subscription's messages to the local members of `topic`.
 async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metrics: Arc<Metrics>) {
-    while let Some(message) = subscriber.next().await {
-        metrics.bus_messages_in.fetch_add(1, Relaxed);
+    let (mut batch, mut frames) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
+    while let Some(first) = subscriber.next().await {
+        // Whatever else has already arrived goes out with it: one write per
+        // connection for the lot (see `Outbound::push_many`).
+        batch.push(first);
+        while batch.len() < MAX_BATCH
+            && let Some(Some(message)) = subscriber.next().now_or_never()
+        {
+            batch.push(message);
+        }
+        metrics
+            .bus_messages_in
+            .fetch_add(batch.len() as u64, Relaxed);
         // Not attached yet: no connection can be waiting for it.
         let Some(attached) = inbox.get() else {
+            batch.clear();
             continue;
         };
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        if std::str::from_utf8(&message.payload).is_err() {
-            tracing::warn!(?topic, "bus message that is not UTF-8 dropped");
-            continue;
+        for message in batch.drain(..) {
+            // A history room's message, stored and RePublished by its
+            // stream: after what arrived before it, in stream order, awaited
+            // here so the next one waits for it.
+            if let Some(at) = republished(message.headers.as_ref()) {
+                if !frames.is_empty() {
+                    inbox.receive_many(&topic, &frames);
+                    frames.clear();
+                }
+                let skip = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(SKIP_HEADER))
+                    .map(|v| v.as_str().to_owned());
+                inbox
+                    .receive_stored(&topic, message.payload, at, skip)
+                    .await;
+                continue;
+            }
+            // Shares the received bytes: no copy until a format is encoded.
+            let Some(frame) = Frame::from_bus(message.payload) else {
+                tracing::warn!(
+                    ?topic,
+                    "bus message that is neither JSON text nor MessagePack dropped"
+                );
+                continue;
+            };
+            if message.headers.is_none() {
+                frames.push(frame);
+                continue;
+            }
+            // A traced message is delivered on its own, inside its spans,
+            // after what arrived before it.
+            if !frames.is_empty() {
+                inbox.receive_many(&topic, &frames);
+                frames.clear();
+            }
+            trace::bus_receive(message.headers.as_ref(), &message.subject, || {
+                inbox.receive(&topic, &frame)
+            });
         }
-        // A history room's message, stored and RePublished by its stream:
-        // in stream order, awaited here so the next one waits for it.
-        if let Some(at) = republished(message.headers.as_ref()) {
-            let skip = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(SKIP_HEADER))
-                .map(|v| v.as_str().to_owned());
-            inbox
-                .receive_stored(&topic, message.payload, at, skip)
-                .await;
-            continue;
+        if !frames.is_empty() {
+            inbox.receive_many(&topic, &frames);
+            frames.clear();
         }
-        // Shares the received bytes: no copy until a format is encoded.
-        let frame = Frame::from_json(message.payload);
-        trace::bus_receive(message.headers.as_ref(), &message.subject, || {
-            inbox.receive(&topic, &frame)
-        });
     }
 }
 
@@ -777,9 +814,11 @@ async fn pump_users(mut subscriber: Subscriber, inbox: InboxSlot, metrics: Arc<M
         let Some(inbox) = attached.upgrade() else {
             return;
         };
-        match decode_direct(&message.payload) {
+        let direct = decode_direct(&message.payload).and_then(|(user, frame)| {
+            Some((user, Frame::from_bus(message.payload.slice_ref(frame))?))
+        });
+        match direct {
             Some((user, frame)) => {
-                let frame = Frame::from_json(message.payload.slice_ref(frame.as_bytes()));
                 inbox.receive(&Topic::User(user.into()), &frame);
             }
             None => tracing::warn!(subject = %message.subject, "malformed direct message dropped"),
@@ -969,7 +1008,7 @@ mod tests {
             let payload = encode_direct(user, br#"{"type":"direct"}"#);
             assert_eq!(
                 decode_direct(&payload),
-                Some((user, r#"{"type":"direct"}"#))
+                Some((user, &br#"{"type":"direct"}"#[..]))
             );
         }
         assert_eq!(decode_direct(b""), None);

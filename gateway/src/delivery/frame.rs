@@ -1,15 +1,22 @@
 //! A server frame on its way to recipients, encoded at most once per wire
 //! format, lazily, and shared by every recipient of that format.
 //!
-//! A [`Frame`] holds the protocol frame (JSON text, as the bus carries it).
-//! Each transport asks for its [`Format`]; the first recipient of a format
-//! encodes it, every later one gets the same bytes (a reference-count
-//! increment). Formats no recipient uses are never encoded.
+//! A [`Frame`] holds the protocol frame in the encoding it was built in:
+//! JSON text (most frames), or MessagePack when a `roomcast.v1.msgpack`
+//! client published it (so its `data`, binary included, reaches MessagePack
+//! recipients exactly as sent). The other encoding is converted on first use
+//! (`msgpack.rs`). Each transport asks for its [`Format`]; the first
+//! recipient of a format encodes it, every later one gets the same bytes (a
+//! reference-count increment). Formats no recipient uses are never encoded:
+//! a compressed format is compressed once per message, whatever the number
+//! of recipients that negotiated compression.
 
 use std::sync::OnceLock;
 
 use bytes::Bytes;
 
+use crate::msgpack;
+use crate::transport::deflate;
 use crate::transport::ws::WireFrame;
 
 /// How a transport puts protocol frames on the wire.
@@ -17,19 +24,44 @@ use crate::transport::ws::WireFrame;
 pub enum Format {
     /// A WebSocket text frame (header and JSON payload in one buffer).
     WebSocketText,
+    /// A WebSocket binary frame carrying MessagePack (`roomcast.v1.msgpack`).
+    WebSocketMsgPack,
+    /// [`Format::WebSocketText`] with permessage-deflate: payloads of at
+    /// least `threshold` bytes are compressed (RSV1), smaller ones are the
+    /// uncompressed frame itself (the same bytes).
+    WebSocketTextDeflate {
+        /// Smallest payload compressed.
+        threshold: usize,
+    },
+    /// [`Format::WebSocketMsgPack`] with permessage-deflate, likewise.
+    WebSocketMsgPackDeflate {
+        /// Smallest payload compressed.
+        threshold: usize,
+    },
 }
 
 impl Format {
     /// Number of formats: the size of a frame's cache.
-    const COUNT: usize = 1;
+    const COUNT: usize = 4;
 
+    /// The cache slot (one per variant: a process has one threshold).
     fn index(self) -> usize {
-        self as usize
+        match self {
+            Format::WebSocketText => 0,
+            Format::WebSocketMsgPack => 1,
+            Format::WebSocketTextDeflate { .. } => 2,
+            Format::WebSocketMsgPackDeflate { .. } => 3,
+        }
     }
 
-    fn encode(self, json: &[u8]) -> Bytes {
-        match self {
-            Format::WebSocketText => WireFrame::text_bytes(json).into_bytes(),
+    /// The WebSocket format of a connection: MessagePack or JSON, and
+    /// whether it negotiated compression.
+    pub fn websocket(msgpack: bool, deflate: Option<usize>) -> Format {
+        match (msgpack, deflate) {
+            (false, None) => Format::WebSocketText,
+            (true, None) => Format::WebSocketMsgPack,
+            (false, Some(threshold)) => Format::WebSocketTextDeflate { threshold },
+            (true, Some(threshold)) => Format::WebSocketMsgPackDeflate { threshold },
         }
     }
 }
@@ -37,7 +69,10 @@ impl Format {
 /// One protocol frame for any number of recipients.
 #[derive(Debug)]
 pub struct Frame {
-    json: Bytes,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+    /// Built as MessagePack: that is what crosses the bus.
+    native_msgpack: bool,
     encoded: [OnceLock<Bytes>; Format::COUNT],
 }
 
@@ -51,7 +86,9 @@ impl Frame {
     /// bus payload: shared, not copied).
     pub fn from_json(json: Bytes) -> Self {
         Self {
-            json,
+            json: OnceLock::from(json),
+            msgpack: OnceLock::new(),
+            native_msgpack: false,
             encoded: Default::default(),
         }
     }
@@ -59,17 +96,86 @@ impl Frame {
     /// Another frame with the same JSON (shared, not copied), to keep
     /// beyond the caller's borrow; its encodings are made anew.
     pub fn share(&self) -> Frame {
-        Self::from_json(self.json.clone())
+        Self::from_json(self.json().clone())
     }
 
-    /// The JSON text: what crosses the bus.
+    /// A frame a MessagePack client published: both encodings are known
+    /// (the JSON one was needed to decode the client's frame anyway).
+    pub fn from_msgpack(msgpack: Bytes, json: String) -> Self {
+        Self {
+            json: OnceLock::from(Bytes::from(json)),
+            msgpack: OnceLock::from(msgpack),
+            native_msgpack: true,
+            encoded: Default::default(),
+        }
+    }
+
+    /// A frame from a bus payload: MessagePack (a map) or JSON text; `None`
+    /// when it is neither.
+    pub fn from_bus(payload: Bytes) -> Option<Self> {
+        if msgpack::is_msgpack(&payload) {
+            return Some(Self {
+                json: OnceLock::new(),
+                msgpack: OnceLock::from(payload),
+                native_msgpack: true,
+                encoded: Default::default(),
+            });
+        }
+        std::str::from_utf8(&payload).ok()?;
+        Some(Self::from_json(payload))
+    }
+
+    /// What crosses the bus: the encoding the frame was built in.
+    pub fn bus_payload(&self) -> &Bytes {
+        if self.native_msgpack {
+            self.msgpack()
+        } else {
+            self.json()
+        }
+    }
+
+    /// The JSON text (MessagePack binary data as base64 strings).
     pub fn json(&self) -> &Bytes {
-        &self.json
+        self.json.get_or_init(|| match self.msgpack.get() {
+            Some(msgpack) => msgpack::to_json(msgpack),
+            None => Bytes::new(),
+        })
+    }
+
+    /// The MessagePack encoding.
+    pub fn msgpack(&self) -> &Bytes {
+        self.msgpack.get_or_init(|| msgpack::from_json(self.json()))
     }
 
     /// The frame in `format`, encoded on first use and shared afterwards.
     pub fn encoded(&self, format: Format) -> &Bytes {
-        self.encoded[format.index()].get_or_init(|| format.encode(&self.json))
+        self.encoded[format.index()].get_or_init(|| self.encode(format))
+    }
+
+    fn encode(&self, format: Format) -> Bytes {
+        match format {
+            Format::WebSocketText => WireFrame::text_bytes(self.json()).into_bytes(),
+            Format::WebSocketMsgPack => WireFrame::data(true, self.msgpack(), false).into_bytes(),
+            Format::WebSocketTextDeflate { threshold } => {
+                self.deflated(false, threshold, Format::WebSocketText)
+            }
+            Format::WebSocketMsgPackDeflate { threshold } => {
+                self.deflated(true, threshold, Format::WebSocketMsgPack)
+            }
+        }
+    }
+
+    /// The compressed frame, or the `plain` one when the payload is under
+    /// `threshold` (shared, not encoded twice).
+    fn deflated(&self, binary: bool, threshold: usize, plain: Format) -> Bytes {
+        let payload = if binary { self.msgpack() } else { self.json() };
+        if payload.len() < threshold {
+            return self.encoded(plain).clone();
+        }
+        match deflate::compress(payload) {
+            Some(compressed) => WireFrame::data(binary, &compressed, true).into_bytes(),
+            None => self.encoded(plain).clone(),
+        }
     }
 }
 
@@ -85,5 +191,49 @@ mod tests {
         assert_eq!(a.as_ref(), b"\x81\x12{\"type\":\"message\"}");
         assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, not a copy");
         assert_eq!(frame.json().as_ref(), br#"{"type":"message"}"#);
+    }
+
+    #[test]
+    fn compressed_formats_compress_once_above_the_threshold() {
+        let long = format!(r#"{{"type":"message","data":"{}"}}"#, "a".repeat(2000));
+        let frame = Frame::new(long.clone());
+        let deflate = Format::websocket(false, Some(1024));
+        let a = frame.encoded(deflate).clone();
+        assert_eq!(a[0], 0xC1, "FIN, RSV1, text");
+        assert!(a.len() < 100);
+        assert_eq!(a.as_ptr(), frame.encoded(deflate).as_ptr());
+        let payload = &a[2..];
+        assert_eq!(deflate::inflate(payload, 1 << 20).unwrap(), long.as_bytes());
+        // Under the threshold: the plain frame's very bytes.
+        let short = Frame::new(r#"{"type":"ok"}"#.into());
+        let plain = short.encoded(deflate).clone();
+        assert_eq!(plain[0], 0x81);
+        assert_eq!(
+            plain.as_ptr(),
+            short.encoded(Format::WebSocketText).as_ptr()
+        );
+    }
+
+    #[test]
+    fn msgpack_frames_convert_once_each_way() {
+        let json = Frame::new(r#"{"type":"ok","id":1}"#.into());
+        let bin = json.encoded(Format::WebSocketMsgPack);
+        assert_eq!(bin[0], 0x82, "FIN, binary");
+        assert_eq!(&bin[2..], json.msgpack().as_ref());
+        assert_eq!(json.bus_payload(), json.json());
+
+        let data = [0xc4, 2, 0xde, 0xad];
+        let native = Frame::from_msgpack(
+            msgpack::message("r", None, &data),
+            r#"{"type":"message","room":"r","from":null,"data":"3q0="}"#.into(),
+        );
+        assert_eq!(native.bus_payload(), native.msgpack());
+        let relayed = Frame::from_bus(native.bus_payload().clone()).unwrap();
+        assert_eq!(
+            relayed.json().as_ref(),
+            br#"{"type":"message","room":"r","from":null,"data":"3q0="}"#
+        );
+        assert_eq!(relayed.msgpack(), native.msgpack());
+        assert!(Frame::from_bus(Bytes::from_static(&[0xff, 0xfe])).is_none());
     }
 }

@@ -443,25 +443,34 @@ impl Hub {
     /// frame's encoded bytes) for the others. Returns how many connections
     /// took it.
     pub fn deliver(&self, topic: &Topic, frame: &Frame, skip: Option<ConnId>) -> usize {
+        self.deliver_many(topic, std::slice::from_ref(frame), skip)
+    }
+
+    /// Delivers frames, in order, to this gateway's members of `topic`
+    /// (except `skip`): each connection gets them in one push, so a socket
+    /// that can take them all gets them in one write. Returns how many
+    /// connections took them.
+    pub fn deliver_many(&self, topic: &Topic, frames: &[Frame], skip: Option<ConnId>) -> usize {
         let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
             return 0;
         };
         let started = std::time::Instant::now();
-        let (mut taken, mut written) = (0, 0);
+        let (mut taken, mut written, mut writes) = (0, 0, 0);
         for conn in members.read().values() {
             if Some(conn.id) == skip {
                 continue;
             }
-            match conn.outbound.push(frame) {
-                Pushed::Written => written += 1,
-                Pushed::Queued => {}
-                Pushed::Refused => continue,
+            let pushed = conn.outbound.push_many(frames);
+            written += pushed.written;
+            writes += pushed.writes;
+            if pushed.pushed != Pushed::Refused {
+                taken += 1;
             }
-            taken += 1;
         }
         // Counted once per fan-out: a shared counter per write would bounce
         // between cores.
         self.metrics.frames_out.fetch_add(written, Relaxed);
+        self.metrics.frame_writes.fetch_add(writes, Relaxed);
         self.metrics.fanout_seconds.observe(started.elapsed());
         taken
     }
@@ -646,6 +655,10 @@ impl Hub {
 impl Inbox for Hub {
     fn receive(&self, topic: &Topic, frame: &Frame) -> usize {
         self.deliver(topic, frame, None)
+    }
+
+    fn receive_many(&self, topic: &Topic, frames: &[Frame]) -> usize {
+        self.deliver_many(topic, frames, None)
     }
 
     fn local_members(&self, room: &RoomName) -> Vec<String> {

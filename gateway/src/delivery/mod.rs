@@ -23,6 +23,7 @@ use self::frame::Frame;
 use self::hub::ConnId;
 use crate::bus::Topic;
 use crate::history::{HistoryError, Position};
+use crate::msgpack;
 use crate::protocol::{self, ErrorCode, Failure, Publish, Send};
 use crate::ratelimit::TokenBucket;
 use crate::state::Shared;
@@ -79,10 +80,25 @@ pub async fn deliver(
     sender: Sender<'_>,
     op: Outgoing<'_>,
 ) -> Result<Delivered, Failure> {
+    deliver_native(shared, sender, op, None).await
+}
+
+/// [`deliver`] for an operation a MessagePack client sent: `msgpack_data`
+/// is its `data` as sent (`op` holds the JSON equivalent). The frame is
+/// built in MessagePack, so MessagePack recipients get the data exactly,
+/// binary included; the payload limit applies to those bytes.
+pub async fn deliver_native(
+    shared: &Shared,
+    sender: Sender<'_>,
+    op: Outgoing<'_>,
+    msgpack_data: Option<&[u8]>,
+) -> Result<Delivered, Failure> {
     let max = shared.config.limits.max_payload_bytes;
+    let size =
+        |json: &serde_json::value::RawValue| msgpack_data.map_or(json.get().len(), <[u8]>::len);
     let local = match op {
         Outgoing::Publish(Publish { room, data, echo }) => {
-            protocol::check_payload(data.get().len(), max)?;
+            protocol::check_payload(size(data), max)?;
             take_token(sender.bucket)?;
             let json = protocol::message(&room, sender.user, data);
             let skip = sender.conn.filter(|_| !echo);
@@ -98,7 +114,12 @@ pub async fn deliver(
                     position: Some(stored),
                 });
             }
-            let frame = Frame::new(json);
+            let frame = match msgpack_data {
+                Some(native) => {
+                    Frame::from_msgpack(msgpack::message(room.as_str(), sender.user, native), json)
+                }
+                None => Frame::new(json),
+            };
             let trace = trace::start_publish(room.as_str(), sender.via);
             let local = shared
                 .hub
@@ -109,9 +130,13 @@ pub async fn deliver(
             local
         }
         Outgoing::Send(Send { to, data }) => {
-            protocol::check_payload(data.get().len(), max)?;
+            protocol::check_payload(size(data), max)?;
             take_token(sender.bucket)?;
-            let frame = Frame::new(protocol::direct(sender.user, data));
+            let json = protocol::direct(sender.user, data);
+            let frame = match msgpack_data {
+                Some(native) => Frame::from_msgpack(msgpack::direct(sender.user, native), json),
+                None => Frame::new(json),
+            };
             let local = shared
                 .hub
                 .publish(&Topic::User(to.into()), &frame, None, None)

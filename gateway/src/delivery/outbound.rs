@@ -13,15 +13,23 @@
 //! bounded whatever a client does. Queued frames share their bytes with every
 //! other recipient's: queuing is a reference-count increment, never a copy.
 //! The queue knows nothing of the transport beyond its [`Wire`] and format.
+//!
+//! Writes are coalesced: frames pushed together ([`Outbound::push_many`], a
+//! burst from the bus) and frames queued behind a full socket go out in one
+//! vectored write. A write delay (`write_delay_ms`, off by default) holds
+//! fan-out frames to an idle connection for that long so the ones after them
+//! share the write; the session's own replies are never held.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::frame::{Format, Frame};
 use crate::metrics::Metrics;
@@ -126,6 +134,9 @@ pub enum Flush {
     /// Write this close (any frames due before it are written), then flush
     /// until idle.
     Close(Close),
+    /// Frames are held for a coalesced write (`write_delay_ms`): flush again
+    /// at this instant (or earlier: an early flush only shortens the delay).
+    Delayed(Instant),
     /// The socket failed: the connection is gone.
     Failed,
 }
@@ -139,6 +150,8 @@ struct State {
     /// even when the queue is discarded, or the stream would be corrupt.
     front_partial: bool,
     bytes: usize,
+    /// With a write delay: when the frames held for one coalesced write are due.
+    due: Option<Instant>,
     close: Option<Close>,
     close_taken: bool,
     /// A write failed: nothing more can be written.
@@ -153,14 +166,29 @@ pub struct Outbound {
     format: Format,
     wake: Notify,
     limits: QueueLimits,
+    /// How long a frame may wait for others to share its write (0: written at once).
+    delay: Duration,
     metrics: Arc<Metrics>,
 }
 
 /// Capacity an idle queue keeps; more is released so idle connections stay small.
 const IDLE_CAPACITY: usize = 16;
 
-/// Most buffers handed to one vectored write.
+/// Most buffers handed to one vectored write (Linux takes up to 1024).
 const MAX_IOV: usize = 64;
+
+/// What a push of several frames did, for the caller's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushedMany {
+    /// What became of the frames as a whole: `Written` when all were
+    /// written, `Queued` when some wait (or the rest of one), `Refused` when
+    /// some were dropped.
+    pub pushed: Pushed,
+    /// Frames written whole by this push.
+    pub written: u64,
+    /// Write calls made (one per frame before coalescing).
+    pub writes: u64,
+}
 
 impl Outbound {
     /// The way out to `wire`, which takes frames in `format`.
@@ -176,8 +204,17 @@ impl Outbound {
             format,
             wake: Notify::new(),
             limits,
+            delay: Duration::ZERO,
             metrics,
         }
+    }
+
+    /// Holds frames pushed to an idle connection up to `delay`, so that
+    /// those that follow within it share one write (`write_delay_ms`). The
+    /// transport writes them when [`Outbound::flush`] says they are due.
+    pub fn with_write_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -190,49 +227,134 @@ impl Outbound {
     /// when nothing is queued ahead of it, queued otherwise. Refused when the
     /// connection is closing or the queue would overflow (which starts a
     /// 4008 close).
+    /// The session's own frames (replies) are never held by a write delay:
+    /// they go out at once, with whatever fan-out frames were held before them.
     pub fn push(&self, frame: &Frame) -> Pushed {
-        self.push_bytes(frame.encoded(self.format).clone())
+        let bytes = frame.encoded(self.format);
+        self.push_encoded(false, 1, |_| bytes).pushed
+    }
+
+    /// Sends several fan-out frames, in order, as one push: what the socket
+    /// takes goes out in one vectored write (a burst read from the bus costs
+    /// one syscall per connection, not one per frame), the rest is queued
+    /// with the same rules as [`Outbound::push`]. With a write delay they are
+    /// held for it (see [`Outbound::with_write_delay`]).
+    pub fn push_many(&self, frames: &[Frame]) -> PushedMany {
+        self.push_encoded(true, frames.len(), |i| frames[i].encoded(self.format))
     }
 
     /// Sends bytes already in the transport's framing (its own control
     /// frames: pings, pongs), with the same rules as [`Outbound::push`].
-    pub fn push_bytes(&self, mut bytes: Bytes) -> Pushed {
+    pub fn push_bytes(&self, bytes: Bytes) -> Pushed {
+        self.push_encoded(false, 1, |_| &bytes).pushed
+    }
+
+    /// The one way in: `count` encoded frames, the `i`th given by `nth(i)`,
+    /// held for the write delay if `hold`. Bytes are cloned (a reference
+    /// count) only for what is queued.
+    fn push_encoded<'a>(
+        &self,
+        hold: bool,
+        count: usize,
+        nth: impl Fn(usize) -> &'a Bytes,
+    ) -> PushedMany {
+        let hold = hold && !self.delay.is_zero();
+        let mut done = PushedMany {
+            pushed: Pushed::Written,
+            written: 0,
+            writes: 0,
+        };
         let mut state = self.state();
         if state.close.is_some() {
-            return Pushed::Refused;
+            done.pushed = Pushed::Refused;
+            return done;
         }
-        if state.queue.is_empty() {
-            match self.wire.try_write_vectored(&[IoSlice::new(&bytes)]) {
-                Ok(n) if n == bytes.len() => return Pushed::Written,
-                // The rest waits for the session; nothing may overtake it.
-                Ok(n) => {
-                    bytes.advance(n);
-                    state.front_partial = n > 0;
+        // Frames before `next` are written; `offset` bytes of `next` are too.
+        let (mut next, mut offset) = (0, 0);
+        let was_empty = state.queue.is_empty();
+        if was_empty && !hold {
+            while next < count {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut len = 0;
+                let mut total = 0;
+                for (i, slot) in iov.iter_mut().enumerate() {
+                    let Some(bytes) = (next + i < count).then(|| nth(next + i)) else {
+                        break;
+                    };
+                    let skip = if i == 0 { offset } else { 0 };
+                    *slot = IoSlice::new(&bytes[skip..]);
+                    total += bytes.len() - skip;
+                    len += 1;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    state.broken = true;
-                    state.close = Some(Close::NORMAL);
-                    drop(state);
-                    self.wake.notify_one();
-                    return Pushed::Refused;
+                done.writes += 1;
+                let mut n = match self.wire.try_write_vectored(&iov[..len]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        state.broken = true;
+                        state.close = Some(Close::NORMAL);
+                        drop(state);
+                        self.wake.notify_one();
+                        done.pushed = Pushed::Refused;
+                        return done;
+                    }
+                };
+                let full = n == total;
+                while n > 0 {
+                    let left = nth(next).len() - offset;
+                    if n >= left {
+                        n -= left;
+                        next += 1;
+                        offset = 0;
+                        done.written += 1;
+                    } else {
+                        offset += n;
+                        n = 0;
+                    }
+                }
+                if !full {
+                    break;
                 }
             }
-        } else if state.queue.len() >= self.limits.frames
-            || state.bytes + bytes.len() > self.limits.bytes
-        {
-            drop(state);
-            if self.close(Close::SLOW_CONSUMER) {
+            if next == count {
+                return done;
+            }
+        }
+        // The rest waits for the session; nothing may overtake it.
+        done.pushed = Pushed::Queued;
+        let mut first = false;
+        for i in next..count {
+            let mut bytes = nth(i).clone();
+            if i == next && offset > 0 {
+                bytes.advance(offset);
+                state.front_partial = true;
+            }
+            if !state.queue.is_empty()
+                && (state.queue.len() >= self.limits.frames
+                    || state.bytes + bytes.len() > self.limits.bytes)
+            {
+                state.close = Some(Close::SLOW_CONSUMER);
+                drop(state);
                 self.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
+                self.wake.notify_one();
+                done.pushed = Pushed::Refused;
+                return done;
             }
-            return Pushed::Refused;
+            first |= self.enqueue(&mut state, bytes);
         }
-        let first = self.enqueue(&mut state, bytes);
+        let mut wake = first;
+        if first && hold {
+            state.due = Some(Instant::now() + self.delay);
+        } else if state.due.is_some() && (!hold || state.queue.len() >= MAX_IOV) {
+            // A reply, or a full write's worth: held frames go now.
+            state.due = None;
+            wake = true;
+        }
         drop(state);
-        if first {
+        if wake {
             self.wake.notify_one();
         }
-        Pushed::Queued
+        done
     }
 
     /// Starts closing with `close` unless a close is already under way.
@@ -266,6 +388,11 @@ impl Outbound {
     /// Writes what is queued, as far as the socket takes it, and says what
     /// the session should do next. Returns the frames written.
     pub fn flush(&self) -> (Flush, u64) {
+        self.flush_at(Instant::now())
+    }
+
+    /// [`Outbound::flush`] as of `now` (held frames are due or not).
+    fn flush_at(&self, now: Instant) -> (Flush, u64) {
         let mut state = self.state();
         if state.broken {
             return (Flush::Failed, 0);
@@ -275,6 +402,13 @@ impl Outbound {
             && !state.close_taken
         {
             self.discard(&mut state);
+        }
+        if let Some(due) = state.due {
+            // A close is written at once, with whatever is held.
+            if state.close.is_none() && due > now {
+                return (Flush::Delayed(due), 0);
+            }
+            state.due = None;
         }
         let written = match self.write_queued(&mut state) {
             Ok(written) => written,
@@ -312,17 +446,18 @@ impl Outbound {
     }
 
     /// Writes from the front of the queue until it is empty or the socket is
-    /// full; counts the whole frames written.
+    /// full, up to [`MAX_IOV`] frames per write; counts the whole frames written.
     fn write_queued(&self, state: &mut State) -> Result<u64, ()> {
-        let mut frames = 0;
+        let (mut frames, mut writes) = (0, 0);
         while !state.queue.is_empty() {
-            let slices: Vec<IoSlice<'_>> = state
-                .queue
-                .iter()
-                .take(MAX_IOV)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            let mut n = match self.wire.try_write_vectored(&slices) {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut len = 0;
+            for (slot, bytes) in iov.iter_mut().zip(&state.queue) {
+                *slot = IoSlice::new(bytes);
+                len += 1;
+            }
+            writes += 1;
+            let mut n = match self.wire.try_write_vectored(&iov[..len]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -330,7 +465,6 @@ impl Outbound {
                     return Err(());
                 }
             };
-            drop(slices);
             let written = n;
             while n > 0 {
                 let Some(front) = state.queue.front_mut() else {
@@ -351,6 +485,7 @@ impl Outbound {
             self.metrics.queued_bytes.fetch_sub(written as i64, Relaxed);
         }
         self.metrics.queued_frames.fetch_sub(frames as i64, Relaxed);
+        self.metrics.frame_writes.fetch_add(writes, Relaxed);
         Ok(frames)
     }
 
@@ -392,6 +527,8 @@ mod tests {
     /// A socket that takes `room` more bytes, then would block.
     #[derive(Debug, Default)]
     struct FakeWire {
+        /// Write calls that took bytes.
+        writes: std::sync::atomic::AtomicUsize,
         room: Mutex<usize>,
         written: Mutex<Vec<u8>>,
         broken: std::sync::atomic::AtomicBool,
@@ -422,6 +559,7 @@ mod tests {
                 n += take;
             }
             *room -= n;
+            self.writes.fetch_add(1, Relaxed);
             Ok(n)
         }
     }
@@ -451,6 +589,127 @@ mod tests {
         assert_eq!(wire.written(), b"\x81\x01a\x81\x02bc");
         assert_eq!(m.queued_frames.load(Relaxed), 0);
         assert_eq!(out.flush(), (Flush::Idle, 0));
+    }
+
+    fn frames(texts: &[&str]) -> Vec<Frame> {
+        texts.iter().map(|t| text(t)).collect()
+    }
+
+    #[test]
+    fn frames_pushed_together_share_one_write() {
+        let (out, wire, m) = outbound(10, 1000);
+        wire.open(100);
+        let pushed = out.push_many(&frames(&["a", "bc", "d"]));
+        assert_eq!(
+            pushed,
+            PushedMany {
+                pushed: Pushed::Written,
+                written: 3,
+                writes: 1
+            }
+        );
+        assert_eq!(wire.writes.load(Relaxed), 1, "one syscall for three frames");
+        assert_eq!(wire.written(), b"\x81\x01a\x81\x02bc\x81\x01d");
+        assert_eq!(m.queued_frames.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn frames_pushed_together_to_a_full_socket_queue_in_order() {
+        let (out, wire, m) = outbound(10, 1000);
+        wire.open(4);
+        let pushed = out.push_many(&frames(&["ab", "cd", "e"]));
+        assert_eq!((pushed.pushed, pushed.written), (Pushed::Queued, 1));
+        assert_eq!(m.queued_frames.load(Relaxed), 2, "the rest of cd, and e");
+        assert_eq!(out.push(&text("f")), Pushed::Queued, "never overtakes");
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Idle, 3));
+        assert_eq!(wire.written(), b"\x81\x02ab\x81\x02cd\x81\x01e\x81\x01f");
+        assert_eq!(
+            wire.writes.load(Relaxed),
+            2,
+            "the queue went out in one write"
+        );
+        assert_eq!(m.queued_bytes.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn frames_pushed_together_keep_the_slow_consumer_bound() {
+        let (out, wire, m) = outbound(2, 1000);
+        let pushed = out.push_many(&frames(&["a", "b", "c", "d"]));
+        assert_eq!(pushed.pushed, Pushed::Refused, "the third overflows");
+        assert!(out.is_closing());
+        assert_eq!(m.slow_consumer_closes.load(Relaxed), 1);
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Close(Close::SLOW_CONSUMER), 0));
+        assert!(
+            wire.written().is_empty(),
+            "a slow consumer's queue is dropped"
+        );
+        assert_eq!(m.queued_frames.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_write_delay_holds_frames_for_one_write() {
+        let (out, wire, m) = outbound(10, 1000);
+        let delay = Duration::from_millis(20);
+        let out = out.with_write_delay(delay);
+        wire.open(100);
+        let start = Instant::now();
+        assert_eq!(
+            out.push_many(&frames(&["a"])).pushed,
+            Pushed::Queued,
+            "held, not written"
+        );
+        assert_eq!(out.push_many(&frames(&["b", "c"])).pushed, Pushed::Queued);
+        let Flush::Delayed(due) = out.flush_at(start).0 else {
+            panic!("held frames wait for their due time");
+        };
+        assert!(due >= start + delay && due <= Instant::now() + delay);
+        assert!(wire.written().is_empty());
+        assert_eq!(out.flush_at(due), (Flush::Idle, 3));
+        assert_eq!(wire.writes.load(Relaxed), 1, "three frames, one write");
+        assert_eq!(wire.written(), b"\x81\x01a\x81\x01b\x81\x01c");
+        assert_eq!(m.queued_frames.load(Relaxed), 0);
+        // Idle again: the next frames start a new delay.
+        assert_eq!(out.push_many(&frames(&["d"])).pushed, Pushed::Queued);
+        assert!(matches!(out.flush_at(due), (Flush::Delayed(_), 0)));
+        // A reply of the session's own is not held, nor what is ahead of it.
+        assert_eq!(out.push(&text("e")), Pushed::Queued);
+        assert_eq!(out.flush_at(due), (Flush::Idle, 2));
+        assert!(wire.written().ends_with(b"\x81\x01d\x81\x01e"));
+        assert_eq!(
+            out.push(&text("f")),
+            Pushed::Written,
+            "idle: written at once"
+        );
+    }
+
+    #[test]
+    fn a_write_delay_holds_at_most_one_write_worth() {
+        let (out, wire, _) = outbound(1000, 1 << 20);
+        let out = out.with_write_delay(Duration::from_secs(1));
+        wire.open(1 << 20);
+        let start = Instant::now();
+        let burst: Vec<Frame> = (0..MAX_IOV - 1).map(|_| text("x")).collect();
+        out.push_many(&burst);
+        assert!(matches!(out.flush_at(start), (Flush::Delayed(_), 0)));
+        out.push_many(&frames(&["y"]));
+        assert_eq!(
+            out.flush_at(start),
+            (Flush::Idle, MAX_IOV as u64),
+            "a full write goes out without waiting"
+        );
+    }
+
+    #[test]
+    fn a_close_writes_held_frames_at_once() {
+        let (out, wire, _) = outbound(10, 1000);
+        let out = out.with_write_delay(Duration::from_secs(1));
+        wire.open(100);
+        assert_eq!(out.push_many(&frames(&["a"])).pushed, Pushed::Queued);
+        out.close(Close::DRAIN);
+        assert_eq!(out.flush(), (Flush::Close(Close::DRAIN), 1));
+        assert_eq!(wire.written(), b"\x81\x01a");
     }
 
     #[test]

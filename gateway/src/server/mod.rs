@@ -37,6 +37,7 @@ use crate::history::Store;
 use crate::history::jetstream::{JetStreamConfig, JetStreamStore, Storage};
 use crate::history::memory::MemoryStore;
 use crate::metrics::Metrics;
+use crate::msgpack;
 use crate::namespace::Namespaces;
 use crate::presence::Presence;
 use crate::protocol::SUBPROTOCOL;
@@ -421,7 +422,7 @@ async fn upgrade(
             "connection limit reached\n",
         );
     }
-    let handshake = match ws::handshake(&headers, SUBPROTOCOL) {
+    let handshake = match ws::handshake(&headers, &[SUBPROTOCOL, msgpack::SUBPROTOCOL]) {
         Ok(handshake) => handshake,
         Err((status, message)) => {
             let mut response = (status, message).into_response();
@@ -434,6 +435,16 @@ async fn upgrade(
             }
             return response;
         }
+    };
+    let extensions = shared
+        .config
+        .websocket
+        .compression
+        .then(|| ws::deflate_offer(&headers))
+        .flatten();
+    let negotiated = websocket::Negotiated {
+        msgpack: handshake.protocol == Some(msgpack::SUBPROTOCOL),
+        deflate: extensions.is_some(),
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (
@@ -450,7 +461,14 @@ async fn upgrade(
         // Our listener serves plain TCP, so this always succeeds.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                websocket::serve(parts.io.into_inner(), parts.read_buf, shared, identity).await
+                websocket::serve(
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    shared,
+                    identity,
+                    negotiated,
+                )
+                .await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }
@@ -464,6 +482,9 @@ async fn upgrade(
     }
     if let Some(protocol) = handshake.protocol {
         response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    if let Some(value) = extensions.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response = response.header(header::SEC_WEBSOCKET_EXTENSIONS, value);
     }
     response
         .body(Body::empty())

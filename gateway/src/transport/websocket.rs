@@ -53,15 +53,39 @@ impl Wire for TcpStream {
     }
 }
 
+/// What the upgrade negotiated for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Negotiated {
+    /// `roomcast.v1.msgpack`: binary MessagePack frames both ways.
+    pub msgpack: bool,
+    /// permessage-deflate, without context takeover either way.
+    pub deflate: bool,
+}
+
 /// Serves one upgraded connection until it closes. `early` holds bytes the
 /// client sent right behind its upgrade request.
-pub async fn serve(socket: TcpStream, early: Bytes, shared: Arc<Shared>, identity: Identity) {
+pub async fn serve(
+    socket: TcpStream,
+    early: Bytes,
+    shared: Arc<Shared>,
+    identity: Identity,
+    negotiated: Negotiated,
+) {
     let socket = Arc::new(socket);
     let heartbeat = Duration::from_millis(shared.config.heartbeat_ms);
     let slow_close = Duration::from_millis(shared.config.limits.slow_close_timeout_ms);
     let mut reader = FrameReader::new(shared.config.limits.max_frame_bytes);
+    if negotiated.deflate {
+        reader = reader.with_deflate();
+    }
+    let format = Format::websocket(
+        negotiated.msgpack,
+        negotiated
+            .deflate
+            .then_some(shared.config.websocket.compression_threshold),
+    );
     let wire: Arc<dyn Wire> = socket.clone();
-    let session = Session::open(shared, identity, wire, Format::WebSocketText, "websocket").await;
+    let session = Session::open(shared, identity, wire, format, "websocket").await;
     reader.feed(&early);
     // It may share HTTP's whole read buffer: never keep it for the session's life.
     drop(early);
@@ -69,6 +93,7 @@ pub async fn serve(socket: TcpStream, early: Bytes, shared: Arc<Shared>, identit
         session,
         reader,
         slow_close,
+        msgpack: negotiated.msgpack,
     };
     connection.serve(&socket, heartbeat).await;
     connection.session.end().await;
@@ -85,17 +110,20 @@ struct Clock {
     expiry: Option<Instant>,
     /// The close handshake is given up.
     close: Option<Instant>,
+    /// Frames held for a coalesced write are due (`write_delay_ms`).
+    write: Option<Instant>,
 }
 
 impl Clock {
     fn next(&self) -> Instant {
-        match self.close {
+        let next = match self.close {
             Some(close) => close,
             None => self
                 .ping
                 .min(self.silence)
                 .min(self.expiry.unwrap_or(self.silence)),
-        }
+        };
+        self.write.map_or(next, |write| write.min(next))
     }
 }
 
@@ -129,6 +157,8 @@ struct Connection {
     reader: FrameReader,
     /// The bound of a 4008 close handshake.
     slow_close: Duration,
+    /// Protocol frames are binary MessagePack rather than JSON text.
+    msgpack: bool,
 }
 
 impl Connection {
@@ -145,6 +175,7 @@ impl Connection {
             silence: now + 2 * heartbeat,
             expiry: self.session.expires_at(),
             close: None,
+            write: None,
         };
         let timer = sleep_until(clock.next());
         tokio::pin!(timer);
@@ -154,8 +185,13 @@ impl Connection {
         loop {
             let (flush, written) = outbound.flush();
             self.session.written(written);
+            clock.write = None;
             let blocked = match flush {
                 Flush::Failed => return,
+                Flush::Delayed(due) => {
+                    clock.write = Some(due);
+                    false
+                }
                 Flush::Blocked => {
                     if clock.close.is_none()
                         && let Some(close) = outbound.closing()
@@ -221,6 +257,10 @@ impl Connection {
                     if clock.close.is_some_and(|at| at <= now) {
                         return;
                     }
+                    if clock.write.is_some_and(|at| at <= now) {
+                        // Held frames are due: the flush at the top writes them.
+                        continue;
+                    }
                     if clock.silence <= now {
                         self.session.close(Close::HEARTBEAT);
                     } else if clock.expiry.is_some_and(|at| at <= now) {
@@ -257,8 +297,12 @@ impl Connection {
                 }
             };
             match incoming {
-                Incoming::Text(text) => self.session.receive(&text).await,
-                Incoming::Binary => self.session.receive_unreadable(),
+                Incoming::Text(text) if !self.msgpack => self.session.receive(&text).await,
+                Incoming::Binary(bytes) if self.msgpack => {
+                    self.session.receive_msgpack(&bytes).await;
+                }
+                Incoming::Text(_) => self.session.receive_unreadable_msgpack(),
+                Incoming::Binary(_) => self.session.receive_unreadable(),
                 Incoming::Ping(payload) => self
                     .session
                     .send_transport(WireFrame::pong(&payload).into_bytes()),

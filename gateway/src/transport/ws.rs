@@ -12,6 +12,8 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::deflate::{self, InflateError};
+
 /// Continuation of a fragmented message.
 const OP_CONTINUATION: u8 = 0x0;
 /// A text message.
@@ -24,6 +26,9 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 /// Pong.
 const OP_PONG: u8 = 0xA;
+
+/// RSV1: the message is compressed (permessage-deflate, RFC 7692 §6).
+const RSV1: u8 = 0x40;
 
 /// Largest payload of a control frame (ping, pong, close).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -45,6 +50,14 @@ impl WireFrame {
     /// A text frame from a payload the caller knows to be UTF-8.
     pub fn text_bytes(payload: &[u8]) -> Self {
         Self::encode(OP_TEXT, payload)
+    }
+
+    /// A data message in one frame: text (JSON) or binary (MessagePack),
+    /// its payload already compressed with permessage-deflate when
+    /// `deflated` (RSV1 set: on the first frame only, and ours are single).
+    pub fn data(binary: bool, payload: &[u8], deflated: bool) -> Self {
+        let opcode = if binary { OP_BINARY } else { OP_TEXT };
+        Self::encode(opcode | if deflated { RSV1 } else { 0 }, payload)
     }
 
     /// A ping with an empty payload.
@@ -69,10 +82,11 @@ impl WireFrame {
         Self::encode(OP_CLOSE, &payload)
     }
 
-    fn encode(opcode: u8, payload: &[u8]) -> Self {
+    /// `first`: the opcode and RSV bits of a final frame.
+    fn encode(first: u8, payload: &[u8]) -> Self {
         let len = payload.len();
         let mut bytes = BytesMut::with_capacity(10 + len);
-        bytes.put_u8(0x80 | opcode);
+        bytes.put_u8(0x80 | first);
         if len < 126 {
             bytes.put_u8(len as u8);
         } else if let Ok(short) = u16::try_from(len) {
@@ -121,8 +135,8 @@ impl WireFrame {
 pub enum Incoming {
     /// A text message, UTF-8 checked.
     Text(String),
-    /// A binary message (the protocol has no use for its content).
-    Binary,
+    /// A binary message (MessagePack, for clients of that subprotocol).
+    Binary(Vec<u8>),
     /// A ping, to be answered with a pong carrying the same payload.
     Ping(Vec<u8>),
     /// A pong.
@@ -151,12 +165,15 @@ pub enum Violation {
 #[derive(Debug)]
 pub struct FrameReader {
     buf: Vec<u8>,
-    /// A fragmented message in progress: its opcode and payload so far.
-    partial: Option<(u8, Vec<u8>)>,
+    /// A fragmented message in progress: its opcode, whether it is
+    /// compressed, and its payload so far.
+    partial: Option<(u8, bool, Vec<u8>)>,
     /// Bytes of a refused oversized frame still to be dropped, so frames
     /// after it (the client's close) can still be read.
     skip: u64,
     max_payload: usize,
+    /// permessage-deflate was negotiated: RSV1 marks compressed messages.
+    inflate: bool,
 }
 
 impl FrameReader {
@@ -167,7 +184,16 @@ impl FrameReader {
             partial: None,
             skip: 0,
             max_payload,
+            inflate: false,
         }
+    }
+
+    /// The same reader for a connection that negotiated permessage-deflate:
+    /// compressed messages are inflated, and the size limit applies to the
+    /// inflated size.
+    pub fn with_deflate(mut self) -> Self {
+        self.inflate = true;
+        self
     }
 
     /// Adds bytes read from the socket.
@@ -200,7 +226,7 @@ impl FrameReader {
 
     /// Cuts one whole frame off the buffer, unmasked.
     fn frame(&mut self) -> Result<Option<Frame>, Violation> {
-        let Some(head) = parse_header(&self.buf)? else {
+        let Some(head) = parse_header(&self.buf, self.inflate)? else {
             return Ok(None);
         };
         if head.len > self.max_payload as u64 {
@@ -225,6 +251,7 @@ impl FrameReader {
         self.buf.drain(..end);
         Ok(Some(Frame {
             fin: head.fin,
+            rsv1: head.rsv1,
             opcode: head.opcode,
             payload,
         }))
@@ -232,6 +259,12 @@ impl FrameReader {
 
     /// Applies one frame to the message in progress.
     fn assemble(&mut self, frame: Frame) -> Result<Option<Incoming>, Violation> {
+        if frame.rsv1 && !matches!(frame.opcode, OP_TEXT | OP_BINARY) {
+            // §6.1: only a message's first frame says it is compressed.
+            return Err(Violation::Protocol(
+                "RSV1 on a control or continuation frame",
+            ));
+        }
         match frame.opcode {
             OP_PING | OP_PONG | OP_CLOSE => {
                 if !frame.fin || frame.payload.len() > MAX_CONTROL_PAYLOAD {
@@ -248,13 +281,15 @@ impl FrameReader {
                     return Err(Violation::Protocol("new message inside a fragmented one"));
                 }
                 if frame.fin {
-                    return message(frame.opcode, frame.payload).map(Some);
+                    return self
+                        .message(frame.opcode, frame.rsv1, frame.payload)
+                        .map(Some);
                 }
-                self.partial = Some((frame.opcode, frame.payload));
+                self.partial = Some((frame.opcode, frame.rsv1, frame.payload));
                 Ok(None)
             }
             OP_CONTINUATION => {
-                let Some((opcode, mut payload)) = self.partial.take() else {
+                let Some((opcode, compressed, mut payload)) = self.partial.take() else {
                     return Err(Violation::Protocol("continuation without a message"));
                 };
                 if payload.len() + frame.payload.len() > self.max_payload {
@@ -262,18 +297,42 @@ impl FrameReader {
                 }
                 payload.extend_from_slice(&frame.payload);
                 if frame.fin {
-                    return message(opcode, payload).map(Some);
+                    return self.message(opcode, compressed, payload).map(Some);
                 }
-                self.partial = Some((opcode, payload));
+                self.partial = Some((opcode, compressed, payload));
                 Ok(None)
             }
             _ => Err(Violation::Protocol("reserved opcode")),
         }
     }
+
+    /// A whole message, inflated first when it came compressed.
+    fn message(
+        &self,
+        opcode: u8,
+        compressed: bool,
+        payload: Vec<u8>,
+    ) -> Result<Incoming, Violation> {
+        let payload = if compressed {
+            deflate::inflate(&payload, self.max_payload).map_err(|e| match e {
+                InflateError::TooBig => Violation::TooBig,
+                InflateError::Corrupt => Violation::Protocol("compressed data does not inflate"),
+            })?
+        } else {
+            payload
+        };
+        if opcode == OP_BINARY {
+            return Ok(Incoming::Binary(payload));
+        }
+        String::from_utf8(payload)
+            .map(Incoming::Text)
+            .map_err(|_| Violation::InvalidUtf8)
+    }
 }
 
 struct Frame {
     fin: bool,
+    rsv1: bool,
     opcode: u8,
     payload: Vec<u8>,
 }
@@ -282,18 +341,21 @@ struct Frame {
 #[derive(Debug, PartialEq)]
 struct Header {
     fin: bool,
+    rsv1: bool,
     opcode: u8,
     mask: [u8; 4],
     len: u64,
     header_len: usize,
 }
 
-/// Parses a client frame's header, if `buf` holds all of it.
-fn parse_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
+/// Parses a client frame's header, if `buf` holds all of it. RSV1 is allowed
+/// only when permessage-deflate was negotiated (`rsv1`).
+fn parse_header(buf: &[u8], rsv1: bool) -> Result<Option<Header>, Violation> {
     let [first, second, rest @ ..] = buf else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    let reserved = if rsv1 { 0x30 } else { 0x70 };
+    if first & reserved != 0 {
         return Err(Violation::Protocol("reserved bits set"));
     }
     if second & 0x80 == 0 {
@@ -315,6 +377,7 @@ fn parse_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
     };
     Ok(Some(Header {
         fin: first & 0x80 != 0,
+        rsv1: first & RSV1 != 0,
         opcode: first & 0x0F,
         mask: *mask,
         len,
@@ -326,15 +389,6 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     for (i, byte) in payload.iter_mut().enumerate() {
         *byte ^= mask[i & 3];
     }
-}
-
-fn message(opcode: u8, payload: Vec<u8>) -> Result<Incoming, Violation> {
-    if opcode == OP_BINARY {
-        return Ok(Incoming::Binary);
-    }
-    String::from_utf8(payload)
-        .map(Incoming::Text)
-        .map_err(|_| Violation::InvalidUtf8)
 }
 
 /// The status code of a close frame's payload.
@@ -371,11 +425,11 @@ pub struct Handshake {
     pub protocol: Option<&'static str>,
 }
 
-/// Checks a WebSocket upgrade request (RFC 6455 §4.2.1) and selects
-/// `subprotocol` when the client offers it.
+/// Checks a WebSocket upgrade request (RFC 6455 §4.2.1) and selects the
+/// first of the client's offered subprotocols that is one of `subprotocols`.
 pub fn handshake(
     headers: &HeaderMap,
-    subprotocol: &'static str,
+    subprotocols: &[&'static str],
 ) -> Result<Handshake, (StatusCode, &'static str)> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
@@ -416,11 +470,32 @@ pub fn handshake(
             "Sec-WebSocket-Key must be 16 bytes in base64\n",
         ));
     }
-    let protocol = has_token(header::SEC_WEBSOCKET_PROTOCOL, subprotocol).then_some(subprotocol);
+    let protocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|offered| {
+            subprotocols
+                .iter()
+                .find(|ours| offered.trim() == **ours)
+                .copied()
+        });
     Ok(Handshake {
         accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
         protocol,
     })
+}
+
+/// The `Sec-WebSocket-Extensions` response value when the client offers
+/// permessage-deflate in a form the gateway accepts (see `deflate.rs`).
+pub fn deflate_offer(headers: &HeaderMap) -> Option<String> {
+    deflate::negotiate(
+        headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+    )
 }
 
 /// Whether a `Sec-WebSocket-Key` is what §4.1 makes it: a random 16-byte
@@ -606,6 +681,51 @@ mod tests {
     }
 
     #[test]
+    fn compressed_messages_are_inflated_only_when_negotiated() {
+        let compressed = deflate::compress(b"{\"type\":\"ping\"}").unwrap();
+        let mut rsv1 = client(true, OP_TEXT, &compressed);
+        rsv1[0] |= RSV1;
+        let mut reader = FrameReader::new(100).with_deflate();
+        reader.feed(&rsv1);
+        reader.feed(&client(true, OP_BINARY, b"\x80"));
+        assert_eq!(
+            read_all(&mut reader).unwrap(),
+            vec![
+                Incoming::Text("{\"type\":\"ping\"}".into()),
+                Incoming::Binary(vec![0x80])
+            ]
+        );
+        let mut plain = FrameReader::new(100);
+        plain.feed(&rsv1);
+        assert_eq!(
+            read_all(&mut plain),
+            Err(Violation::Protocol("reserved bits set"))
+        );
+        let mut small = FrameReader::new(10).with_deflate();
+        small.feed(&rsv1);
+        assert_eq!(
+            read_all(&mut small),
+            Err(Violation::TooBig),
+            "the inflated size counts"
+        );
+        let mut ping = client(true, OP_PING, b"");
+        ping[0] |= RSV1;
+        let mut reader = FrameReader::new(100).with_deflate();
+        reader.feed(&ping);
+        assert_eq!(
+            read_all(&mut reader),
+            Err(Violation::Protocol(
+                "RSV1 on a control or continuation frame"
+            ))
+        );
+        assert_eq!(
+            WireFrame::data(true, b"x", true).bytes().as_ref(),
+            b"\xc2\x01x",
+            "FIN, RSV1, binary"
+        );
+    }
+
+    #[test]
     fn close_codes_are_read_and_echoed() {
         let mut reader = FrameReader::new(1000);
         reader.feed(&client(true, OP_CLOSE, &[0x03, 0xE9, b'o', b'k']));
@@ -630,7 +750,7 @@ mod tests {
             header::SEC_WEBSOCKET_KEY,
             "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
         );
-        let ok = handshake(&headers, "roomcast.v1").unwrap();
+        let ok = handshake(&headers, &["roomcast.v1"]).unwrap();
         // The example of RFC 6455 §1.3.
         assert_eq!(ok.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(ok.protocol, None);
@@ -639,18 +759,34 @@ mod tests {
             "chat, roomcast.v1".parse().unwrap(),
         );
         assert_eq!(
-            handshake(&headers, "roomcast.v1").unwrap().protocol,
+            handshake(&headers, &["roomcast.v1"]).unwrap().protocol,
             Some("roomcast.v1")
         );
+        // The client's first choice among ours.
+        let ours = ["roomcast.v1", "roomcast.v1.msgpack"];
+        let mut both = headers.clone();
+        both.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "x, roomcast.v1.msgpack, roomcast.v1".parse().unwrap(),
+        );
+        assert_eq!(
+            handshake(&both, &ours).unwrap().protocol,
+            Some("roomcast.v1.msgpack")
+        );
+        both.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "roomcast.v1.msgpackx".parse().unwrap(),
+        );
+        assert_eq!(handshake(&both, &ours).unwrap().protocol, None);
         let mut old = headers.clone();
         old.insert(header::SEC_WEBSOCKET_VERSION, "8".parse().unwrap());
         assert_eq!(
-            handshake(&old, "roomcast.v1").unwrap_err().0,
+            handshake(&old, &["roomcast.v1"]).unwrap_err().0,
             StatusCode::UPGRADE_REQUIRED
         );
         old.remove(header::SEC_WEBSOCKET_VERSION);
         assert_eq!(
-            handshake(&old, "roomcast.v1").unwrap_err().0,
+            handshake(&old, &["roomcast.v1"]).unwrap_err().0,
             StatusCode::BAD_REQUEST
         );
         for bad in [
@@ -665,7 +801,7 @@ mod tests {
             let mut odd = headers.clone();
             odd.insert(header::SEC_WEBSOCKET_KEY, bad.parse().unwrap());
             assert_eq!(
-                handshake(&odd, "roomcast.v1").unwrap_err().0,
+                handshake(&odd, &["roomcast.v1"]).unwrap_err().0,
                 StatusCode::BAD_REQUEST,
                 "key {bad:?}"
             );
@@ -673,13 +809,13 @@ mod tests {
         let mut keyless = headers.clone();
         keyless.remove(header::SEC_WEBSOCKET_KEY);
         assert_eq!(
-            handshake(&keyless, "roomcast.v1").unwrap_err().0,
+            handshake(&keyless, &["roomcast.v1"]).unwrap_err().0,
             StatusCode::BAD_REQUEST
         );
         let mut plain = headers;
         plain.remove(header::UPGRADE);
         assert_eq!(
-            handshake(&plain, "roomcast.v1").unwrap_err().0,
+            handshake(&plain, &["roomcast.v1"]).unwrap_err().0,
             StatusCode::UPGRADE_REQUIRED
         );
     }

@@ -33,34 +33,12 @@ pub struct RawClient {
 impl RawClient {
     /// Performs the HTTP upgrade and checks for `101`.
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        let mut stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("TCP connect");
-        let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("write upgrade");
-        let mut buf = Vec::new();
-        let head_end = loop {
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            let mut chunk = [0u8; 1024];
-            let n = tokio::time::timeout(STEP, stream.read(&mut chunk))
-                .await
-                .expect("upgrade response in time")
-                .expect("read upgrade response");
-            assert!(n > 0, "connection closed during the upgrade");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
-        buf.drain(..head_end);
+        Self::connect_to(addr, "/ws").await
+    }
+
+    /// Like [`RawClient::connect`], upgrading at `path` (a query token).
+    pub async fn connect_to(addr: SocketAddr, path: &str) -> RawClient {
+        let (stream, buf, _) = upgrade(addr, path, "").await;
         RawClient { stream, buf }
     }
 
@@ -133,6 +111,41 @@ impl RawClient {
             }
         }
     }
+}
+
+/// Performs a WebSocket upgrade at `path` with `extra` header lines (each
+/// ending in CRLF) and checks for `101`: the stream, the bytes read past the
+/// response head (frames the server sent at once) and the head.
+pub async fn upgrade(addr: SocketAddr, path: &str, extra: &str) -> (TcpStream, Vec<u8>, String) {
+    let mut stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("TCP connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write upgrade");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(STEP, stream.read(&mut chunk))
+            .await
+            .expect("upgrade response in time")
+            .expect("read upgrade response");
+        assert!(n > 0, "connection closed during the upgrade");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+    buf.drain(..head_end);
+    (stream, buf, head)
 }
 
 /// Decodes one unmasked server frame from the front of `buf`, with the
