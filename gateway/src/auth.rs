@@ -19,6 +19,9 @@ pub struct Identity {
     pub rooms: RoomAccess,
     /// When the token expires (its `exp` plus the configured leeway).
     pub expires_at: Option<SystemTime>,
+    /// The token's `exp` claim as it was (seconds since the epoch), for the
+    /// answer to a `refresh`.
+    pub exp: Option<u64>,
 }
 
 impl Identity {
@@ -28,6 +31,7 @@ impl Identity {
             user: None,
             rooms: RoomAccess::Any,
             expires_at: None,
+            exp: None,
         }
     }
 }
@@ -152,6 +156,7 @@ impl Authenticator {
             user: Some(claims.sub),
             rooms,
             expires_at,
+            exp: claims.exp,
         })
     }
 

@@ -422,7 +422,7 @@ const OPTIONS: &[Opt] = &[
     opt(
         "auth.api_key",
         Kind::Text,
-        "Bearer key required by POST /v1/publish and /v1/send",
+        "Bearer key required by the HTTP API (every /v1/ request: publish, send, broadcast, disconnect, unsubscribe, presence)",
     ),
     opt(
         "auth.allowed_origins",

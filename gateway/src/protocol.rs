@@ -42,11 +42,13 @@ pub enum ErrorCode {
     Internal,
     /// `history` for a room whose namespace keeps no history (v1.1).
     NoHistory,
+    /// A `refresh` token that does not verify or names another user (v1.1).
+    Unauthorized,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index them by position).
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidRoom,
         ErrorCode::Forbidden,
@@ -56,6 +58,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::NoHistory,
+        ErrorCode::Unauthorized,
     ];
 
     /// The code as it appears on the wire.
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::NoHistory => "no_history",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 
@@ -146,6 +150,8 @@ pub enum Op<'a> {
     Presence(RoomName),
     /// Application-level ping.
     Ping,
+    /// Replace the session's token (v1.1): the new token, unverified.
+    Refresh(Cow<'a, str>),
     /// A `join` with `since` (v1.1): recover the room's messages after it.
     /// Without history the `since` is ignored and it is a plain join.
     JoinSince(RoomName, Since),
@@ -209,8 +215,9 @@ pub struct Request<'a> {
     pub presence: bool,
 }
 
-/// Every field a client frame may carry, each left raw so one mistyped field
-/// does not lose the others (notably the `id` the error must echo).
+/// Every field a client frame (or an HTTP API body) may carry, each left raw
+/// so one mistyped field does not lose the others (notably the `id` the error
+/// must echo).
 #[derive(Deserialize)]
 struct RawFrame<'a> {
     #[serde(borrow, rename = "type", default, deserialize_with = "present")]
@@ -229,6 +236,13 @@ struct RawFrame<'a> {
     since: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     limit: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    rooms: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    user: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
     presence: Option<&'a RawValue>,
 }
 
@@ -294,6 +308,79 @@ pub fn decode_send(text: &str) -> Result<Send<'_>, Failure> {
     send_fields(&parse_object(text)?)
 }
 
+/// Most rooms one `POST /v1/broadcast` may name.
+pub const MAX_BROADCAST_ROOMS: usize = 1000;
+
+/// One `data` for several rooms (`POST /v1/broadcast`).
+#[derive(Debug, Clone)]
+pub struct Broadcast<'a> {
+    /// Distinct target rooms, in the order first named.
+    pub rooms: Vec<RoomName>,
+    /// Raw JSON, passed through unparsed.
+    pub data: &'a RawValue,
+}
+
+/// Decodes a `POST /v1/broadcast` body: `rooms` (1 to
+/// [`MAX_BROADCAST_ROOMS`] room names; a name given twice is delivered
+/// once) and `data`. The failure of a bad room names it and its position.
+pub fn decode_broadcast(text: &str) -> Result<Broadcast<'_>, Failure> {
+    let raw = parse_object(text)?;
+    let list = raw
+        .rooms
+        .ok_or_else(|| Failure::bad("missing field `rooms`"))?;
+    let list: Vec<&RawValue> = serde_json::from_str(list.get())
+        .map_err(|_| Failure::bad("field `rooms` must be an array of room names"))?;
+    if list.is_empty() {
+        return Err(Failure::bad("field `rooms` must name at least one room"));
+    }
+    if list.len() > MAX_BROADCAST_ROOMS {
+        return Err(Failure::bad(format!(
+            "field `rooms` names {} rooms; the limit is {MAX_BROADCAST_ROOMS}",
+            list.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(list.len());
+    let mut rooms = Vec::with_capacity(list.len());
+    for (i, raw) in list.into_iter().enumerate() {
+        let name: Cow<'_, str> = serde_json::from_str(raw.get())
+            .map_err(|_| Failure::bad(format!("rooms[{i}] must be a string")))?;
+        let room = RoomName::parse(&name).ok_or_else(|| {
+            let mut quoted = String::new();
+            push_json_str(&mut quoted, &name);
+            Failure::new(
+                ErrorCode::InvalidRoom,
+                format!("rooms[{i}] {quoted}: room must match ^[A-Za-z0-9_:@/-]{{1,128}}$"),
+            )
+        })?;
+        if seen.insert(room.clone()) {
+            rooms.push(room);
+        }
+    }
+    Ok(Broadcast {
+        rooms,
+        data: data_field(raw.data)?,
+    })
+}
+
+/// Decodes a `POST /v1/disconnect` body: `{"user":U}`.
+pub fn decode_disconnect(text: &str) -> Result<Cow<'_, str>, Failure> {
+    user_field(parse_object(text)?.user)
+}
+
+/// Decodes a `POST /v1/unsubscribe` body: `{"user":U,"room":R}`.
+pub fn decode_unsubscribe(text: &str) -> Result<(Cow<'_, str>, RoomName), Failure> {
+    let raw = parse_object(text)?;
+    Ok((user_field(raw.user)?, room_field(raw.room)?))
+}
+
+fn user_field(raw: Option<&RawValue>) -> Result<Cow<'_, str>, Failure> {
+    let user = required_str(raw, "user")?;
+    if user.is_empty() {
+        return Err(Failure::bad("field `user` must not be empty"));
+    }
+    Ok(user)
+}
+
 fn parse_object(text: &str) -> Result<RawFrame<'_>, Failure> {
     serde_json::from_str(text).map_err(|e| {
         Failure::bad(if e.is_data() {
@@ -323,6 +410,7 @@ fn decode_op<'a>(kind: &str, raw: &RawFrame<'a>) -> Result<Op<'a>, Failure> {
         "send" => send_fields(raw).map(Op::Send),
         "presence" => Ok(Op::Presence(room_field(raw.room)?)),
         "ping" => Ok(Op::Ping),
+        "refresh" => Ok(Op::Refresh(required_str(raw.token, "token")?)),
         _ => Err(Failure::bad("unknown frame type")),
     }
 }
@@ -559,6 +647,24 @@ fn push_from_and_data(mut out: String, from: Option<&str>, data: &RawValue) -> S
     out.push_str(data.get());
     out.push('}');
     out
+}
+
+/// `{"type":"unsubscribed","room":…}`: the server took this connection out
+/// of a room (a `refresh` whose token no longer allows it, or `POST /v1/unsubscribe`).
+pub fn unsubscribed(room: &RoomName) -> String {
+    let mut out = String::with_capacity(40 + room.as_str().len());
+    out.push_str(r#"{"type":"unsubscribed","room":"#);
+    push_json_str(&mut out, room.as_str());
+    out.push('}');
+    out
+}
+
+/// The `exp` field of a `refresh` answer: the token's `exp` claim, or null.
+pub fn exp_field(exp: Option<u64>) -> String {
+    match exp {
+        Some(exp) => format!(r#""exp":{exp}"#),
+        None => r#""exp":null"#.to_owned(),
+    }
 }
 
 /// `{"type":"ok","id":…}` plus `extra`, a pre-encoded `"key":value` list (may be empty).
@@ -832,6 +938,97 @@ mod tests {
     }
 
     #[test]
+    fn refresh_needs_a_string_token() {
+        assert!(
+            matches!(op(r#"{"type":"refresh","token":"a.b.c"}"#), Ok(Op::Refresh(t)) if t == "a.b.c")
+        );
+        assert_eq!(code(r#"{"type":"refresh"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"refresh","token":7}"#),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn broadcasts_name_their_first_bad_room() {
+        let b = decode_broadcast(r#"{"rooms":["a","b:1","a"],"data":{"x":1}}"#).unwrap();
+        let names: Vec<&str> = b.rooms.iter().map(RoomName::as_str).collect();
+        assert_eq!(names, ["a", "b:1"], "distinct, in order");
+        assert_eq!(b.data.get(), r#"{"x":1}"#);
+        let bad = decode_broadcast(r#"{"rooms":["ok","no way","x.y"],"data":1}"#).unwrap_err();
+        assert_eq!(bad.code, ErrorCode::InvalidRoom);
+        assert!(
+            bad.message.contains(r#"rooms[1] "no way""#),
+            "{}",
+            bad.message
+        );
+        let max: Vec<String> = (0..MAX_BROADCAST_ROOMS).map(|i| format!("r{i}")).collect();
+        let body = serde_json::json!({"rooms": max, "data": null}).to_string();
+        assert_eq!(
+            decode_broadcast(&body).unwrap().rooms.len(),
+            MAX_BROADCAST_ROOMS
+        );
+        let over: Vec<String> = (0..=MAX_BROADCAST_ROOMS).map(|i| format!("r{i}")).collect();
+        let body = serde_json::json!({"rooms": over, "data": null}).to_string();
+        let too_many = decode_broadcast(&body).unwrap_err();
+        assert_eq!(too_many.code, ErrorCode::BadRequest);
+        assert!(too_many.message.contains("1001"), "{}", too_many.message);
+        for bad in [
+            r#"{"data":1}"#,
+            r#"{"rooms":[],"data":1}"#,
+            r#"{"rooms":"a","data":1}"#,
+            r#"{"rooms":[1],"data":1}"#,
+            r#"{"rooms":["a"]}"#,
+            "[]",
+        ] {
+            assert_eq!(
+                decode_broadcast(bad).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_commands_need_a_user() {
+        assert_eq!(decode_disconnect(r#"{"user":"u\"1"}"#).unwrap(), "u\"1");
+        let (user, room) = decode_unsubscribe(r#"{"user":"u","room":"chat:1"}"#).unwrap();
+        assert_eq!((user.as_ref(), room.as_str()), ("u", "chat:1"));
+        for bad in [r#"{}"#, r#"{"user":""}"#, r#"{"user":5}"#, "nope"] {
+            assert_eq!(
+                decode_disconnect(bad).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            decode_unsubscribe(r#"{"user":"u"}"#).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            decode_unsubscribe(r#"{"user":"u","room":"a b"}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidRoom
+        );
+    }
+
+    #[test]
+    fn refresh_frames_are_valid_json() {
+        let room = RoomName::parse("r:1").unwrap();
+        let u: serde_json::Value = serde_json::from_str(&unsubscribed(&room)).unwrap();
+        assert_eq!(u, serde_json::json!({"type":"unsubscribed","room":"r:1"}));
+        let id = decode(r#"{"type":"ping","id":1}"#).id.unwrap();
+        for (exp, want) in [
+            (Some(17), serde_json::json!(17)),
+            (None, serde_json::Value::Null),
+        ] {
+            let ok: serde_json::Value = serde_json::from_str(&ok(&id, &exp_field(exp))).unwrap();
+            assert_eq!(ok["exp"], want);
+        }
+    }
+
+    #[test]
     fn payload_limit_is_inclusive() {
         assert!(check_payload(10, 10).is_ok());
         assert_eq!(
@@ -897,7 +1094,8 @@ mod tests {
         fn frames_with_a_type_field_never_panic(
             kind in prop_oneof![
                 Just("join".to_owned()), Just("leave".to_owned()), Just("publish".to_owned()),
-                Just("send".to_owned()), Just("presence".to_owned()), Just("ping".to_owned()), ".*",
+                Just("send".to_owned()), Just("presence".to_owned()), Just("ping".to_owned()),
+                Just("refresh".to_owned()), ".*",
             ],
             room in arb_json(), data in arb_json(), id in arb_json(), to in arb_json(), echo in arb_json(),
         ) {

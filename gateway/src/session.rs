@@ -109,7 +109,8 @@ impl Session {
     }
 
     /// When the token expires, if it does: the transport closes the session
-    /// with [`Session::expire`] then.
+    /// with [`Session::expire`] then. A `refresh` frame moves it (later or
+    /// earlier), so a transport reads it again after every [`Session::receive`].
     pub fn expires_at(&self) -> Option<Instant> {
         self.identity.expires_at.map(deadline_of)
     }
@@ -235,6 +236,7 @@ impl Session {
             // Without history a `since` is ignored.
             Op::Join(room) | Op::JoinSince(room, _) => {
                 self.check_access(&room)?;
+                forget_evicted(&self.shared, &self.conn, &mut self.joined);
                 if self.joined.contains(&room) {
                     return Ok(String::new());
                 }
@@ -286,7 +288,42 @@ impl Session {
                     .map_or(0, |d| d.as_millis());
                 Ok(format!(r#""ts":{ts}"#))
             }
+            Op::Refresh(token) => self.refresh(&token).await,
         }
+    }
+
+    /// Replaces the session's token (`refresh`). The new one must verify like
+    /// an upgrade token and name the same user; otherwise `unauthorized` and
+    /// nothing changes. Rooms joined that its `rooms` claim no longer allows
+    /// are left, each told with `unsubscribed` (before the `ok`), and the
+    /// expiry follows its `exp` from now on.
+    async fn refresh(&mut self, token: &str) -> Result<String, Failure> {
+        let identity = self
+            .shared
+            .auth
+            .authenticate(Some(token))
+            .map_err(|e| Failure::new(ErrorCode::Unauthorized, e.to_string()))?;
+        if identity.user != self.identity.user {
+            return Err(Failure::new(
+                ErrorCode::Unauthorized,
+                "the token's sub is not this session's user",
+            ));
+        }
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
+        let revoked: Vec<RoomName> = self
+            .joined
+            .iter()
+            .filter(|room| !identity.rooms.allows(room))
+            .cloned()
+            .collect();
+        for room in revoked {
+            self.joined.remove(&room);
+            self.shared.hub.leave(&room, self.conn.id).await;
+            self.send(&Frame::new(protocol::unsubscribed(&room)));
+        }
+        let exp = identity.exp;
+        self.identity = identity;
+        Ok(protocol::exp_field(exp))
     }
 
     /// A `join` with `presence: true`: the join, then this connection
@@ -297,6 +334,7 @@ impl Session {
     async fn join_watching(&mut self, room: RoomName) -> Result<String, Failure> {
         self.check_access(&room)?;
         self.check_presence_events(&room)?;
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
         let was_joined = self.joined.contains(&room);
         let extra = self.execute(Op::Join(room.clone())).await?;
         if let Err(e) = self.shared.presence.watch(&room, &self.conn).await {
@@ -389,6 +427,7 @@ impl Session {
             .history()
             .cloned()
             .ok_or_else(|| history_failure(HistoryError::NoHistory))?;
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
         if self.joined.contains(&room) {
             // Already a member: it has had every message since it joined.
             if presence {
@@ -491,7 +530,8 @@ impl Session {
 
     /// Ends the session once its connection is gone: leaves its rooms and
     /// makes it unreachable.
-    pub async fn end(self) {
+    pub async fn end(mut self) {
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
         let rooms = self.joined;
         Box::pin(self.shared.hub.disconnect(&self.conn, rooms)).await;
         tracing::debug!(session = %self.conn.session, "disconnected");
@@ -537,6 +577,15 @@ fn join_fields(position: &Position, recovered: Option<bool>) -> String {
         extra.push_str(&format!(r#","recovered":{recovered}"#));
     }
     extra
+}
+
+/// Forgets the rooms the server API took this connection out of (the hub
+/// has already left them and sent `unsubscribed`); called before `joined` is
+/// relied on.
+fn forget_evicted(shared: &Shared, conn: &Conn, joined: &mut HashSet<RoomName>) {
+    for room in shared.hub.take_evicted(conn.id) {
+        joined.remove(&room);
+    }
 }
 
 fn new_session_id() -> String {

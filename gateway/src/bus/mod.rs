@@ -69,6 +69,35 @@ pub trait Inbox: Send + Sync {
         at: Republished,
         skip: Option<String>,
     ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>>;
+    /// Carries out a server API command on this gateway's connections.
+    fn command(&self, command: Command) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// What the server API asks of every gateway about one user's connections
+/// (`POST /v1/disconnect`, `POST /v1/unsubscribe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Close every connection of `user` with 4003.
+    Disconnect {
+        /// The user id.
+        user: String,
+    },
+    /// Take every connection of `user` out of `room`, telling each with `unsubscribed`.
+    Unsubscribe {
+        /// The user id.
+        user: String,
+        /// The room.
+        room: RoomName,
+    },
+}
+
+impl Command {
+    /// The user the command is about.
+    pub fn user(&self) -> &str {
+        match self {
+            Command::Disconnect { user } | Command::Unsubscribe { user, .. } => user,
+        }
+    }
 }
 
 /// Where the bus hands the presence exchange (the presence service,
@@ -243,6 +272,14 @@ impl Bus {
         match self {
             Bus::Local => Ok(()),
             Bus::Nats(bus) => bus.publish(topic, frame, trace).await,
+        }
+    }
+
+    /// Sends a server API command to the other gateways.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        match self {
+            Bus::Local => Ok(()),
+            Bus::Nats(bus) => bus.command(command).await,
         }
     }
 

@@ -13,10 +13,11 @@
 //!   every gateway, which delivers it if the user is connected there. The
 //!   payload carries the full user id ahead of the frame ([`encode_direct`]),
 //!   because long ids are hashed into their subject token.
-//! - `<c>.ctl.hello|bye|presence|sync|watch`: the control plane every gateway
-//!   subscribes to: peer discovery, presence scatter-gather, the
-//!   cluster-wide confirmation of a new subscription, and rooms starting or
-//!   stopping being watched for presence events.
+//! - `<c>.ctl.hello|bye|presence|sync|watch|command`: the control plane every
+//!   gateway subscribes to: peer discovery, presence scatter-gather, the
+//!   cluster-wide confirmation of a new subscription, rooms starting or
+//!   stopping being watched for presence events, and the server API's
+//!   commands about a user's connections ([`encode_command`]).
 //! - `<c>.pres.<room>`: presence reports about a room, subscribed only by
 //!   the gateways that watch it (a member joined with `presence: true`).
 //!   Reports leave through one ordered, bounded queue, so one gateway's
@@ -39,7 +40,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
-use super::{BusError, Inbox, PresenceInbox, Topic};
+use super::{BusError, Command, Inbox, PresenceInbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
 use crate::history::jetstream::{SKIP_HEADER, republished};
@@ -124,6 +125,38 @@ pub fn decode_direct(payload: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(user).ok()?, frame))
 }
 
+/// The payload of a [`Command`] on `<c>.ctl.command`: a JSON object,
+/// `{"op":"disconnect","user":U}` or `{"op":"unsubscribe","user":U,"room":R}`.
+pub fn encode_command(command: &Command) -> Bytes {
+    let value = match command {
+        Command::Disconnect { user } => serde_json::json!({"op": "disconnect", "user": user}),
+        Command::Unsubscribe { user, room } => {
+            serde_json::json!({"op": "unsubscribe", "user": user, "room": room.as_str()})
+        }
+    };
+    Bytes::from(value.to_string())
+}
+
+/// Reads a [`Command`] payload; `None` when it is malformed (or from a newer
+/// gateway that knows commands this one does not).
+pub fn decode_command(payload: &[u8]) -> Option<Command> {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        op: String,
+        user: String,
+        room: Option<String>,
+    }
+    let wire: Wire = serde_json::from_slice(payload).ok()?;
+    match (wire.op.as_str(), wire.room) {
+        ("disconnect", _) => Some(Command::Disconnect { user: wire.user }),
+        ("unsubscribe", Some(room)) => Some(Command::Unsubscribe {
+            user: wire.user,
+            room: RoomName::parse(&room)?,
+        }),
+        _ => None,
+    }
+}
+
 /// The control-plane subjects, `<c>.ctl.<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Control {
@@ -139,16 +172,19 @@ enum Control {
     Watch,
     /// No one subscribes: the server's "no responders" answer proves a round trip.
     RoundTrip,
+    /// A server API command about a user's connections.
+    Command,
 }
 
 impl Control {
     /// The subjects every gateway answers.
-    const ANSWERED: [Control; 5] = [
+    const ANSWERED: [Control; 6] = [
         Control::Hello,
         Control::Bye,
         Control::Presence,
         Control::Sync,
         Control::Watch,
+        Control::Command,
     ];
 
     fn name(self) -> &'static str {
@@ -159,6 +195,7 @@ impl Control {
             Control::Sync => "sync",
             Control::Watch => "watch",
             Control::RoundTrip => "rtt",
+            Control::Command => "command",
         }
     }
 }
@@ -561,6 +598,17 @@ impl NatsBus {
         Ok(())
     }
 
+    /// Sends a server API command to every other gateway.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        if !self.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.send(self.ctl(Control::Command), encode_command(command))
+            .await?;
+        self.metrics.bus_messages_out.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
     /// Asks every live peer for its local members of `room`, waiting at most
     /// `nats.request_timeout_ms`; peers that do not answer in time are left out.
     pub async fn remote_members(&self, room: &RoomName) -> Result<Vec<String>, BusError> {
@@ -873,6 +921,11 @@ async fn answer(bus: Weak<NatsBus>, what: Control, mut subscriber: Subscriber) {
                     let _ = bus.send(reply.to_string(), Bytes::from(body)).await;
                 }
             }
+            Control::Command => match (decode_command(&message.payload), bus.inbox()) {
+                (Some(command), Some(inbox)) => inbox.command(command).await,
+                (None, _) => tracing::warn!(%payload, "malformed command ignored"),
+                (Some(_), None) => {}
+            },
             Control::Sync | Control::RoundTrip => {
                 if let Some(reply) = message.reply {
                     let _ = bus.send(reply.to_string(), Bytes::new()).await;
@@ -999,6 +1052,39 @@ mod tests {
         assert_eq!(t, user_token(&long), "stable");
         assert_ne!(t, user_token(&"y".repeat(500)));
         assert_eq!(user_token(""), "_");
+    }
+
+    #[test]
+    fn commands_survive_the_wire() {
+        let room = RoomName::parse("chat:1").unwrap();
+        for command in [
+            Command::Disconnect {
+                user: "a\"b".into(),
+            },
+            Command::Unsubscribe {
+                user: "ü".into(),
+                room,
+            },
+        ] {
+            assert_eq!(
+                decode_command(&encode_command(&command)),
+                Some(command.clone())
+            );
+        }
+        for bad in [
+            &br#"{"op":"unsubscribe","user":"u"}"#[..],
+            br#"{"op":"unsubscribe","user":"u","room":"a b"}"#,
+            br#"{"op":"explode","user":"u"}"#,
+            br#"{"op":"disconnect"}"#,
+            b"not json",
+        ] {
+            assert_eq!(
+                decode_command(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -28,8 +28,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::frame::Frame;
 use super::gate::{Gate, Mark};
-use super::outbound::{Outbound, Pushed};
-use crate::bus::{Bus, BusError, Inbox, Topic};
+use super::outbound::{Close, Outbound, Pushed};
+use crate::bus::{Bus, BusError, Command, Inbox, Topic};
 use crate::history::jetstream::{Republished, SKIP_HEADER, shard_of};
 use crate::history::{HistoryError, Position, Store};
 use crate::metrics::Metrics;
@@ -163,6 +163,9 @@ pub struct Hub {
     origin: String,
     /// See [`ORDER_LOCKS`].
     order: Box<[Mutex<()>]>,
+    /// Rooms the server API took connections out of, until their sessions
+    /// learn it ([`Hub::take_evicted`]); empty for almost every connection.
+    evicted: DashMap<ConnId, Vec<RoomName>>,
     /// Told of per-user room changes (the presence service), once attached.
     observer: OnceLock<Weak<dyn RoomObserver>>,
 }
@@ -183,6 +186,7 @@ impl Hub {
             history: OnceLock::new(),
             origin: format!("{:016x}", rand::random::<u64>()),
             order: (0..ORDER_LOCKS).map(|_| Mutex::new(())).collect(),
+            evicted: DashMap::new(),
             observer: OnceLock::new(),
         });
         let inbox: Weak<Hub> = Arc::downgrade(&hub);
@@ -291,6 +295,7 @@ impl Hub {
         if self.conns.remove(&conn.id).is_some() {
             self.metrics.connections.fetch_sub(1, Relaxed);
         }
+        self.evicted.remove(&conn.id);
         self.gone.notify_waiters();
     }
 
@@ -338,9 +343,10 @@ impl Hub {
         Ok(())
     }
 
-    /// Removes `conn` from `room` (a no-op when it is not a member).
-    pub async fn leave(&self, room: &RoomName, conn: ConnId) {
-        self.remove(&Topic::Room(room.clone()), conn).await;
+    /// Removes `conn` from `room` (a no-op when it is not a member); says
+    /// whether it was one.
+    pub async fn leave(&self, room: &RoomName, conn: ConnId) -> bool {
+        self.remove(&Topic::Room(room.clone()), conn).await
     }
 
     async fn add(
@@ -398,12 +404,13 @@ impl Hub {
         }
     }
 
-    async fn remove(&self, topic: &Topic, conn: ConnId) {
+    /// Removes `conn` from `topic`; says whether it was a member.
+    async fn remove(&self, topic: &Topic, conn: ConnId) -> bool {
         let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
-            return;
+            return false;
         };
         let mut interest = members.interest.lock().await;
-        let emptied = {
+        let (removed, emptied) = {
             let mut conns = members.write();
             let removed = conns.remove(&conn);
             if let Some(gone) = &removed
@@ -412,14 +419,14 @@ impl Hub {
             {
                 self.user_changed(topic, &gone.user, false);
             }
-            removed.is_some() && conns.is_empty()
+            (removed.is_some(), removed.is_some() && conns.is_empty())
         };
         members.gates_mut().remove(&conn);
         if let (Topic::Room(room), Some(observer)) = (topic, self.observer()) {
             observer.conn_left(room, conn);
         }
         if !emptied || interest.retired {
-            return;
+            return removed;
         }
         if matches!(topic, Topic::Room(_)) {
             self.metrics.rooms.fetch_sub(1, Relaxed);
@@ -430,6 +437,7 @@ impl Hub {
             self.metrics.bus_subscriptions.fetch_sub(1, Relaxed);
         }
         self.retire(topic, &members, &mut interest);
+        true
     }
 
     fn retire(&self, topic: &Topic, members: &Arc<Members>, interest: &mut Interest) {
@@ -641,6 +649,59 @@ impl Hub {
         Ok(users)
     }
 
+    /// Carries out a server API command in the whole cluster: sent to the
+    /// other gateways through the bus, then carried out here. Fails, doing
+    /// nothing, while the bus is down.
+    pub async fn command(&self, command: &Command) -> Result<(), BusError> {
+        if !self.bus.is_up() {
+            return Err(BusError::Unavailable);
+        }
+        self.bus.command(command).await?;
+        self.execute(command).await;
+        Ok(())
+    }
+
+    /// Carries out a command on this gateway's connections of its user.
+    pub async fn execute(&self, command: &Command) {
+        let conns: Vec<Arc<Conn>> = match self.topics.get(&Topic::User(command.user().into())) {
+            Some(members) => members.value().read().values().cloned().collect(),
+            None => return,
+        };
+        match command {
+            Command::Disconnect { .. } => {
+                for conn in conns {
+                    conn.outbound.close(Close::DISCONNECTED);
+                }
+            }
+            Command::Unsubscribe { room, .. } => {
+                let frame = Frame::new(protocol::unsubscribed(room));
+                for conn in conns {
+                    if !self.leave(room, conn.id).await {
+                        continue;
+                    }
+                    self.evicted.entry(conn.id).or_default().push(room.clone());
+                    // A connection that ended meanwhile has no session left
+                    // to learn it (see `disconnect`).
+                    if !self.conns.contains_key(&conn.id) {
+                        self.evicted.remove(&conn.id);
+                    }
+                    if conn.outbound.push(&frame) == Pushed::Written {
+                        self.metrics.frames_out.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rooms the server API took `conn` out of since the last call: its
+    /// session forgets them before it relies on what it has joined.
+    pub fn take_evicted(&self, conn: ConnId) -> Vec<RoomName> {
+        self.evicted
+            .remove(&conn)
+            .map(|(_, rooms)| rooms)
+            .unwrap_or_default()
+    }
+
     /// Every open connection (for a drain).
     pub fn connections(&self) -> Vec<Arc<Conn>> {
         self.conns.iter().map(|e| e.value().clone()).collect()
@@ -677,6 +738,10 @@ impl Inbox for Hub {
         skip: Option<String>,
     ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>> {
         Box::pin(self.receive_republished(topic, payload, at, skip))
+    }
+
+    fn command(&self, command: Command) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move { self.execute(&command).await })
     }
 }
 
@@ -803,6 +868,56 @@ mod tests {
         assert_eq!(m.bus_subscriptions.load(Relaxed), 0);
         assert_eq!(m.connections.load(Relaxed), 0);
         assert!(hub.topics.is_empty(), "no empty topic lingers");
+    }
+
+    #[tokio::test]
+    async fn commands_act_on_every_connection_of_their_user_only() {
+        let (hub, m) = hub();
+        let (room, other) = (RoomName::parse("r").unwrap(), RoomName::parse("o").unwrap());
+        let (a1, a2, b) = (
+            conn(&hub, "a", &m),
+            conn(&hub, "a", &m),
+            conn(&hub, "b", &m),
+        );
+        for x in [&a1, &a2, &b] {
+            hub.connect(x).await;
+            hub.join(&room, x).await.unwrap();
+        }
+        hub.join(&other, &a1).await.unwrap();
+        hub.command(&Command::Unsubscribe {
+            user: "a".into(),
+            room: room.clone(),
+        })
+        .await
+        .unwrap();
+        let told = [r#"{"type":"unsubscribed","room":"r"}"#];
+        assert_eq!(drain(&a1), told);
+        assert_eq!(drain(&a2), told);
+        assert!(drain(&b).is_empty());
+        assert_eq!(hub.local_members(&room), ["b"]);
+        assert_eq!(hub.local_members(&other), ["a"], "other rooms stay");
+        assert_eq!(hub.take_evicted(a1.id), std::slice::from_ref(&room));
+        assert!(hub.take_evicted(a1.id).is_empty(), "taken once");
+        hub.command(&Command::Unsubscribe {
+            user: "a".into(),
+            room: room.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(drain(&a2).is_empty(), "not a member any more: no frame");
+
+        hub.command(&Command::Disconnect { user: "a".into() })
+            .await
+            .unwrap();
+        for x in [&a1, &a2] {
+            assert_eq!(x.outbound.closing(), Some(Close::DISCONNECTED));
+        }
+        assert_eq!(b.outbound.closing(), None);
+        hub.disconnect(&a2, []).await;
+        assert!(
+            hub.take_evicted(a2.id).is_empty(),
+            "forgotten with its connection"
+        );
     }
 
     #[tokio::test]

@@ -84,6 +84,11 @@ impl Close {
         code: 4001,
         reason: "token expired",
     };
+    /// 4003: closed by the server API (`POST /v1/disconnect`).
+    pub const DISCONNECTED: Close = Close {
+        code: 4003,
+        reason: "disconnected by the server",
+    };
     /// 4008: the outbound queue overflowed.
     pub const SLOW_CONSUMER: Close = Close {
         code: 4008,

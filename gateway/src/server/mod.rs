@@ -111,7 +111,7 @@ impl Gateway {
             Duration::from_millis(config.nats.request_timeout_ms),
         );
         if config.auth.api_key.is_none() && !public_addr.ip().is_loopback() {
-            tracing::warn!(%public_addr, "auth.api_key is not set: POST /v1/publish and /v1/send are open to anyone who can reach the listener");
+            tracing::warn!(%public_addr, "auth.api_key is not set: the HTTP API (/v1/...) is open to anyone who can reach the listener");
         }
         let namespaces = config.namespace_options()?;
         let store = history_store(&config, &namespaces, hub.bus());

@@ -182,6 +182,7 @@ impl Connection {
         let mut closing = Closing::No;
         // Frames that came with the upgrade request.
         let mut reading = self.take_frames().await;
+        clock.expiry = self.session.expires_at();
         loop {
             let (flush, written) = outbound.flush();
             self.session.written(written);
@@ -247,6 +248,8 @@ impl Connection {
                         Ok(_) => {
                             clock.silence = Instant::now() + 2 * clock.heartbeat;
                             reading = self.take_frames().await;
+                            // A `refresh` may have moved the token's expiry.
+                            clock.expiry = self.session.expires_at();
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => reading = Reading::Done,
