@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use roomcast_bench::scenario::soak::restart::NatsControl;
 use roomcast_bench::scenario::soak::verdict::Mix;
-use roomcast_bench::scenario::{connect_storm, drain, fanout, floor, idle, soak};
+use roomcast_bench::scenario::{connect_storm, drain, fanout, floor, formats, idle, soak};
 use roomcast_bench::summary::emit;
 use roomcast_bench::target::{Target, parse_loopback_authority, parse_target};
 use roomcast_bench::{BenchError, report};
@@ -39,6 +39,10 @@ enum Command {
     /// Minutes of random churn on two gateways, NATS restarted half way:
     /// RSS and fds flat, connections and rooms back to 0, nothing accepted lost.
     Soak(SoakArgs),
+    /// One room, N subscribers, a 1 KiB payload in one wire format (JSON,
+    /// JSON with permessage-deflate, binary as base64 JSON or as MessagePack):
+    /// bytes on the wire and server CPU per delivery.
+    Formats(FormatsArgs),
     /// Writes docs/benchmarks.md from a results directory of scripts/bench.
     Report(ReportArgs),
 }
@@ -54,6 +58,27 @@ impl Targets {
     fn parse(&self) -> Result<Vec<Target>, BenchError> {
         self.urls.iter().map(|u| parse_target(u)).collect()
     }
+}
+
+#[derive(Args)]
+struct FormatsArgs {
+    #[command(flatten)]
+    targets: Targets,
+    /// The payload and its encoding.
+    #[arg(long, value_enum)]
+    variant: formats::Variant,
+    /// Subscribing connections (one room).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Server processes to measure CPU time of (repeat or comma-separate).
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
 }
 
 #[derive(Args)]
@@ -305,7 +330,7 @@ struct ReportArgs {
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
     /// Only this section, spliced into the existing output file.
-    #[arg(long, value_parser = ["soak", "hot-room", "floor", "history"])]
+    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats", "history"])]
     only: Option<String>,
 }
 
@@ -345,6 +370,17 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 .await
                 .map_err(|e| BenchError::new(e.to_string()))??;
             emit(&report)
+        }
+        Command::Formats(a) => {
+            let cfg = formats::Config {
+                targets: a.targets.parse()?,
+                variant: a.variant,
+                subscribers: a.subscribers,
+                rate: a.rate,
+                duration: seconds(a.duration, "--duration")?,
+                server_pids: a.server_pids,
+            };
+            emit(&formats::run(&cfg).await?)
         }
         Command::Idle(a) => {
             let cfg = idle::Config {

@@ -246,6 +246,7 @@ pub fn render(inputs: &Inputs) -> String {
     drain_section(w, inputs);
     hot_room_section(w, inputs);
     floor_section(w, inputs);
+    formats_section(w, inputs);
     history_section(w, inputs);
     soak_section(w, inputs);
 
@@ -683,6 +684,10 @@ pub fn render_only(inputs: &Inputs, name: &str) -> Option<(&'static str, String)
             floor_section(&mut md, inputs);
             FLOOR_HEADING
         }
+        "formats" => {
+            formats_section(&mut md, inputs);
+            FORMATS_HEADING
+        }
         "history" => {
             history_section(&mut md, inputs);
             HISTORY_HEADING
@@ -879,6 +884,61 @@ pub fn splice_section(doc: &str, heading: &str, section: &str) -> String {
     out.push_str("\n\n");
     out.push_str(&lines[to..].concat());
     out.trim_end().to_owned() + "\n"
+}
+
+/// The heading of the wire-formats section (what [`splice_section`] replaces).
+pub const FORMATS_HEADING: &str = "## Wire formats";
+
+/// The variants of the `formats` scenario, in table order, with what they are.
+const FORMAT_VARIANTS: [(&str, &str); 4] = [
+    ("json-text", "1 KiB JSON text, uncompressed"),
+    ("json-text-deflate", "1 KiB JSON text, permessage-deflate"),
+    ("json-binary", "1 KiB binary as a base64 JSON string"),
+    ("msgpack-binary", "1 KiB binary, `roomcast.v1.msgpack`"),
+];
+
+fn formats_section(w: &mut String, inputs: &Inputs) {
+    let runs: Vec<(&str, &Value)> = FORMAT_VARIANTS
+        .iter()
+        .filter_map(|(variant, what)| {
+            let scenario = format!("formats-{variant}");
+            inputs
+                .runs
+                .iter()
+                .find(|r| r.scenario == scenario && r.system == "roomcast")
+                .map(|r| (*what, &r.result))
+        })
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "{FORMATS_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "One room, subscribers spread over both gateways (started with \
+         `--websocket-compression`), one publisher; `roomcast-bench formats` reads raw \
+         sockets and counts every byte. Server CPU is both gateways and nats-server.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| payload | subscribers | delivered/s | delivered / expected | compressed | wire bytes per delivery | server CPU per delivery |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+    for (what, r) in &runs {
+        let expected = num(r, "published").unwrap_or(0.0) * num(r, "subscribers").unwrap_or(0.0);
+        let _ = writeln!(
+            w,
+            "| {what} | {} | {} | {} / {} | {} | {} | {} |",
+            fmt(num(r, "subscribers"), 0, ""),
+            fmt(num(r, "delivered_per_s"), 0, ""),
+            fmt(num(r, "delivered"), 0, ""),
+            fmt(Some(expected), 0, ""),
+            fmt(num(r, "compressed"), 0, ""),
+            fmt(num(r, "wire_bytes_per_delivery"), 0, " B"),
+            fmt(num(r, "server_cpu_us_per_delivery"), 2, " µs"),
+        );
+    }
+    let _ = writeln!(w);
 }
 
 fn soak_section(w: &mut String, inputs: &Inputs) {
@@ -1363,6 +1423,41 @@ mod tests {
         assert!(section.starts_with("## Floor\n"));
         let doc = splice_section("# B\n\n## Commands\n\nx\n", heading, &section);
         assert!(doc.find("## Floor") < doc.find("## Commands"), "{doc}");
+    }
+
+    #[test]
+    fn formats_section_has_one_row_per_variant_run() {
+        let result = |bytes: f64, cpu: f64| {
+            json!({"scenario":"formats","subscribers":10,"published":5,"delivered":50,
+                "compressed":0,"delivered_per_s":100.0,"wire_bytes_per_delivery":bytes,
+                "server_cpu_us_per_delivery":cpu})
+        };
+        let inputs = Inputs {
+            runs: vec![
+                run("formats-json-text", "roomcast", 1, result(1100.0, 3.0)),
+                run("formats-msgpack-binary", "roomcast", 1, result(1040.0, 2.5)),
+            ],
+            ..Inputs::default()
+        };
+        let (heading, section) = render_only(&inputs, "formats").unwrap();
+        assert_eq!(heading, FORMATS_HEADING);
+        assert!(
+            section.contains(
+                "| 1 KiB JSON text, uncompressed | 10 | 100 | 50 / 50 | 0 | 1100 B | 3.00 µs |"
+            ),
+            "{section}"
+        );
+        assert!(section.contains("`roomcast.v1.msgpack` | 10"), "{section}");
+        assert!(
+            !section.contains("permessage-deflate |"),
+            "no row for a variant not run"
+        );
+        assert!(
+            render_only(&Inputs::default(), "formats")
+                .unwrap()
+                .1
+                .is_empty()
+        );
     }
 
     #[test]

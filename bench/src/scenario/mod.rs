@@ -1,11 +1,12 @@
 //! The benchmark scenarios, each a bounded run that returns a serialisable
-//! result: `fanout`, `floor`, `idle`, `connect_storm`, `drain` and `soak`; plus the helpers
+//! result: `fanout`, `floor`, `idle`, `connect_storm`, `drain`, `soak` and `formats`; plus the helpers
 //! they share for opening many connections.
 
 pub mod connect_storm;
 pub mod drain;
 pub mod fanout;
 pub mod floor;
+pub mod formats;
 pub mod idle;
 pub mod soak;
 
