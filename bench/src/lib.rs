@@ -4,6 +4,7 @@
 //! results into docs/benchmarks.md.
 
 pub mod client;
+pub mod fallback;
 pub mod latency;
 pub mod ledger;
 pub mod procstat;

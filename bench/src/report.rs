@@ -247,8 +247,10 @@ pub fn render(inputs: &Inputs) -> String {
     hot_room_section(w, inputs);
     floor_section(w, inputs);
     formats_section(w, inputs);
+    fallback_section(w, inputs);
     history_section(w, inputs);
     soak_section(w, inputs);
+    presence_section(w, inputs);
 
     let _ = writeln!(w, "## Commands\n");
     let _ = writeln!(
@@ -658,6 +660,69 @@ fn history_section(w: &mut String, inputs: &Inputs) {
     }
 }
 
+/// The heading of the presence events section (what [`splice_section`] replaces).
+pub const PRESENCE_HEADING: &str = "## Presence events";
+
+/// Just the presence events section, for `report --only presence`.
+pub fn render_presence(inputs: &Inputs) -> String {
+    let mut md = String::new();
+    presence_section(&mut md, inputs);
+    md
+}
+
+fn presence_section(w: &mut String, inputs: &Inputs) {
+    let Some(run) = inputs.runs.iter().find(|r| r.scenario == "presence") else {
+        return;
+    };
+    let r = &run.result;
+    let n = |path: &str| num(r, path);
+    let _ = writeln!(w, "{PRESENCE_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "{} members in {} rooms on two gateways; new users visit a room at {} visits/s \
+         (join, stay {} s, leave), first with nobody watching, then with {} watchers \
+         (`presence: true`, spread over both gateways) while the visitors watch too. \
+         Bus messages are the gateways' `roomcast_presence_bus_messages_out_total`; a \
+         visit's join and its leave count as one join. The machine is shared by other \
+         work: figures are indicative.\n",
+        plain_number(&r["members"]),
+        plain_number(&r["rooms"]),
+        plain_number(&r["rate"]),
+        plain_number(&r["hold_s"]),
+        plain_number(&r["watchers"]),
+    );
+    let _ = writeln!(
+        w,
+        "| phase | visits | joins | presence bus messages | per join | events | events/s | server CPU s |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
+    for (label, phase) in [("nobody watching", "unwatched"), ("watched", "watched")] {
+        let p = |field: &str| plain_number(&r[phase][field]);
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            p("visits"),
+            p("joins"),
+            p("presence_bus_messages"),
+            p("presence_bus_messages_per_join"),
+            p("events"),
+            p("events_per_s"),
+            p("server_cpu_s"),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nServer CPU per delivered event (watched): {} µs. Watchers' views (the `presence` \
+         answer at the start plus every event, against the answer at the end): {} consistent, \
+         {} wrong, {} impossible events (a `joined` for a user already there or a `left` for \
+         one not there).\n",
+        fmt(n("server_cpu_us_per_event"), 1, ""),
+        plain_number(&r["views_consistent"]),
+        plain_number(&r["views_wrong"]),
+        plain_number(&r["impossible_events"]),
+    );
+}
+
 /// The heading of the hot-room section.
 pub const HOT_HEADING: &str = "## Hot room";
 
@@ -668,33 +733,25 @@ pub const FLOOR_HEADING: &str = "## Floor";
 /// its writes coalesced over a delay.
 pub const HOT_SYSTEMS: [&str; 3] = ["roomcast", "baseline", "roomcast-delay"];
 
-/// One section alone (`report --only <name>`): its heading and its text.
-pub fn render_only(inputs: &Inputs, name: &str) -> Option<(&'static str, String)> {
-    let mut md = String::new();
-    let heading = match name {
-        "soak" => {
-            soak_section(&mut md, inputs);
-            SOAK_HEADING
-        }
-        "hot-room" => {
-            hot_room_section(&mut md, inputs);
-            HOT_HEADING
-        }
-        "floor" => {
-            floor_section(&mut md, inputs);
-            FLOOR_HEADING
-        }
-        "formats" => {
-            formats_section(&mut md, inputs);
-            FORMATS_HEADING
-        }
-        "history" => {
-            history_section(&mut md, inputs);
-            HISTORY_HEADING
-        }
-        _ => return None,
+/// The sections of `report --only <name>`, each as its heading and its
+/// text: the hot room comes with the floor its multiples are taken of.
+pub fn render_only(inputs: &Inputs, name: &str) -> Option<Vec<(&'static str, String)>> {
+    let section = |heading, render: fn(&mut String, &Inputs)| {
+        let mut md = String::new();
+        render(&mut md, inputs);
+        (heading, md)
     };
-    Some((heading, md))
+    let floor = section(FLOOR_HEADING, floor_section);
+    Some(match name {
+        "soak" => vec![section(SOAK_HEADING, soak_section)],
+        "hot-room" => vec![floor, section(HOT_HEADING, hot_room_section)],
+        "floor" => vec![floor],
+        "formats" => vec![section(FORMATS_HEADING, formats_section)],
+        "fallback" => vec![section(FALLBACK_HEADING, fallback_section)],
+        "presence" => vec![section(PRESENCE_HEADING, presence_section)],
+        "history" => vec![section(HISTORY_HEADING, history_section)],
+        _ => return None,
+    })
 }
 
 /// CPU microseconds per delivered message of the servers but the last
@@ -736,7 +793,7 @@ fn hot_room_section(w: &mut String, inputs: &Inputs) {
          rate until its first step with p99 over {SWEEP_P99_LIMIT_MS} ms or anything lost. \
          `roomcast-delay` is Roomcast with `--write-delay-ms 20` (writes coalesced over up to \
          20 ms). Node CPU is the gateways' (or Node processes') alone, without nats-server; \
-         × floor divides it by the floor below. The load generator (subscribers reading every \
+         × floor divides it by the floor (section [Floor](#floor)). The load generator (subscribers reading every \
          frame) shares the same 2 cores.\n",
         num(r, "subscribers").unwrap_or(0.0),
         num(r, "publishers").unwrap_or(0.0),
@@ -796,7 +853,8 @@ fn floor_section(w: &mut String, inputs: &Inputs) {
          written to each in turn at {} deliveries/s for {} s by one thread, read by one tokio \
          thread. Nothing else is done, so the writer's CPU per delivery is what one delivery by \
          one `write(2)` costs this machine (the kernel's loopback delivery included, as for a \
-         gateway); with several frames per write it is what coalescing can reach.\n",
+         gateway); with several frames per write it is what coalescing can reach. Profiles \
+         and what limits each figure: [performance.md](performance.md).\n",
         num(r, "sockets").unwrap_or(0.0),
         num(r, "frame_bytes").unwrap_or(0.0),
         num(r, "offered_deliveries_per_s").unwrap_or(0.0),
@@ -884,6 +942,107 @@ pub fn splice_section(doc: &str, heading: &str, section: &str) -> String {
     out.push_str("\n\n");
     out.push_str(&lines[to..].concat());
     out.trim_end().to_owned() + "\n"
+}
+
+/// The heading of the HTTP fallbacks section (`report --only fallback` replaces it).
+pub const FALLBACK_HEADING: &str = "## HTTP fallbacks";
+
+/// Just the HTTP fallbacks section, for `report --only fallback`.
+pub fn render_fallback(inputs: &Inputs) -> String {
+    let mut md = String::new();
+    fallback_section(&mut md, inputs);
+    md
+}
+
+/// The standard fanout with a quarter of the subscribers on SSE and a
+/// quarter on long polling (`fallback.*`), latency per transport; server
+/// memory per idle SSE session (`idle-sse.*`).
+fn fallback_section(w: &mut String, inputs: &Inputs) {
+    let of = |scenario: &str| -> Vec<&Run> {
+        inputs
+            .runs
+            .iter()
+            .filter(|r| r.scenario == scenario)
+            .collect()
+    };
+    let (fanouts, idles) = (of("fallback"), of("idle-sse"));
+    if fanouts.is_empty() && idles.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "{FALLBACK_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "The standard fanout's shape with a quarter of the subscribers on Server-Sent Events \
+         (`GET /sse`) and a quarter on long polling (`POST /poll`, then `GET /poll/{{session}}` in \
+         a loop), spread over both gateways and every room; publishers and the other half of the \
+         subscribers on WebSocket. Latency is intended send time to receipt, per transport. Then \
+         N idle SSE sessions, each joined to one room: server memory per session, like the idle \
+         WebSocket figure above.\n"
+    );
+    for run in fanouts {
+        let r = &run.result;
+        let _ = writeln!(
+            w,
+            "Run {}: {} subscribers, {} publishers × {} msg/s, {} rooms; delivered {}/s; lost {}, \
+             duplicated {}, out of order {}; server CPU {} µs per delivery.\n",
+            run.round,
+            fmt(num(r, "subscribers"), 0, ""),
+            fmt(num(r, "publishers"), 0, ""),
+            fmt(num(r, "rate_per_publisher"), 0, ""),
+            fmt(num(r, "rooms"), 0, ""),
+            fmt(num(r, "delivered_per_s"), 0, ""),
+            fmt(num(r, "lost"), 0, ""),
+            fmt(num(r, "duplicated"), 0, ""),
+            fmt(num(r, "out_of_order"), 0, ""),
+            fmt(num(r, "server_cpu_us_per_delivery"), 1, ""),
+        );
+        let _ = writeln!(
+            w,
+            "| transport | subscribers | deliveries timed | p50 ms | p99 ms | p99.9 ms | max ms |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+        for transport in ["websocket", "sse", "poll"] {
+            let latency = |k: &str| num(r, &format!("latency_by_transport.{transport}.{k}"));
+            let _ = writeln!(
+                w,
+                "| {transport} | {} | {} | {} | {} | {} | {} |",
+                fmt(num(r, &format!("transports.{transport}")), 0, ""),
+                fmt(latency("count"), 0, ""),
+                fmt(latency("p50_ms"), 2, ""),
+                fmt(latency("p99_ms"), 2, ""),
+                fmt(latency("p999_ms"), 2, ""),
+                fmt(latency("max_ms"), 2, ""),
+            );
+        }
+        let _ = writeln!(w);
+    }
+    if !idles.is_empty() {
+        let _ = writeln!(
+            w,
+            "| run | SSE sessions | connected | RSS before KiB | RSS after KiB | bytes/session | closed while idle |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+        for run in idles {
+            let r = &run.result;
+            let sum = |key: &str| {
+                r.get("servers")
+                    .and_then(Value::as_array)
+                    .map(|s| s.iter().filter_map(|x| num(x, key)).fold(0.0, |a, b| a + b))
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                run.round,
+                fmt(num(r, "connections"), 0, ""),
+                fmt(num(r, "connected"), 0, ""),
+                fmt(sum("rss_before_kib"), 0, ""),
+                fmt(sum("rss_after_kib"), 0, ""),
+                fmt(num(r, "bytes_per_connection"), 0, ""),
+                fmt(num(r, "closed_while_idle"), 0, ""),
+            );
+        }
+        let _ = writeln!(w);
+    }
 }
 
 /// The heading of the wire-formats section (what [`splice_section`] replaces).
@@ -1265,6 +1424,48 @@ mod tests {
     }
 
     #[test]
+    fn fallback_section_shows_latency_per_transport_and_sse_memory() {
+        let fanout = serde_json::json!({
+            "subscribers": 8, "publishers": 2, "rate_per_publisher": 10.0, "rooms": 2,
+            "delivered_per_s": 160.0, "lost": 0, "duplicated": 0, "out_of_order": 0,
+            "server_cpu_us_per_delivery": 12.5,
+            "transports": {"websocket": 4, "sse": 2, "poll": 2},
+            "latency_by_transport": {
+                "websocket": {"count": 40, "p50_ms": 0.5, "p99_ms": 1.0, "p999_ms": 1.5, "max_ms": 2.0},
+                "sse": {"count": 20, "p50_ms": 0.7, "p99_ms": 1.2, "p999_ms": 1.6, "max_ms": 2.5},
+                "poll": {"count": 20, "p50_ms": 1.7, "p99_ms": 3.2, "p999_ms": 3.6, "max_ms": 4.5}
+            }
+        });
+        let idle = serde_json::json!({
+            "connections": 100, "connected": 100, "bytes_per_connection": 9000.0,
+            "closed_while_idle": 0,
+            "servers": [{"rss_before_kib": 1000, "rss_after_kib": 1900}]
+        });
+        let run = |scenario: &str, result: Value| Run {
+            scenario: scenario.into(),
+            system: "roomcast".into(),
+            round: 1,
+            result,
+        };
+        let inputs = Inputs {
+            runs: vec![run("fallback", fanout), run("idle-sse", idle)],
+            ..Inputs::default()
+        };
+        let md = render_fallback(&inputs);
+        assert!(md.starts_with(FALLBACK_HEADING), "{md}");
+        assert!(
+            md.contains("| poll | 2 | 20 | 1.70 | 3.20 | 3.60 | 4.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1 | 100 | 100 | 1000 | 1900 | 9000 | 0 |"),
+            "{md}"
+        );
+        assert!(render(&inputs).contains(FALLBACK_HEADING));
+        assert_eq!(render_fallback(&Inputs::default()), "");
+    }
+
+    #[test]
     fn soak_section_shows_verdicts_samples_and_command() {
         let soak = json!({"scenario":"soak","command":"roomcast-bench soak --duration 30",
             "duration_s":30.0,"warmup_s":6.0,"sample_every_s":2.0,"churners":200,
@@ -1323,6 +1524,38 @@ mod tests {
         // The full report has it before the commands.
         let md = render(&inputs);
         assert!(md.find("## Soak").unwrap() < md.find("## Commands").unwrap());
+    }
+
+    #[test]
+    fn presence_section_shows_both_phases_and_the_views() {
+        let phase = |msgs: f64, per: f64, events: u64| {
+            json!({"seconds": 20.0, "visits": 2000, "failed_visits": 0, "skipped_visits": 0,
+                   "joins": 2000.0, "presence_bus_messages": msgs,
+                   "presence_bus_messages_per_join": per, "events": events,
+                   "events_per_s": events as f64 / 20.0, "server_cpu_s": 3.5})
+        };
+        let inputs = Inputs {
+            runs: vec![run(
+                "presence",
+                "roomcast",
+                1,
+                json!({"scenario": "presence", "members": 10000, "rooms": 100, "watchers": 200,
+                       "rate": 100.0, "hold_s": 2.0, "unwatched": phase(0.0, 0.0, 0),
+                       "watched": phase(4000.0, 2.0, 9000), "server_cpu_us_per_event": 388.9,
+                       "views_consistent": 200, "views_wrong": 0, "impossible_events": 0}),
+            )],
+            ..Inputs::default()
+        };
+        let section = render_presence(&inputs);
+        assert!(section.starts_with(PRESENCE_HEADING), "{section}");
+        assert!(
+            section.contains("| nobody watching | 2000 | 2000.0 | 0.0 | 0.0 | 0 |"),
+            "{section}"
+        );
+        assert!(section.contains("| watched | 2000 | 2000.0 | 4000.0 | 2.0 | 9000 | 450.0 |"));
+        assert!(section.contains("200 consistent, 0 wrong"), "{section}");
+        assert!(render(&inputs).contains(PRESENCE_HEADING));
+        assert!(render_presence(&Inputs::default()).is_empty());
     }
 
     #[test]
@@ -1418,7 +1651,9 @@ mod tests {
             md.contains("hot room at 200 publishes/s Roomcast 0.50×, with `--write-delay-ms 20` 0.25×, baseline 2.00×"),
             "{md}"
         );
-        let (heading, section) = render_only(&inputs, "floor").unwrap();
+        let sections = render_only(&inputs, "hot-room").unwrap();
+        assert_eq!(sections[1].0, HOT_HEADING);
+        let (heading, section) = sections[0].clone();
         assert_eq!(heading, FLOOR_HEADING);
         assert!(section.starts_with("## Floor\n"));
         let doc = splice_section("# B\n\n## Commands\n\nx\n", heading, &section);
@@ -1439,7 +1674,7 @@ mod tests {
             ],
             ..Inputs::default()
         };
-        let (heading, section) = render_only(&inputs, "formats").unwrap();
+        let (heading, section) = render_only(&inputs, "formats").unwrap().remove(0);
         assert_eq!(heading, FORMATS_HEADING);
         assert!(
             section.contains(
@@ -1453,8 +1688,7 @@ mod tests {
             "no row for a variant not run"
         );
         assert!(
-            render_only(&Inputs::default(), "formats")
-                .unwrap()
+            render_only(&Inputs::default(), "formats").unwrap()[0]
                 .1
                 .is_empty()
         );

@@ -1,5 +1,7 @@
 //! Subscribers: read every frame, check each probe against the ledger and
-//! record its latency, until told to stop or closed by the server.
+//! record its latency (overall and per transport), until told to stop or
+//! closed by the server. A subscriber is a WebSocket or an HTTP fallback
+//! session (`fallback.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +11,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Ws;
+use crate::fallback::{self, Feed};
 use crate::latency::{Latencies, unix_us};
 use crate::ledger::Ledger;
 use crate::wire::{self, Incoming};
@@ -17,12 +20,29 @@ use crate::wire::{self, Incoming};
 pub struct Context {
     /// Latency histograms.
     pub latencies: Arc<Latencies>,
+    /// Latency histograms per transport, in [`TRANSPORTS`] order.
+    pub by_transport: Arc<[Latencies; 3]>,
     /// Messages received by all subscribers so far.
     pub delivered: Arc<AtomicU64>,
     /// Probes sent before this (warm-up) are checked but not timed.
     pub measure_from_us: u64,
     /// Largest plausible sequence number.
     pub max_seq: u64,
+}
+
+impl Context {
+    /// Empty histograms of `shards` shards; probes sent before
+    /// `measure_from_us` are not timed; sequence numbers above `max_seq`
+    /// are implausible.
+    pub fn new(shards: usize, measure_from_us: u64, max_seq: u64) -> Self {
+        Self {
+            latencies: Arc::new(Latencies::new(shards)),
+            by_transport: Arc::new(std::array::from_fn(|_| Latencies::new(shards))),
+            delivered: Arc::new(AtomicU64::new(0)),
+            measure_from_us,
+            max_seq,
+        }
+    }
 }
 
 /// What one subscriber saw.
@@ -42,9 +62,66 @@ pub struct Outcome {
     pub failure: Option<String>,
 }
 
+/// Transport names, in the order of [`Context::by_transport`].
+pub const TRANSPORTS: [&str; 3] = ["websocket", "sse", "poll"];
+
+/// One subscriber's connection.
+pub enum Conn {
+    /// A WebSocket.
+    Ws(Ws),
+    /// A fallback session of this kind.
+    Fallback(Feed, fallback::Kind),
+}
+
+impl Conn {
+    /// Its index in [`TRANSPORTS`].
+    pub fn transport(&self) -> usize {
+        match self {
+            Conn::Ws(_) => 0,
+            Conn::Fallback(_, fallback::Kind::Sse) => 1,
+            Conn::Fallback(_, fallback::Kind::Poll) => 2,
+        }
+    }
+}
+
+/// What the connection yields next.
+enum Next {
+    /// A WebSocket text frame.
+    WsText(tokio_tungstenite::tungstenite::Utf8Bytes),
+    /// A fallback session's frame.
+    Text(String),
+    /// Closed by the server with this code.
+    Closed(u16),
+    /// Something else (pings, pongs): nothing to check.
+    Skip,
+    /// The connection failed or ended without a close.
+    Failed(String),
+}
+
+impl Conn {
+    async fn next(&mut self) -> Next {
+        match self {
+            Conn::Ws(ws) => match ws.next().await {
+                Some(Ok(Message::Text(text))) => Next::WsText(text),
+                Some(Ok(Message::Close(frame))) => {
+                    Next::Closed(frame.map_or(1005, |f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => Next::Skip,
+                Some(Err(e)) => Next::Failed(e.to_string()),
+                None => Next::Failed("connection ended".into()),
+            },
+            Conn::Fallback(feed, _) => match feed.next().await {
+                fallback::Next::Frame(text) => Next::Text(text),
+                fallback::Next::Closed(code) => Next::Closed(code),
+                fallback::Next::Failed(why) => Next::Failed(why),
+            },
+        }
+    }
+}
+
 /// Starts one task per subscriber connection.
 pub fn spawn_all(
-    subs: Vec<Ws>,
+    subs: Vec<Conn>,
     ctx: &Arc<Context>,
     stop: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<Outcome>> {
@@ -54,9 +131,9 @@ pub fn spawn_all(
         .collect()
 }
 
-/// Reads `ws` until `stop` turns true or the connection ends.
+/// Reads `conn` until `stop` turns true or the connection ends.
 pub async fn run(
-    mut ws: Ws,
+    mut conn: Conn,
     who: usize,
     ctx: Arc<Context>,
     mut stop: watch::Receiver<bool>,
@@ -68,43 +145,44 @@ pub async fn run(
     if *stop.borrow_and_update() {
         return out;
     }
+    let transport = conn.transport();
     // One wait for the stop, registered once: a fresh `changed()` per frame
     // took the channel's lock twice per message across all subscribers.
     let stopped = stop.changed();
     tokio::pin!(stopped);
     loop {
-        let frame = tokio::select! {
+        let next = tokio::select! {
             _ = &mut stopped => break,
-            frame = ws.next() => frame,
+            next = conn.next() => next,
         };
-        match frame {
-            Some(Ok(Message::Text(text))) => match wire::decode(&text) {
-                Incoming::Message(probe) => {
-                    let now = unix_us();
-                    if probe.t >= ctx.measure_from_us {
-                        ctx.latencies.record(who, now.saturating_sub(probe.t));
-                    }
-                    out.ledger.record(probe.p, probe.r, probe.s);
-                    out.received += 1;
-                    ctx.delivered.fetch_add(1, Ordering::Relaxed);
+        let text = match &next {
+            Next::WsText(text) => text.as_str(),
+            Next::Text(text) => text.as_str(),
+            Next::Skip => continue,
+            Next::Closed(code) => {
+                out.closed = Some(*code);
+                break;
+            }
+            Next::Failed(why) => {
+                out.failure = Some(why.clone());
+                break;
+            }
+        };
+        match wire::decode(text) {
+            Incoming::Message(probe) => {
+                let now = unix_us();
+                if probe.t >= ctx.measure_from_us {
+                    let micros = now.saturating_sub(probe.t);
+                    ctx.latencies.record(who, micros);
+                    ctx.by_transport[transport].record(who, micros);
                 }
-                Incoming::Foreign => out.foreign += 1,
-                Incoming::Error { .. } => out.errors += 1,
-                _ => {}
-            },
-            Some(Ok(Message::Close(frame))) => {
-                out.closed = Some(frame.map_or(1005, |f| u16::from(f.code)));
-                break;
+                out.ledger.record(probe.p, probe.r, probe.s);
+                out.received += 1;
+                ctx.delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                out.failure = Some(e.to_string());
-                break;
-            }
-            None => {
-                out.failure.get_or_insert_with(|| "connection ended".into());
-                break;
-            }
+            Incoming::Foreign => out.foreign += 1,
+            Incoming::Error { .. } => out.errors += 1,
+            _ => {}
         }
     }
     out

@@ -1,6 +1,7 @@
 //! The load generator's `fanout` against a real in-process gateway (alone, on
 //! the in-process bus): every message reaches every member of its room once,
-//! in order. Figures are not asserted here; `make bench` measures them.
+//! in order, over WebSocket and with subscribers on the HTTP fallbacks.
+//! Figures are not asserted here; `make bench` measures them.
 
 use std::time::Duration;
 
@@ -10,6 +11,28 @@ use roomcast_gateway::{Config, Gateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_delivers_everything_once_and_in_order() {
+    let report = fanout_once(0.0, 0.0).await;
+    assert_eq!(report.transports.len(), 1, "{:?}", report.transports);
+    assert_eq!(report.transports["websocket"], 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_sse_and_long_polling_delivers_everything_once_and_in_order() {
+    let report = fanout_once(0.25, 0.25).await;
+    assert_eq!(report.transports.values().sum::<usize>(), 12);
+    for transport in ["websocket", "sse", "poll"] {
+        assert!(report.transports[transport] > 0, "{:?}", report.transports);
+        assert!(
+            report.latency_by_transport[transport].count > 0,
+            "{transport}: {:?}",
+            report.latency_by_transport
+        );
+    }
+}
+
+/// One short fanout with these shares of fallback subscribers, checked for
+/// complete, once-only, in-order delivery.
+async fn fanout_once(sse_share: f64, poll_share: f64) -> fanout::Report {
     tokio::time::timeout(Duration::from_secs(60), async {
         let gateway = Gateway::start(Config {
             listen: "127.0.0.1:0".parse().expect("literal address"),
@@ -35,6 +58,8 @@ async fn fanout_delivers_everything_once_and_in_order() {
             connect_concurrency: 8,
             per_source_address: 0,
             room_prefix: "t-".into(),
+            sse_share,
+            poll_share,
         };
         let report = fanout::run(&cfg).await.expect("fanout runs");
 
@@ -54,7 +79,8 @@ async fn fanout_delivers_everything_once_and_in_order() {
         assert!(report.publisher_errors.is_empty(), "{report:?}");
         assert_eq!(report.latency.count, report.delivered);
         gateway.shutdown().await;
+        report
     })
     .await
-    .expect("test finished within 60 s");
+    .expect("test finished within 60 s")
 }

@@ -58,6 +58,28 @@ pub struct Config {
     /// Per-namespace options, one `NAME:option=value,...` spec per namespace
     /// (see `namespace.rs`); unlisted namespaces get the contract's defaults.
     pub namespaces: Vec<NamespaceSpec>,
+    /// Long-polling timings. Not an option (the contract fixes them); tests
+    /// shorten them to stay fast.
+    #[serde(skip)]
+    pub polling: Polling,
+}
+
+/// The timings of long-polling sessions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Polling {
+    /// How long `GET /poll/{session}` waits for frames before answering `[]`.
+    pub wait: std::time::Duration,
+    /// A session not polled for this long ends.
+    pub expiry: std::time::Duration,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Self {
+            wait: std::time::Duration::from_secs(25),
+            expiry: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// Limits that keep every connection's cost bounded.
@@ -208,6 +230,7 @@ impl Default for Config {
             auth: Auth::default(),
             nats: Nats::default(),
             namespaces: Vec::new(),
+            polling: Polling::default(),
         }
     }
 }

@@ -8,6 +8,13 @@ use std::process::ExitCode;
 use roomcast_gateway::{Config, Gateway};
 use tokio::signal::unix::{SignalKind, signal};
 
+// jemalloc returns freed pages to the OS within `dirty_decay_ms` (1 s, set
+// at build time in .cargo/config.toml) through its background threads, so
+// RSS falls back after a burst of connections instead of staying at the peak.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match Config::load() {

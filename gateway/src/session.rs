@@ -56,12 +56,34 @@ impl Session {
         format: Format,
         via: &'static str,
     ) -> Session {
-        let config = &shared.config;
         let session: Arc<str> = new_session_id().into();
-        let user: Arc<str> = identity
-            .user
-            .clone()
-            .map_or_else(|| session.clone(), Into::into);
+        Self::open_named(
+            shared,
+            identity,
+            wire,
+            format,
+            via,
+            session.clone(),
+            session,
+        )
+        .await
+    }
+
+    /// Like [`Session::open`], with the session id the transport chose and
+    /// the user id an anonymous client gets. A fallback session's id is its
+    /// bearer capability, so its anonymous user id must be something else:
+    /// user ids travel in every `from`.
+    pub async fn open_named(
+        shared: Arc<Shared>,
+        identity: Identity,
+        wire: Arc<dyn Wire>,
+        format: Format,
+        via: &'static str,
+        session: Arc<str>,
+        anonymous: Arc<str>,
+    ) -> Session {
+        let config = &shared.config;
+        let user: Arc<str> = identity.user.clone().map_or(anonymous, Into::into);
         let limits = QueueLimits {
             frames: config.limits.outbound_queue_frames,
             bytes: config.limits.outbound_queue_bytes,
@@ -93,13 +115,14 @@ impl Session {
             this.shared.config.heartbeat_ms,
         )));
         Box::pin(this.shared.hub.connect(&this.conn)).await;
-        tracing::debug!(session = %this.conn.session, user = %this.conn.user, "connected");
+        tracing::debug!(session = %this.id(), user = %this.conn.user, "connected");
         this
     }
 
-    /// The session id (`welcome.session`), for logs.
+    /// The session id (`welcome.session`) as logs show it: its first
+    /// characters (a fallback session's id is a bearer capability).
     pub fn id(&self) -> &str {
-        &self.conn.session
+        log_id(&self.conn.session)
     }
 
     /// The connection as the hub sees it; its outbound queue is what the
@@ -534,7 +557,7 @@ impl Session {
         forget_evicted(&self.shared, &self.conn, &mut self.joined);
         let rooms = self.joined;
         Box::pin(self.shared.hub.disconnect(&self.conn, rooms)).await;
-        tracing::debug!(session = %self.conn.session, "disconnected");
+        tracing::debug!(session = %log_id(&self.conn.session), "disconnected");
     }
 }
 
@@ -577,6 +600,12 @@ fn join_fields(position: &Position, recovered: Option<bool>) -> String {
         extra.push_str(&format!(r#","recovered":{recovered}"#));
     }
     extra
+}
+
+/// What logs show of a session id: enough to follow one session, never
+/// the whole id (fallback session ids are bearer capabilities).
+pub fn log_id(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
 }
 
 /// Forgets the rooms the server API took this connection out of (the hub

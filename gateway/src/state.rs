@@ -1,6 +1,7 @@
 //! The state a gateway's listeners, sessions and HTTP API share: its
 //! configuration, name, hub, authenticator, metrics, drain, the options of
-//! room namespaces and the presence service.
+//! room namespaces, the presence service and the fallback sessions held
+//! here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::namespace::Namespaces;
 use crate::presence::Presence;
+use crate::transport::registry::Sessions;
 
 /// State every request and session shares.
 #[derive(Debug)]
@@ -32,6 +34,8 @@ pub struct Shared {
     pub namespaces: Namespaces,
     /// Presence events (`join` with `presence: true`).
     pub presence: Arc<Presence>,
+    /// The fallback (SSE and long-polling) sessions held here.
+    pub sessions: Arc<Sessions>,
 }
 
 impl Shared {

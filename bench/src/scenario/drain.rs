@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
-use crate::latency::{Latencies, Summary, round3, summarize, unix_us};
+use crate::latency::{Summary, round3, summarize, unix_us};
 use crate::ledger::{Ledger, Problems};
 use crate::scenario::fanout::{expected_deliveries, members_per_room, subscriber_room};
 use crate::scenario::{all_ok, open_all, room_name};
@@ -369,12 +369,12 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let start = Instant::now();
     let start_unix_us = unix_us();
     let horizon = cfg.timeout + Duration::from_secs(30);
-    let ctx = Arc::new(subscriber::Context {
-        latencies: Arc::new(Latencies::new(8)),
-        delivered: Arc::new(AtomicU64::new(0)),
-        measure_from_us: start_unix_us,
-        max_seq: (cfg.rate * horizon.as_secs_f64()).ceil() as u64 + 16,
-    });
+    let ctx = Arc::new(subscriber::Context::new(
+        8,
+        start_unix_us,
+        (cfg.rate * horizon.as_secs_f64()).ceil() as u64 + 16,
+    ));
+    let stayers = stayers.into_iter().map(subscriber::Conn::Ws).collect();
     let stayer_tasks = subscriber::spawn_all(stayers, &ctx, &stop_rx);
     let schedule = publisher::Schedule {
         rooms: Arc::clone(&rooms),

@@ -1,11 +1,13 @@
 //! `fanout`: N subscribers over K rooms spread across the targets, P
 //! publishers at R msg/s with S-byte payloads; delivered rate, end-to-end
 //! latency, and lost / duplicated / out-of-order counts per (publisher, room,
-//! subscriber); server CPU time per delivered message.
+//! subscriber); server CPU time per delivered message. Shares of the
+//! subscribers may use the HTTP fallbacks (SSE, long polling) instead of
+//! WebSocket; latency is then reported per transport too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,10 +15,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::client::{self, Ws};
-use crate::latency::{self, Latencies, Summary, round3, unix_us};
+use crate::fallback::{self, Feed};
+use crate::latency::{self, Summary, round3, unix_us};
 use crate::ledger::Problems;
 use crate::procstat::{CpuSnapshot, ProcessCpu};
 use crate::scenario::{all_ok, open_all, own_cpu_seconds, room_name};
+use crate::subscriber::{Conn, TRANSPORTS};
 use crate::target::{Target, source_address};
 use crate::{BenchError, publisher, subscriber, wire};
 
@@ -52,6 +56,10 @@ pub struct Config {
     pub per_source_address: usize,
     /// Room names are this prefix and the room index.
     pub room_prefix: String,
+    /// Share of the subscribers on Server-Sent Events (0..=1).
+    pub sse_share: f64,
+    /// Share of the subscribers on long polling (0..=1).
+    pub poll_share: f64,
 }
 
 /// One (publisher, room, subscriber) triple with problems.
@@ -99,6 +107,10 @@ pub struct Report {
     pub delivered_per_s: f64,
     /// Publish → deliver latency (intended send time to receipt), after warm-up.
     pub latency: Summary,
+    /// Subscribers per transport (`websocket`, `sse`, `poll`).
+    pub transports: BTreeMap<String, usize>,
+    /// The latency of each transport that has subscribers.
+    pub latency_by_transport: BTreeMap<String, Summary>,
     /// Totals over all triples.
     #[serde(flatten)]
     pub problems: Problems,
@@ -139,6 +151,20 @@ pub fn subscriber_target(i: usize, rooms: usize, targets: usize) -> usize {
     (i / rooms.max(1)) % targets.max(1)
 }
 
+/// The fallback subscriber `i` uses (`None`: WebSocket), for shares `sse`
+/// and `poll` of the subscribers. A golden-ratio sequence spreads each
+/// transport evenly over the subscribers, so over every room and target.
+pub fn subscriber_transport(i: usize, sse: f64, poll: f64) -> Option<fallback::Kind> {
+    let x = (i as f64 * 0.618_033_988_749_895).fract();
+    if x < sse {
+        Some(fallback::Kind::Sse)
+    } else if x < sse + poll {
+        Some(fallback::Kind::Poll)
+    } else {
+        None
+    }
+}
+
 /// Members of each room.
 pub fn members_per_room(subscribers: usize, rooms: usize) -> Vec<u64> {
     let mut members = vec![0u64; rooms.max(1)];
@@ -162,13 +188,23 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
             "fanout needs targets, rooms, publishers and a positive rate",
         ));
     }
+    let shares_ok = |x: f64| (0.0..=1.0).contains(&x);
+    if !shares_ok(cfg.sse_share)
+        || !shares_ok(cfg.poll_share)
+        || cfg.sse_share + cfg.poll_share > 1.0
+    {
+        return Err(BenchError::new(
+            "--sse-share and --poll-share are shares of the subscribers: each in 0..=1, together at most 1",
+        ));
+    }
+    let http = fallback::http_client()?;
     let rooms: Arc<Vec<String>> = Arc::new(
         (0..cfg.rooms)
             .map(|r| room_name(&cfg.room_prefix, r))
             .collect(),
     );
 
-    let subs: Vec<Ws> = all_ok(
+    let subs: Vec<Conn> = all_ok(
         open_all(
             cfg.subscribers,
             cfg.connect_concurrency,
@@ -177,10 +213,16 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
                 let target = &cfg.targets[subscriber_target(i, cfg.rooms, cfg.targets.len())];
                 let room = rooms[subscriber_room(i, cfg.rooms)].clone();
                 let source = source_address(i, cfg.per_source_address, &target.addr);
+                let kind = subscriber_transport(i, cfg.sse_share, cfg.poll_share);
+                let http = &http;
                 async move {
+                    if let Some(kind) = kind {
+                        let feed = Feed::open(http, target, kind, &room).await?;
+                        return Ok(Conn::Fallback(feed, kind));
+                    }
                     let (mut ws, _) = client::connect_welcomed(target, source).await?;
                     client::join(&mut ws, &room, 1).await?;
-                    Ok(ws)
+                    Ok(Conn::Ws(ws))
                 }
             },
         )
@@ -202,12 +244,17 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let start = Instant::now() + lead;
     let start_unix_us = unix_us() + lead.as_micros() as u64;
     let max_seq = (cfg.rate * cfg.duration.as_secs_f64()).ceil() as u64 + 16;
-    let ctx = Arc::new(subscriber::Context {
-        latencies: Arc::new(Latencies::new(32)),
-        delivered: Arc::new(AtomicU64::new(0)),
-        measure_from_us: start_unix_us + cfg.warmup.as_micros() as u64,
+    let mut transports: BTreeMap<String, usize> = BTreeMap::new();
+    for sub in &subs {
+        *transports
+            .entry(TRANSPORTS[sub.transport()].into())
+            .or_default() += 1;
+    }
+    let ctx = Arc::new(subscriber::Context::new(
+        32,
+        start_unix_us + cfg.warmup.as_micros() as u64,
         max_seq,
-    });
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let sub_tasks = subscriber::spawn_all(subs, &ctx, &stop_rx);
 
@@ -315,6 +362,13 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         delivered,
         delivered_per_s: round3(delivered as f64 / elapsed),
         latency: latency::summarize(&ctx.latencies.merged()),
+        latency_by_transport: TRANSPORTS
+            .iter()
+            .zip(ctx.by_transport.iter())
+            .filter(|(name, _)| transports.contains_key(**name))
+            .map(|(name, l)| ((*name).to_owned(), latency::summarize(&l.merged())))
+            .collect(),
+        transports,
         problems: totals,
         problem_triples,
         problem_list,
@@ -349,6 +403,23 @@ mod tests {
                 .collect();
             assert_eq!(used.len(), targets, "room {room}");
         }
+    }
+
+    #[test]
+    fn transport_shares_are_kept_and_spread_over_rooms() {
+        let kinds: Vec<_> = (0..2000)
+            .map(|i| subscriber_transport(i, 0.25, 0.25))
+            .collect();
+        let count = |k| kinds.iter().filter(|&&x| x == k).count();
+        for k in [Some(fallback::Kind::Sse), Some(fallback::Kind::Poll)] {
+            assert!((480..=520).contains(&count(k)), "{k:?}: {}", count(k));
+            let rooms: std::collections::BTreeSet<usize> = (0..2000)
+                .filter(|&i| kinds[i] == k)
+                .map(|i| subscriber_room(i, 20))
+                .collect();
+            assert_eq!(rooms.len(), 20, "{k:?} in every room");
+        }
+        assert!((0..100).all(|i| subscriber_transport(i, 0.0, 0.0).is_none()));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `idle`: N idle connections, each joined to one room, opened from
 //! 127.0.0.2, 127.0.0.3, … so one process gets past the ephemeral port
-//! range; server memory per connection from VmRSS before and after.
+//! range; server memory per connection from VmRSS before and after. With
+//! `--transport sse` (or `poll`) the connections are HTTP fallback sessions
+//! instead of WebSockets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::client;
+use crate::fallback::{self, Feed};
 use crate::procstat::rss_kib;
 use crate::scenario::{open_all, room_name};
 use crate::target::{Target, source_address};
@@ -35,6 +38,8 @@ pub struct Config {
     pub hold: Duration,
     /// Server processes whose memory is measured.
     pub server_pids: Vec<u32>,
+    /// A fallback instead of WebSocket.
+    pub fallback: Option<fallback::Kind>,
 }
 
 /// Memory of one server process.
@@ -53,6 +58,8 @@ pub struct ServerMemory {
 pub struct Report {
     /// Always "idle".
     pub scenario: &'static str,
+    /// `websocket`, `sse` or `poll`.
+    pub transport: &'static str,
     /// Target URLs.
     pub targets: Vec<String>,
     /// Connections asked for.
@@ -94,6 +101,7 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         .iter()
         .map(|&pid| rss_kib(pid).unwrap_or(0))
         .collect();
+    let http = fallback::http_client()?;
     let started = tokio::time::Instant::now();
     let results = open_all(
         cfg.connections,
@@ -103,10 +111,14 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
             let target = &cfg.targets[i % cfg.targets.len()];
             let source = source_address(i, cfg.per_source_address, &target.addr);
             let room = room_name("idle-", i % cfg.rooms);
+            let http = &http;
             async move {
+                if let Some(kind) = cfg.fallback {
+                    return Ok(Idle::Fallback(Feed::open(http, target, kind, &room).await?));
+                }
                 let (mut ws, _) = client::connect_welcomed(target, source).await?;
                 client::join(&mut ws, &room, 1).await?;
-                Ok(ws)
+                Ok(Idle::Ws(ws))
             }
         },
     )
@@ -120,7 +132,7 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let mut holders = Vec::new();
     for result in results {
         match result {
-            Ok(mut ws) => {
+            Ok(mut conn) => {
                 let closed = Arc::clone(&closed);
                 let mut stop = stop_rx.clone();
                 // Keep reading so pings are answered; count server closes.
@@ -128,12 +140,9 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
                     loop {
                         tokio::select! {
                             _ = stop.changed() => break,
-                            frame = ws.next() => match frame {
-                                Some(Ok(_)) => {}
-                                _ => {
-                                    closed.fetch_add(1, Ordering::Relaxed);
-                                    break;
-                                }
+                            open = conn.next() => if !open {
+                                closed.fetch_add(1, Ordering::Relaxed);
+                                break;
                             },
                         }
                     }
@@ -174,6 +183,7 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let after_sum: u64 = after.iter().sum();
     Ok(Report {
         scenario: "idle",
+        transport: cfg.fallback.map_or("websocket", fallback::Kind::name),
         targets: cfg.targets.iter().map(|t| t.url.clone()).collect(),
         connections: cfg.connections,
         connected,
@@ -185,6 +195,23 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         bytes_per_connection: bytes_per_connection(before_sum, after_sum, connected),
         connect_s: crate::latency::round3(connect_s),
     })
+}
+
+/// One idle connection.
+enum Idle {
+    Ws(client::Ws),
+    Fallback(Feed),
+}
+
+impl Idle {
+    /// Reads what comes next (pings, heartbeat comments, empty polls);
+    /// false once the server has closed or dropped the connection.
+    async fn next(&mut self) -> bool {
+        match self {
+            Idle::Ws(ws) => matches!(ws.next().await, Some(Ok(_))),
+            Idle::Fallback(feed) => matches!(feed.next().await, fallback::Next::Frame(_)),
+        }
+    }
 }
 
 async fn wait(period: Duration, what: &str) {

@@ -12,7 +12,11 @@
 //!   knows of (`peers.rs`).
 //!
 //! What the bus receives goes into an [`Inbox`] (the hub implements it): the
-//! bus never knows the hub's type. The presence exchange (reports on
+//! bus never knows the hub's type. Requests on fallback sessions that reach
+//! a gateway which does not hold the session travel to the holder with
+//! [`Bus::forward`] and are answered by its [`Desk`] (the registry of
+//! fallback sessions): one request and one reply, to that gateway alone.
+//! The presence exchange (reports on
 //! `<c>.pres.<room>`, watches on the control plane, peers coming and going)
 //! goes into a [`PresenceInbox`] (the presence service), and is carried by
 //! the `presence_*` methods; on the in-process bus they are no-ops.
@@ -23,6 +27,7 @@ pub mod peers;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -98,6 +103,17 @@ impl Command {
             Command::Disconnect { user } | Command::Unsubscribe { user, .. } => user,
         }
     }
+}
+
+/// Where the bus hands requests on this gateway's fallback sessions that
+/// other gateways forward (see `transport/registry.rs`). Requests and
+/// answers are opaque bytes to the bus.
+pub trait Desk: Send + Sync {
+    /// Answers one forwarded request.
+    fn answer(&self, request: Bytes) -> Pin<Box<dyn Future<Output = Bytes> + Send + '_>>;
+
+    /// The answer when too many forwarded requests are being served already.
+    fn busy(&self) -> Bytes;
 }
 
 /// Where the bus hands the presence exchange (the presence service,
@@ -296,6 +312,30 @@ impl Bus {
         match self {
             Bus::Local => None,
             Bus::Nats(bus) => Some(bus.client()),
+        }
+    }
+
+    /// Serves requests other gateways forward to the fallback sessions of
+    /// `route` (this gateway's part of their ids) with `desk`.
+    pub fn serve_sessions(&self, route: &str, desk: Weak<dyn Desk>) {
+        match self {
+            Bus::Local => {}
+            Bus::Nats(bus) => bus.serve_sessions(route, desk),
+        }
+    }
+
+    /// Forwards a request to the gateway serving `route` and returns its
+    /// answer, waiting up to `wait` for it (plus the bus's own timeout);
+    /// `None` when no gateway serves `route` (it is gone, or never was).
+    pub async fn forward(
+        &self,
+        route: &str,
+        request: Bytes,
+        wait: Duration,
+    ) -> Result<Option<Bytes>, BusError> {
+        match self {
+            Bus::Local => Ok(None),
+            Bus::Nats(bus) => bus.forward(route, request, wait).await,
         }
     }
 

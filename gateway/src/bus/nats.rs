@@ -22,6 +22,10 @@
 //!   the gateways that watch it (a member joined with `presence: true`).
 //!   Reports leave through one ordered, bounded queue, so one gateway's
 //!   reports about a room arrive in the order they were made.
+//! - `<c>.session.<route>`: requests on the fallback sessions a gateway
+//!   holds (`route` is part of their ids), forwarded by the gateway a
+//!   client's request reached. One request, one reply, one gateway; when
+//!   the holder is gone the server answers "no responders" at once.
 //!
 //! The connection uses NATS no-echo: a gateway never receives its own
 //! publishes, because the hub has already delivered them locally. The payload
@@ -40,7 +44,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::peers::{HELLO_INTERVAL, Peers};
-use super::{BusError, Command, Inbox, PresenceInbox, Topic};
+use super::{BusError, Command, Desk, Inbox, PresenceInbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
 use crate::history::jetstream::{SKIP_HEADER, republished};
@@ -68,6 +72,10 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The pause between probes of a stalled bus.
 const HEALTH_RETRY: Duration = Duration::from_millis(100);
+
+/// Most forwarded session requests one gateway serves at once (a poll may
+/// wait 25 s); more are answered busy at once.
+const MAX_FORWARDED: usize = 1024;
 
 /// Presence reports waiting to be published; beyond it a report is dropped
 /// and its room resent as a snapshot.
@@ -666,6 +674,63 @@ impl NatsBus {
             }
         }
         Ok(collected)
+    }
+
+    /// Serves `<c>.session.<route>` with `desk`, each request in a task of
+    /// its own (at most [`MAX_FORWARDED`] at once).
+    pub fn serve_sessions(&self, route: &str, desk: Weak<dyn Desk>) {
+        let subject = format!("{}.session.{route}", self.prefix);
+        let client = self.client.clone();
+        let timeout = self.request_timeout;
+        let task = tokio::spawn(async move {
+            // The client keeps subscriptions made before it connects and
+            // replays them on every reconnection.
+            let mut requests = match client.subscribe(subject).await {
+                Ok(requests) => requests,
+                Err(e) => {
+                    return tracing::warn!(error = %e, "fallback sessions cannot be reached from other gateways");
+                }
+            };
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED));
+            while let Some(request) = requests.next().await {
+                let Some(reply) = request.reply else { continue };
+                let Some(desk) = desk.upgrade() else { return };
+                let client = client.clone();
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    let busy = desk.busy();
+                    let _ = tokio::time::timeout(timeout, client.publish(reply, busy)).await;
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let answer = desk.answer(request.payload).await;
+                    let _ = tokio::time::timeout(timeout, client.publish(reply, answer)).await;
+                });
+            }
+        });
+        lock(&self.control).push(task);
+    }
+
+    /// Sends `request` to the gateway serving `route`; `None` when none does.
+    pub async fn forward(
+        &self,
+        route: &str,
+        request: Bytes,
+        wait: Duration,
+    ) -> Result<Option<Bytes>, BusError> {
+        if !self.is_connected() {
+            return Err(BusError::Unavailable);
+        }
+        let subject = format!("{}.session.{route}", self.prefix);
+        let limit = wait + self.request_timeout;
+        let request = async_nats::Request::new()
+            .payload(request)
+            .timeout(Some(limit));
+        match tokio::time::timeout(limit, self.client.send_request(subject, request)).await {
+            Ok(Ok(answer)) => Ok(Some(answer.payload)),
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(None),
+            Ok(Err(_)) | Err(_) => Err(BusError::Unavailable),
+        }
     }
 
     /// Says goodbye, stops every task and drains the connection.

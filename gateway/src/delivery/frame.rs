@@ -38,11 +38,15 @@ pub enum Format {
         /// Smallest payload compressed.
         threshold: usize,
     },
+    /// A Server-Sent Event: `data: <json>` and a blank line.
+    SseEvent,
+    /// The JSON text alone (long polling answers arrays of them).
+    Json,
 }
 
 impl Format {
     /// Number of formats: the size of a frame's cache.
-    const COUNT: usize = 4;
+    const COUNT: usize = 5;
 
     /// The cache slot (one per variant: a process has one threshold).
     fn index(self) -> usize {
@@ -51,6 +55,9 @@ impl Format {
             Format::WebSocketMsgPack => 1,
             Format::WebSocketTextDeflate { .. } => 2,
             Format::WebSocketMsgPackDeflate { .. } => 3,
+            Format::SseEvent => 4,
+            // Never cached: `Frame::encoded` serves the JSON itself.
+            Format::Json => 0,
         }
     }
 
@@ -149,6 +156,10 @@ impl Frame {
 
     /// The frame in `format`, encoded on first use and shared afterwards.
     pub fn encoded(&self, format: Format) -> &Bytes {
+        if format == Format::Json {
+            // The JSON itself: no copy.
+            return self.json();
+        }
         self.encoded[format.index()].get_or_init(|| self.encode(format))
     }
 
@@ -162,6 +173,8 @@ impl Frame {
             Format::WebSocketMsgPackDeflate { threshold } => {
                 self.deflated(true, threshold, Format::WebSocketMsgPack)
             }
+            Format::SseEvent => sse_event(self.json()),
+            Format::Json => self.json().clone(),
         }
     }
 
@@ -179,6 +192,20 @@ impl Frame {
     }
 }
 
+/// A Server-Sent Event carrying `json`. An event's data is one line. JSON
+/// has raw line breaks only as whitespace (a client's `data` keeps its
+/// own), never inside strings, so blanking them keeps the same JSON.
+fn sse_event(json: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(json.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend(json.iter().map(|&b| match b {
+        b'\n' | b'\r' => b' ',
+        b => b,
+    }));
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +218,22 @@ mod tests {
         assert_eq!(a.as_ref(), b"\x81\x12{\"type\":\"message\"}");
         assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, not a copy");
         assert_eq!(frame.json().as_ref(), br#"{"type":"message"}"#);
+    }
+
+    #[test]
+    fn fallback_formats_are_an_event_and_the_bare_json() {
+        let frame = Frame::new(r#"{"type":"ok"}"#.into());
+        assert_eq!(
+            frame.encoded(Format::SseEvent).as_ref(),
+            b"data: {\"type\":\"ok\"}\n\n"
+        );
+        assert_eq!(frame.encoded(Format::Json).as_ref(), br#"{"type":"ok"}"#);
+        let multiline = Frame::new("{\"data\":{\r\n\"a\":\"x\\ny\"}}".into());
+        assert_eq!(
+            multiline.encoded(Format::SseEvent).as_ref(),
+            b"data: {\"data\":{  \"a\":\"x\\ny\"}}\n\n",
+            "raw line breaks blanked, escaped ones kept"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! Public listener: `GET /ws` (upgrade, after origin, auth, drain and
 //! capacity checks; the connection then belongs to `transport/websocket.rs`),
+//! the HTTP fallbacks (`fallback.rs`: SSE and long polling, the same checks),
 //! the HTTP API (`api.rs`) and the demo page. Admin listener: `/metrics`,
 //! `/healthz`, `/readyz` and `POST /drain`.
 
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::auth::{Authenticator, bearer};
+use crate::auth::{Authenticator, Identity, bearer};
 use crate::bus::Bus;
 use crate::config::{Config, ConfigError};
 use crate::delivery::hub::Hub;
@@ -42,10 +43,12 @@ use crate::namespace::Namespaces;
 use crate::presence::Presence;
 use crate::protocol::SUBPROTOCOL;
 use crate::state::Shared;
+use crate::transport::registry::Sessions;
 use crate::transport::{websocket, ws};
 
 mod admission;
 mod api;
+mod fallback;
 
 use self::admission::HttpPhase;
 
@@ -119,7 +122,16 @@ impl Gateway {
         if let Some(store) = &store {
             hub.set_history(store.clone());
         }
+        let sessions = Sessions::new(
+            config.polling,
+            config.limits.max_frame_bytes,
+            Duration::from_millis(config.nats.request_timeout_ms),
+        );
+        // Requests forwarded by other gateways reach these sessions too.
+        let desk: std::sync::Weak<Sessions> = Arc::downgrade(&sessions);
+        hub.bus().serve_sessions(sessions.route(), desk);
         let shared = Arc::new(Shared {
+            sessions,
             namespaces,
             node,
             config,
@@ -359,6 +371,7 @@ fn public_router(shared: Arc<Shared>) -> Router {
         .route("/", get(demo))
         .route("/ws", get(upgrade))
         .merge(api::router())
+        .merge(fallback::router())
         .with_state(shared)
 }
 
@@ -376,22 +389,24 @@ async fn demo() -> Html<&'static str> {
     Html(include_str!("../demo/index.html"))
 }
 
+/// The query parameters of a client request: the token, for browsers.
 #[derive(Deserialize)]
-struct UpgradeQuery {
+struct TokenQuery {
     token: Option<String>,
 }
 
-/// `GET /ws`: every check that can refuse a client happens here, before the
-/// upgrade, so a refused client never gets a WebSocket.
-async fn upgrade(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    query: Result<Query<UpgradeQuery>, QueryRejection>,
-    mut request: Request,
-) -> Response {
+/// The checks every new session passes, whatever its transport (`GET /ws`,
+/// `GET /sse`, `POST /poll`): not draining, an allowed `Origin`, a valid
+/// token (header or `token` query parameter), room under the connection
+/// limit. A refusal is the HTTP status and text to answer.
+fn admit(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &Result<Query<TokenQuery>, QueryRejection>,
+) -> Result<Identity, (StatusCode, &'static str)> {
     let refuse = |status: StatusCode, message: &'static str| {
         shared.metrics.upgrades_refused.fetch_add(1, Relaxed);
-        (status, message).into_response()
+        Err((status, message))
     };
     if shared.drain.is_draining() {
         return refuse(
@@ -403,15 +418,10 @@ async fn upgrade(
     if !shared.auth.origin_allowed(origin) {
         return refuse(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    let query_token = query.as_ref().ok().and_then(|q| q.token.as_deref());
-    let identity = match shared.auth.authenticate(header_token.or(query_token)) {
+    let identity = match shared.auth.authenticate(request_token(headers, query)) {
         Ok(identity) => identity,
         Err(e) => {
-            tracing::debug!(error = %e, "upgrade refused");
+            tracing::debug!(error = %e, "session refused");
             return refuse(StatusCode::UNAUTHORIZED, "invalid or missing token\n");
         }
     };
@@ -422,6 +432,34 @@ async fn upgrade(
             "connection limit reached\n",
         );
     }
+    Ok(identity)
+}
+
+/// A request's token: `Authorization: Bearer`, else the `token` query parameter.
+fn request_token<'a>(
+    headers: &'a HeaderMap,
+    query: &'a Result<Query<TokenQuery>, QueryRejection>,
+) -> Option<&'a str> {
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
+    let query_token = query.as_ref().ok().and_then(|q| q.token.as_deref());
+    header_token.or(query_token)
+}
+
+/// `GET /ws`: every check that can refuse a client happens here, before the
+/// upgrade, so a refused client never gets a WebSocket.
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+    mut request: Request,
+) -> Response {
+    let identity = match admit(&shared, &headers, &query) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
     let handshake = match ws::handshake(&headers, &[SUBPROTOCOL, msgpack::SUBPROTOCOL]) {
         Ok(handshake) => handshake,
         Err((status, message)) => {

@@ -8,10 +8,18 @@
 //! - `deflate.rs`: permessage-deflate (pure): the offer chosen in the
 //!   upgrade, server messages compressed, client messages inflated.
 //! - `websocket.rs`: the WebSocket socket loop.
-//!
-//! Server-Sent Events and long polling plug in here: each opens a
-//! `Session` over its own `Wire` and `Format`.
+//! - `sse.rs`, `poll.rs`: the HTTP fallbacks (Server-Sent Events, long
+//!   polling). Both run a session through `fallback.rs` over a `mailbox.rs`
+//!   wire; `registry.rs` finds their sessions by id and answers requests on
+//!   them, `forward.rs` encodes those requests for the cluster bus when
+//!   another gateway holds the session.
 
 pub mod deflate;
+pub mod fallback;
+pub mod forward;
+pub mod mailbox;
+pub mod poll;
+pub mod registry;
+pub mod sse;
 pub mod websocket;
 pub mod ws;

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod fallback;
 pub mod jwt;
 pub mod raw;
 

@@ -41,7 +41,7 @@ use self::verdict::{
     FLAT_FD_SLACK, FLAT_RSS_SLACK_KIB, Flatness, Mix, all_zero, flatness, message_of,
 };
 use crate::client;
-use crate::latency::{Latencies, Summary, round3, summarize, unix_us};
+use crate::latency::{Summary, round3, summarize, unix_us};
 use crate::ledger::Problems;
 use crate::procstat::{CpuSnapshot, loadavg};
 use crate::scenario::{all_ok, open_all, own_cpu_seconds, room_name};
@@ -361,15 +361,13 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let loadgen_before = own_cpu_seconds();
     let max_seq = (cfg.rate.max(cfg.hot_rate) * (cfg.duration.as_secs_f64() + 60.0)).ceil() as u64;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ctx = Arc::new(subscriber::Context {
-        latencies: Arc::new(Latencies::new(8)),
-        delivered: Arc::new(AtomicU64::new(0)),
-        measure_from_us: start_unix_us,
-        max_seq,
-    });
+    let ctx = Arc::new(subscriber::Context::new(8, start_unix_us, max_seq));
     let (sub_stop_tx, sub_stop_rx) = watch::channel(false);
     let sub_tasks = subscriber::spawn_all(
-        steady.into_iter().map(|s| s.ws).collect(),
+        steady
+            .into_iter()
+            .map(|s| subscriber::Conn::Ws(s.ws))
+            .collect(),
         &ctx,
         &sub_stop_rx,
     );
