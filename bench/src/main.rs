@@ -238,6 +238,10 @@ struct DrainArgs {
     /// Handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// Rooms in the `hist:` namespace, whose history the gateways keep:
+    /// drained clients rejoin with `since` and their losses are counted.
+    #[arg(long)]
+    history: bool,
 }
 
 #[derive(Args)]
@@ -384,7 +388,7 @@ struct ReportArgs {
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
     /// Only this section, spliced into the existing output file.
-    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats", "fallback", "presence"])]
+    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats", "fallback", "presence", "history"])]
     only: Option<String>,
 }
 
@@ -485,6 +489,7 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 timeout: seconds(a.timeout, "--timeout")?,
                 per_source_address: a.per_source_address,
                 connect_concurrency: a.connect_concurrency,
+                history: a.history,
             };
             emit(&drain::run(&cfg).await?)
         }

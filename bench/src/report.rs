@@ -248,6 +248,7 @@ pub fn render(inputs: &Inputs) -> String {
     floor_section(w, inputs);
     formats_section(w, inputs);
     fallback_section(w, inputs);
+    history_section(w, inputs);
     soak_section(w, inputs);
     presence_section(w, inputs);
 
@@ -573,6 +574,92 @@ fn drain_section(w: &mut String, inputs: &Inputs) {
     let _ = writeln!(w);
 }
 
+/// The heading of the history section (what [`splice_section`] replaces).
+pub const HISTORY_HEADING: &str = "## History";
+
+/// History on against off in the standard fanout (`history.off|on.N`: rooms
+/// without history, rooms in the `hist:` namespace), and the drain with
+/// history (`history-drain.roomcast.N`), where drained clients recover with
+/// `since`.
+fn history_section(w: &mut String, inputs: &Inputs) {
+    let fanouts: Vec<&Run> = inputs
+        .runs
+        .iter()
+        .filter(|r| r.scenario == "history")
+        .collect();
+    let drains: Vec<&Run> = inputs
+        .runs
+        .iter()
+        .filter(|r| r.scenario == "history-drain")
+        .collect();
+    if fanouts.is_empty() && drains.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "{HISTORY_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "The gateways run with `--namespace 'hist:history_size=100'` on a nats-server with \
+         JetStream (`-js`, file storage). `off`: the standard fanout in rooms without history \
+         (core NATS); `on`: the same in `hist:` rooms (every publish stored in JetStream first, \
+         delivered by the stream's RePublish with `offset`/`epoch`). Server CPU includes \
+         nats-server, so JetStream's own cost is in it.\n"
+    );
+    if !fanouts.is_empty() {
+        fanout_table(w, &fanouts);
+        let mean = |system: &str, path: &str| mean_of(inputs, "history", system, path);
+        let ratio = |path: &str| match (mean("on", path), mean("off", path)) {
+            (Some(on), Some(off)) if off > 0.0 => Some(on / off),
+            _ => None,
+        };
+        let p99 = ratio("latency.p99_ms");
+        let cpu = ratio("server_cpu_us_per_delivery");
+        let _ = writeln!(
+            w,
+            "| history on ÷ off | ratio | target | met |\n|---|---|---|---|\n\
+             | p50 latency | {} | | |\n\
+             | p99 latency | {} | ≤ 2 | {} |\n\
+             | server CPU per delivery | {} | ≤ 1.3 | {} |\n",
+            fmt(ratio("latency.p50_ms"), 2, ""),
+            fmt(p99, 2, ""),
+            verdict(p99.map(|r| r <= 2.0)),
+            fmt(cpu, 2, ""),
+            verdict(cpu.map(|r| r <= 1.3)),
+        );
+    }
+    if !drains.is_empty() {
+        let _ = writeln!(
+            w,
+            "Drain with history: like the drain above, in `hist:` rooms; drained clients rejoin \
+             on the other gateway with `since` (the last offset they got) and are checked for \
+             loss across the move, like the stayers.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| run | clients | reconnected | recovered | all rejoined after s | drained clients' messages | lost | dup | reordered | stayers' messages | lost |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for run in drains {
+            let r = &run.result;
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.round,
+                fmt(num(r, "clients"), 0, ""),
+                fmt(num(r, "reconnected"), 0, ""),
+                fmt(num(r, "movers.recovered"), 0, ""),
+                fmt(num(r, "time_to_all_reconnected_s"), 3, ""),
+                fmt(num(r, "movers.delivered"), 0, ""),
+                fmt(num(r, "movers.problems.lost"), 0, ""),
+                fmt(num(r, "movers.problems.duplicated"), 0, ""),
+                fmt(num(r, "movers.problems.out_of_order"), 0, ""),
+                fmt(num(r, "stayer_delivered"), 0, ""),
+                fmt(num(r, "stayer_problems.lost"), 0, ""),
+            );
+        }
+        let _ = writeln!(w);
+    }
+}
+
 /// The heading of the presence events section (what [`splice_section`] replaces).
 pub const PRESENCE_HEADING: &str = "## Presence events";
 
@@ -662,6 +749,7 @@ pub fn render_only(inputs: &Inputs, name: &str) -> Option<Vec<(&'static str, Str
         "formats" => vec![section(FORMATS_HEADING, formats_section)],
         "fallback" => vec![section(FALLBACK_HEADING, fallback_section)],
         "presence" => vec![section(PRESENCE_HEADING, presence_section)],
+        "history" => vec![section(HISTORY_HEADING, history_section)],
         _ => return None,
     })
 }
