@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use roomcast_bench::fallback;
 use roomcast_bench::scenario::soak::restart::NatsControl;
 use roomcast_bench::scenario::soak::verdict::Mix;
-use roomcast_bench::scenario::{connect_storm, drain, fanout, floor, formats, idle, soak};
+use roomcast_bench::scenario::{
+    connect_storm, drain, fanout, floor, formats, idle, presence, soak,
+};
 use roomcast_bench::summary::emit;
 use roomcast_bench::target::{Target, parse_loopback_authority, parse_target};
 use roomcast_bench::{BenchError, report};
@@ -40,6 +42,10 @@ enum Command {
     /// Minutes of random churn on two gateways, NATS restarted half way:
     /// RSS and fds flat, connections and rooms back to 0, nothing accepted lost.
     Soak(SoakArgs),
+    /// Members in rooms on two gateways, visitors joining and leaving at a
+    /// steady rate, without then with watchers: presence events per second,
+    /// CPU, presence bus messages per join, watchers' views checked.
+    Presence(PresenceArgs),
     /// One room, N subscribers, a 1 KiB payload in one wire format (JSON,
     /// JSON with permessage-deflate, binary as base64 JSON or as MessagePack):
     /// bytes on the wire and server CPU per delivery.
@@ -232,6 +238,52 @@ struct DrainArgs {
     /// Handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// Rooms in the `hist:` namespace, whose history the gateways keep:
+    /// drained clients rejoin with `since` and their losses are counted.
+    #[arg(long)]
+    history: bool,
+}
+
+#[derive(Args)]
+struct PresenceArgs {
+    #[command(flatten)]
+    targets: Targets,
+    /// Admin listeners of the gateways, in the order of --url (comma-separated).
+    #[arg(long = "admin", value_delimiter = ',', required = true)]
+    admins: Vec<String>,
+    /// Members that stay joined.
+    #[arg(long, default_value_t = 10_000)]
+    members: usize,
+    /// Rooms.
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// Persistent watchers per room, spread over the gateways.
+    #[arg(long, default_value_t = 2)]
+    watchers_per_room: usize,
+    /// Visits (a new user joins a room, stays, leaves) started per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds a visitor stays.
+    #[arg(long, default_value_t = 1.0)]
+    hold: f64,
+    /// Seconds of visits with nobody watching.
+    #[arg(long, default_value_t = 5.0)]
+    unwatched: f64,
+    /// Seconds of visits with watchers.
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// Seconds to wait for events in flight before the final check.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+    /// Handshakes in flight at once while connecting members.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Member connections per source address 127.0.0.2, 127.0.0.3, … (0: no binding).
+    #[arg(long, default_value_t = 10_000)]
+    per_source_address: usize,
+    /// Server processes to measure CPU time of (repeat or comma-separate).
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
 }
 
 #[derive(Args)]
@@ -336,7 +388,7 @@ struct ReportArgs {
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
     /// Only this section, spliced into the existing output file.
-    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats", "fallback"])]
+    #[arg(long, value_parser = ["soak", "hot-room", "floor", "formats", "fallback", "presence", "history"])]
     only: Option<String>,
 }
 
@@ -437,8 +489,35 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 timeout: seconds(a.timeout, "--timeout")?,
                 per_source_address: a.per_source_address,
                 connect_concurrency: a.connect_concurrency,
+                history: a.history,
             };
             emit(&drain::run(&cfg).await?)
+        }
+        Command::Presence(a) => {
+            let admins = a
+                .admins
+                .iter()
+                .map(|s| {
+                    parse_loopback_authority(s, 80)
+                        .map_err(|why| BenchError::new(format!("--admin {s}: {why}")))
+                })
+                .collect::<Result<Vec<SocketAddr>, _>>()?;
+            let cfg = presence::Config {
+                targets: a.targets.parse()?,
+                admins,
+                members: a.members,
+                rooms: a.rooms,
+                watchers_per_room: a.watchers_per_room,
+                rate: a.rate,
+                hold: seconds(a.hold, "--hold")?,
+                unwatched: seconds(a.unwatched, "--unwatched")?,
+                duration: seconds(a.duration, "--duration")?,
+                settle: seconds(a.settle, "--settle")?,
+                connect_concurrency: a.connect_concurrency,
+                per_source_address: a.per_source_address,
+                server_pids: a.server_pids,
+            };
+            emit(&presence::run(&cfg).await?)
         }
         Command::Soak(a) => {
             let admins = a
@@ -503,10 +582,11 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 report::render_only(&inputs, name)
                     .ok_or_else(|| BenchError::new(format!("--only {name}: no such section")))
             });
-            let text = if let Some(section) = only {
-                let (heading, section) = section?;
+            let text = if let Some(sections) = only {
                 let existing = std::fs::read_to_string(&a.output).unwrap_or_default();
-                report::splice_section(&existing, heading, &section)
+                sections?.iter().fold(existing, |doc, (heading, section)| {
+                    report::splice_section(&doc, heading, section)
+                })
             } else {
                 report::render(&inputs)
             };

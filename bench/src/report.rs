@@ -248,7 +248,9 @@ pub fn render(inputs: &Inputs) -> String {
     floor_section(w, inputs);
     formats_section(w, inputs);
     fallback_section(w, inputs);
+    history_section(w, inputs);
     soak_section(w, inputs);
+    presence_section(w, inputs);
 
     let _ = writeln!(w, "## Commands\n");
     let _ = writeln!(
@@ -572,6 +574,155 @@ fn drain_section(w: &mut String, inputs: &Inputs) {
     let _ = writeln!(w);
 }
 
+/// The heading of the history section (what [`splice_section`] replaces).
+pub const HISTORY_HEADING: &str = "## History";
+
+/// History on against off in the standard fanout (`history.off|on.N`: rooms
+/// without history, rooms in the `hist:` namespace), and the drain with
+/// history (`history-drain.roomcast.N`), where drained clients recover with
+/// `since`.
+fn history_section(w: &mut String, inputs: &Inputs) {
+    let fanouts: Vec<&Run> = inputs
+        .runs
+        .iter()
+        .filter(|r| r.scenario == "history")
+        .collect();
+    let drains: Vec<&Run> = inputs
+        .runs
+        .iter()
+        .filter(|r| r.scenario == "history-drain")
+        .collect();
+    if fanouts.is_empty() && drains.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "{HISTORY_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "The gateways run with `--namespace 'hist:history_size=100'` on a nats-server with \
+         JetStream (`-js`, file storage). `off`: the standard fanout in rooms without history \
+         (core NATS); `on`: the same in `hist:` rooms (every publish stored in JetStream first, \
+         delivered by the stream's RePublish with `offset`/`epoch`). Server CPU includes \
+         nats-server, so JetStream's own cost is in it.\n"
+    );
+    if !fanouts.is_empty() {
+        fanout_table(w, &fanouts);
+        let mean = |system: &str, path: &str| mean_of(inputs, "history", system, path);
+        let ratio = |path: &str| match (mean("on", path), mean("off", path)) {
+            (Some(on), Some(off)) if off > 0.0 => Some(on / off),
+            _ => None,
+        };
+        let p99 = ratio("latency.p99_ms");
+        let cpu = ratio("server_cpu_us_per_delivery");
+        let _ = writeln!(
+            w,
+            "| history on ÷ off | ratio | target | met |\n|---|---|---|---|\n\
+             | p50 latency | {} | | |\n\
+             | p99 latency | {} | ≤ 2 | {} |\n\
+             | server CPU per delivery | {} | ≤ 1.3 | {} |\n",
+            fmt(ratio("latency.p50_ms"), 2, ""),
+            fmt(p99, 2, ""),
+            verdict(p99.map(|r| r <= 2.0)),
+            fmt(cpu, 2, ""),
+            verdict(cpu.map(|r| r <= 1.3)),
+        );
+    }
+    if !drains.is_empty() {
+        let _ = writeln!(
+            w,
+            "Drain with history: like the drain above, in `hist:` rooms; drained clients rejoin \
+             on the other gateway with `since` (the last offset they got) and are checked for \
+             loss across the move, like the stayers.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| run | clients | reconnected | recovered | all rejoined after s | drained clients' messages | lost | dup | reordered | stayers' messages | lost |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for run in drains {
+            let r = &run.result;
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.round,
+                fmt(num(r, "clients"), 0, ""),
+                fmt(num(r, "reconnected"), 0, ""),
+                fmt(num(r, "movers.recovered"), 0, ""),
+                fmt(num(r, "time_to_all_reconnected_s"), 3, ""),
+                fmt(num(r, "movers.delivered"), 0, ""),
+                fmt(num(r, "movers.problems.lost"), 0, ""),
+                fmt(num(r, "movers.problems.duplicated"), 0, ""),
+                fmt(num(r, "movers.problems.out_of_order"), 0, ""),
+                fmt(num(r, "stayer_delivered"), 0, ""),
+                fmt(num(r, "stayer_problems.lost"), 0, ""),
+            );
+        }
+        let _ = writeln!(w);
+    }
+}
+
+/// The heading of the presence events section (what [`splice_section`] replaces).
+pub const PRESENCE_HEADING: &str = "## Presence events";
+
+/// Just the presence events section, for `report --only presence`.
+pub fn render_presence(inputs: &Inputs) -> String {
+    let mut md = String::new();
+    presence_section(&mut md, inputs);
+    md
+}
+
+fn presence_section(w: &mut String, inputs: &Inputs) {
+    let Some(run) = inputs.runs.iter().find(|r| r.scenario == "presence") else {
+        return;
+    };
+    let r = &run.result;
+    let n = |path: &str| num(r, path);
+    let _ = writeln!(w, "{PRESENCE_HEADING} (Roomcast only)\n");
+    let _ = writeln!(
+        w,
+        "{} members in {} rooms on two gateways; new users visit a room at {} visits/s \
+         (join, stay {} s, leave), first with nobody watching, then with {} watchers \
+         (`presence: true`, spread over both gateways) while the visitors watch too. \
+         Bus messages are the gateways' `roomcast_presence_bus_messages_out_total`; a \
+         visit's join and its leave count as one join. The machine is shared by other \
+         work: figures are indicative.\n",
+        plain_number(&r["members"]),
+        plain_number(&r["rooms"]),
+        plain_number(&r["rate"]),
+        plain_number(&r["hold_s"]),
+        plain_number(&r["watchers"]),
+    );
+    let _ = writeln!(
+        w,
+        "| phase | visits | joins | presence bus messages | per join | events | events/s | server CPU s |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
+    for (label, phase) in [("nobody watching", "unwatched"), ("watched", "watched")] {
+        let p = |field: &str| plain_number(&r[phase][field]);
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            p("visits"),
+            p("joins"),
+            p("presence_bus_messages"),
+            p("presence_bus_messages_per_join"),
+            p("events"),
+            p("events_per_s"),
+            p("server_cpu_s"),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nServer CPU per delivered event (watched): {} µs. Watchers' views (the `presence` \
+         answer at the start plus every event, against the answer at the end): {} consistent, \
+         {} wrong, {} impossible events (a `joined` for a user already there or a `left` for \
+         one not there).\n",
+        fmt(n("server_cpu_us_per_event"), 1, ""),
+        plain_number(&r["views_consistent"]),
+        plain_number(&r["views_wrong"]),
+        plain_number(&r["impossible_events"]),
+    );
+}
+
 /// The heading of the hot-room section.
 pub const HOT_HEADING: &str = "## Hot room";
 
@@ -582,33 +733,25 @@ pub const FLOOR_HEADING: &str = "## Floor";
 /// its writes coalesced over a delay.
 pub const HOT_SYSTEMS: [&str; 3] = ["roomcast", "baseline", "roomcast-delay"];
 
-/// One section alone (`report --only <name>`): its heading and its text.
-pub fn render_only(inputs: &Inputs, name: &str) -> Option<(&'static str, String)> {
-    let mut md = String::new();
-    let heading = match name {
-        "soak" => {
-            soak_section(&mut md, inputs);
-            SOAK_HEADING
-        }
-        "hot-room" => {
-            hot_room_section(&mut md, inputs);
-            HOT_HEADING
-        }
-        "floor" => {
-            floor_section(&mut md, inputs);
-            FLOOR_HEADING
-        }
-        "formats" => {
-            formats_section(&mut md, inputs);
-            FORMATS_HEADING
-        }
-        "fallback" => {
-            fallback_section(&mut md, inputs);
-            FALLBACK_HEADING
-        }
-        _ => return None,
+/// The sections of `report --only <name>`, each as its heading and its
+/// text: the hot room comes with the floor its multiples are taken of.
+pub fn render_only(inputs: &Inputs, name: &str) -> Option<Vec<(&'static str, String)>> {
+    let section = |heading, render: fn(&mut String, &Inputs)| {
+        let mut md = String::new();
+        render(&mut md, inputs);
+        (heading, md)
     };
-    Some((heading, md))
+    let floor = section(FLOOR_HEADING, floor_section);
+    Some(match name {
+        "soak" => vec![section(SOAK_HEADING, soak_section)],
+        "hot-room" => vec![floor, section(HOT_HEADING, hot_room_section)],
+        "floor" => vec![floor],
+        "formats" => vec![section(FORMATS_HEADING, formats_section)],
+        "fallback" => vec![section(FALLBACK_HEADING, fallback_section)],
+        "presence" => vec![section(PRESENCE_HEADING, presence_section)],
+        "history" => vec![section(HISTORY_HEADING, history_section)],
+        _ => return None,
+    })
 }
 
 /// CPU microseconds per delivered message of the servers but the last
@@ -650,7 +793,7 @@ fn hot_room_section(w: &mut String, inputs: &Inputs) {
          rate until its first step with p99 over {SWEEP_P99_LIMIT_MS} ms or anything lost. \
          `roomcast-delay` is Roomcast with `--write-delay-ms 20` (writes coalesced over up to \
          20 ms). Node CPU is the gateways' (or Node processes') alone, without nats-server; \
-         × floor divides it by the floor below. The load generator (subscribers reading every \
+         × floor divides it by the floor (section [Floor](#floor)). The load generator (subscribers reading every \
          frame) shares the same 2 cores.\n",
         num(r, "subscribers").unwrap_or(0.0),
         num(r, "publishers").unwrap_or(0.0),
@@ -710,7 +853,8 @@ fn floor_section(w: &mut String, inputs: &Inputs) {
          written to each in turn at {} deliveries/s for {} s by one thread, read by one tokio \
          thread. Nothing else is done, so the writer's CPU per delivery is what one delivery by \
          one `write(2)` costs this machine (the kernel's loopback delivery included, as for a \
-         gateway); with several frames per write it is what coalescing can reach.\n",
+         gateway); with several frames per write it is what coalescing can reach. Profiles \
+         and what limits each figure: [performance.md](performance.md).\n",
         num(r, "sockets").unwrap_or(0.0),
         num(r, "frame_bytes").unwrap_or(0.0),
         num(r, "offered_deliveries_per_s").unwrap_or(0.0),
@@ -1383,6 +1527,38 @@ mod tests {
     }
 
     #[test]
+    fn presence_section_shows_both_phases_and_the_views() {
+        let phase = |msgs: f64, per: f64, events: u64| {
+            json!({"seconds": 20.0, "visits": 2000, "failed_visits": 0, "skipped_visits": 0,
+                   "joins": 2000.0, "presence_bus_messages": msgs,
+                   "presence_bus_messages_per_join": per, "events": events,
+                   "events_per_s": events as f64 / 20.0, "server_cpu_s": 3.5})
+        };
+        let inputs = Inputs {
+            runs: vec![run(
+                "presence",
+                "roomcast",
+                1,
+                json!({"scenario": "presence", "members": 10000, "rooms": 100, "watchers": 200,
+                       "rate": 100.0, "hold_s": 2.0, "unwatched": phase(0.0, 0.0, 0),
+                       "watched": phase(4000.0, 2.0, 9000), "server_cpu_us_per_event": 388.9,
+                       "views_consistent": 200, "views_wrong": 0, "impossible_events": 0}),
+            )],
+            ..Inputs::default()
+        };
+        let section = render_presence(&inputs);
+        assert!(section.starts_with(PRESENCE_HEADING), "{section}");
+        assert!(
+            section.contains("| nobody watching | 2000 | 2000.0 | 0.0 | 0.0 | 0 |"),
+            "{section}"
+        );
+        assert!(section.contains("| watched | 2000 | 2000.0 | 4000.0 | 2.0 | 9000 | 450.0 |"));
+        assert!(section.contains("200 consistent, 0 wrong"), "{section}");
+        assert!(render(&inputs).contains(PRESENCE_HEADING));
+        assert!(render_presence(&Inputs::default()).is_empty());
+    }
+
+    #[test]
     fn splicing_replaces_or_inserts_one_section() {
         let doc = "# B\n\n## Drain\n\nd\n\n## Soak (old)\n\nold\n\n## Commands\n\nc\n";
         let out = splice_section(doc, SOAK_HEADING, "## Soak (new)\n\nnew\n");
@@ -1475,7 +1651,9 @@ mod tests {
             md.contains("hot room at 200 publishes/s Roomcast 0.50×, with `--write-delay-ms 20` 0.25×, baseline 2.00×"),
             "{md}"
         );
-        let (heading, section) = render_only(&inputs, "floor").unwrap();
+        let sections = render_only(&inputs, "hot-room").unwrap();
+        assert_eq!(sections[1].0, HOT_HEADING);
+        let (heading, section) = sections[0].clone();
         assert_eq!(heading, FLOOR_HEADING);
         assert!(section.starts_with("## Floor\n"));
         let doc = splice_section("# B\n\n## Commands\n\nx\n", heading, &section);
@@ -1496,7 +1674,7 @@ mod tests {
             ],
             ..Inputs::default()
         };
-        let (heading, section) = render_only(&inputs, "formats").unwrap();
+        let (heading, section) = render_only(&inputs, "formats").unwrap().remove(0);
         assert_eq!(heading, FORMATS_HEADING);
         assert!(
             section.contains(
@@ -1510,8 +1688,7 @@ mod tests {
             "no row for a variant not run"
         );
         assert!(
-            render_only(&Inputs::default(), "formats")
-                .unwrap()
+            render_only(&Inputs::default(), "formats").unwrap()[0]
                 .1
                 .is_empty()
         );

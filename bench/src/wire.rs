@@ -91,6 +91,32 @@ pub fn join(room: &str, id: u64) -> String {
     format!(r#"{{"type":"join","room":"{room}","id":{id}}}"#)
 }
 
+/// `{"type":"join","room":…,"id":…,"since":{"offset":…,"epoch":…}}`: a
+/// join that recovers what was published after `offset` (protocol v1.1).
+pub fn join_since(room: &str, id: u64, offset: u64, epoch: &str) -> String {
+    let epoch = serde_json::to_string(epoch).unwrap_or_else(|_| "\"\"".into());
+    format!(
+        r#"{{"type":"join","room":"{room}","id":{id},"since":{{"offset":{offset},"epoch":{epoch}}}}}"#
+    )
+}
+
+/// Where a history room's frame stands (protocol v1.1): the `offset` and
+/// `epoch` of a `message` or an `ok`, and an `ok`'s `recovered`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Placed {
+    /// The message's offset, or the room's in an `ok`.
+    pub offset: Option<u64>,
+    /// The room's epoch.
+    pub epoch: Option<String>,
+    /// A recovering join's verdict.
+    pub recovered: Option<bool>,
+}
+
+/// Reads [`Placed`] from a server frame; `None` when it is not JSON.
+pub fn placed(text: &str) -> Option<Placed> {
+    serde_json::from_str(text).ok()
+}
+
 /// The filler that brings a probe's `data` to about `payload` bytes.
 pub fn padding(payload: usize) -> String {
     // A probe with typical field widths; the padding makes up the rest.
@@ -133,6 +159,20 @@ pub fn publish_with_id(room: &str, probe: &Probe, padding: &str, id: u64) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_positions_are_read_and_sent() {
+        let at =
+            placed(r#"{"type":"message","room":"h:1","data":1,"offset":7,"epoch":"e1"}"#).unwrap();
+        assert_eq!((at.offset, at.epoch.as_deref()), (Some(7), Some("e1")));
+        let ok =
+            placed(r#"{"type":"ok","id":2,"offset":9,"epoch":"e1","recovered":true}"#).unwrap();
+        assert_eq!(ok.recovered, Some(true));
+        let join: serde_json::Value =
+            serde_json::from_str(&join_since("h:1", 3, 7, "e\"1")).unwrap();
+        assert_eq!(join["since"]["offset"], 7);
+        assert_eq!(join["since"]["epoch"], "e\"1");
+    }
 
     #[test]
     fn a_published_probe_comes_back_as_a_message() {

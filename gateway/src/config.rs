@@ -182,6 +182,14 @@ pub struct Nats {
     /// Replicas of each JetStream history stream: 1 for a single nats-server,
     /// 3 for a NATS cluster (at most 5, JetStream's own bound).
     pub history_replicas: u8,
+    /// JetStream streams per namespace with history; rooms are spread over
+    /// them (the same on every gateway: changing it loses history).
+    pub history_shards: u32,
+    /// Where the history streams keep messages: `file` or `memory`.
+    pub history_storage: String,
+    /// How long one JetStream request may take before history rooms
+    /// answer `unavailable`.
+    pub history_timeout_ms: u64,
 }
 
 impl Default for Nats {
@@ -199,6 +207,9 @@ impl Default for Nats {
             tls_required: false,
             request_timeout_ms: 1000,
             history_replicas: 1,
+            history_shards: 8,
+            history_storage: "file".into(),
+            history_timeout_ms: 5_000,
         }
     }
 }
@@ -493,6 +504,21 @@ const OPTIONS: &[Opt] = &[
         Kind::Scalar,
         "Replicas of each JetStream history stream (1 to 5; 3 for a NATS cluster)",
     ),
+    opt(
+        "nats.history_shards",
+        Kind::Scalar,
+        "JetStream streams per namespace with history (1 to 1024; same on every gateway)",
+    ),
+    opt(
+        "nats.history_storage",
+        Kind::Text,
+        "History stream storage: file or memory",
+    ),
+    opt(
+        "nats.history_timeout_ms",
+        Kind::Scalar,
+        "How long a JetStream request may take before history rooms answer unavailable",
+    ),
     Opt {
         path: "namespaces",
         kind: Kind::Specs,
@@ -620,6 +646,7 @@ impl Config {
             return Err(ConfigError("auth.api_key must not be empty".into()));
         }
         self.validate_nats()?;
+        self.validate_history()?;
         self.namespace_options()?;
         if let Some(origin) = self
             .auth
@@ -667,6 +694,28 @@ impl Config {
             return Err(ConfigError(format!(
                 "nats.url has {url:?}, which is not a nats://, tls:// or host:port address"
             )));
+        }
+        Ok(())
+    }
+
+    fn validate_history(&self) -> Result<(), ConfigError> {
+        let nats = &self.nats;
+        if !(1..=1024).contains(&nats.history_shards) {
+            return Err(ConfigError(format!(
+                "nats.history_shards must be between 1 and 1024 (got {})",
+                nats.history_shards
+            )));
+        }
+        if !matches!(nats.history_storage.as_str(), "file" | "memory") {
+            return Err(ConfigError(format!(
+                "nats.history_storage must be file or memory (got {:?})",
+                nats.history_storage
+            )));
+        }
+        if nats.history_timeout_ms == 0 {
+            return Err(ConfigError(
+                "nats.history_timeout_ms must be greater than 0 (got 0)".into(),
+            ));
         }
         Ok(())
     }
@@ -1158,6 +1207,9 @@ mod tests {
             ("--nats-history-replicas", "0", "nats.history_replicas"),
             ("--nats-history-replicas", "7", "nats.history_replicas"),
             ("--nats-history-replicas", "300", "nats.history_replicas"),
+            ("--nats-history-shards", "0", "nats.history_shards"),
+            ("--nats-history-storage", "disk", "nats.history_storage"),
+            ("--nats-history-timeout-ms", "0", "nats.history_timeout_ms"),
         ] {
             let err = Config::load_from(["gw", flag, value]).unwrap_err();
             assert!(err.to_string().contains(field), "{flag} {value}: {err}");

@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::protocol::{self, HistoryQuery};
+
 /// Identifies one incarnation of a room's history. It changes only when the
 /// history was lost (the store was recreated); offsets of different epochs do
 /// not compare.
@@ -127,12 +129,49 @@ pub trait HistoryStore: Send + Sync {
     fn position(&self, room: &str) -> impl Future<Output = Result<Position, HistoryError>> + Send;
 }
 
+/// The fields of a history answer (the `history` frame's `ok`, `GET
+/// /v1/history`): `messages`, `offset`, `epoch`. With `since` the first
+/// `limit` kept messages after it; a `since` of another epoch does not
+/// compare with this one's offsets, so it reads as the start of history.
+/// Without it the last `limit` kept.
+pub async fn answer(store: &Store, query: &HistoryQuery) -> Result<String, HistoryError> {
+    let room = query.room.as_str();
+    let page = match &query.since {
+        None => store.last(room, query.limit).await?,
+        Some(since) => {
+            let page = store.after(room, since.offset, query.limit).await?;
+            if page.position.epoch.as_str() == since.epoch {
+                page
+            } else {
+                store.after(room, 0, query.limit).await?
+            }
+        }
+    };
+    let mut out =
+        protocol::history_messages(page.messages.iter().map(|m| (m.offset, m.payload.as_ref())));
+    out.push_str(&protocol::position_fields(
+        page.position.offset,
+        page.position.epoch.as_str(),
+        true,
+    ));
+    Ok(out)
+}
+
 /// The store a gateway runs with, chosen by its bus at start-up.
 pub enum Store {
     /// In process (the in-process bus).
     Memory(memory::MemoryStore),
     /// NATS JetStream (the NATS bus); boxed, being much the larger.
     JetStream(Box<jetstream::JetStreamStore>),
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Store::Memory(_) => "Store::Memory",
+            Store::JetStream(_) => "Store::JetStream",
+        })
+    }
 }
 
 impl HistoryStore for Store {

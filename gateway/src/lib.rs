@@ -22,8 +22,9 @@
 //! - `auth`, `room`, `ratelimit`, `drain`, `metrics`, `trace`, `config`.
 //! - `presence`: `joined`/`left` events per user across the cluster (a pure
 //!   index in `presence/index.rs`, the bus exchange at its edges).
-//! - `namespace`, `history`: room namespaces and room history (protocol v1.1;
-//!   stores and the recovery merge, not wired into sessions yet).
+//! - `namespace`, `history`: room namespaces and room history (protocol v1.1:
+//!   stores, the recovery merge and the `history` answer; `delivery/gate.rs`
+//!   orders each member's history messages).
 
 pub mod auth;
 pub mod bus;

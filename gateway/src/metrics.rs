@@ -55,6 +55,9 @@ pub struct Metrics {
     pub bus_up: AtomicI64,
     /// Bus subscriptions held by this gateway (rooms and users with local members).
     pub bus_subscriptions: AtomicI64,
+    /// 1 while the history store answers (always, in process or without
+    /// history); 0 while JetStream is missing or unreachable.
+    pub history_up: AtomicI64,
     /// Messages received from other gateways.
     pub bus_messages_in: AtomicU64,
     /// Messages published to other gateways.
@@ -169,6 +172,11 @@ pub const FAMILIES: &[Family<Metrics>] = &[
         |m| m.bus_up.load(Relaxed),
     ),
     Family::gauge(
+        "roomcast_history_up",
+        "1 while the history store answers; 0 while JetStream is missing or unreachable.",
+        |m| m.history_up.load(Relaxed),
+    ),
+    Family::gauge(
         "roomcast_bus_subscriptions",
         "Bus subscriptions held (rooms and users with local members).",
         |m| m.bus_subscriptions.load(Relaxed),
@@ -281,6 +289,7 @@ mod tests {
             ("roomcast_http_connections_refused_total", "counter"),
             ("roomcast_draining", "gauge"),
             ("roomcast_bus_up", "gauge"),
+            ("roomcast_history_up", "gauge"),
             ("roomcast_bus_subscriptions", "gauge"),
             ("roomcast_bus_messages_in_total", "counter"),
             ("roomcast_bus_messages_out_total", "counter"),

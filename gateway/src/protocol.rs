@@ -40,13 +40,15 @@ pub enum ErrorCode {
     Unavailable,
     /// A server-side failure.
     Internal,
+    /// `history` for a room whose namespace keeps no history (v1.1).
+    NoHistory,
     /// A `refresh` token that does not verify or names another user (v1.1).
     Unauthorized,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index them by position).
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidRoom,
         ErrorCode::Forbidden,
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::NoHistory,
         ErrorCode::Unauthorized,
     ];
 
@@ -69,6 +72,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::NoHistory => "no_history",
             ErrorCode::Unauthorized => "unauthorized",
         }
     }
@@ -148,6 +152,35 @@ pub enum Op<'a> {
     Ping,
     /// Replace the session's token (v1.1): the new token, unverified.
     Refresh(Cow<'a, str>),
+    /// A `join` with `since` (v1.1): recover the room's messages after it.
+    /// Without history the `since` is ignored and it is a plain join.
+    JoinSince(RoomName, Since),
+    /// A `history` frame (v1.1): the room's kept messages.
+    History(HistoryQuery),
+}
+
+/// A client's `since`: the last offset it has of a room, in an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    /// The last offset the client has (0: none).
+    pub offset: u64,
+    /// The epoch that offset belongs to.
+    pub epoch: String,
+}
+
+/// Longest and default `limit` of a history read (the contract's 100).
+pub const MAX_HISTORY_LIMIT: usize = 100;
+
+/// A history read (a `history` frame or `GET /v1/history`).
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// The room to read.
+    pub room: RoomName,
+    /// At most this many messages (1 to [`MAX_HISTORY_LIMIT`]).
+    pub limit: usize,
+    /// Only the messages after this position (the first `limit` of them);
+    /// without it the last `limit` kept.
+    pub since: Option<Since>,
 }
 
 /// A publish to a room (a `publish` frame or `POST /v1/publish`).
@@ -200,6 +233,10 @@ struct RawFrame<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     to: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
     token: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     rooms: Option<&'a RawValue>,
@@ -240,7 +277,7 @@ pub fn decode(text: &str) -> Request<'_> {
     };
     let mut op = required_str(raw.kind, "type").and_then(|kind| decode_op(&kind, &raw));
     let mut presence = false;
-    if let Ok(Op::Join(_)) = &op {
+    if let Ok(Op::Join(_) | Op::JoinSince(..)) = &op {
         match presence_field(raw.presence) {
             Ok(wanted) => presence = wanted,
             Err(failure) => op = Err(failure),
@@ -356,7 +393,18 @@ fn parse_object(text: &str) -> Result<RawFrame<'_>, Failure> {
 
 fn decode_op<'a>(kind: &str, raw: &RawFrame<'a>) -> Result<Op<'a>, Failure> {
     match kind {
-        "join" => Ok(Op::Join(room_field(raw.room)?)),
+        "join" => {
+            let room = room_field(raw.room)?;
+            Ok(match since_field(raw.since)? {
+                Some(since) => Op::JoinSince(room, since),
+                None => Op::Join(room),
+            })
+        }
+        "history" => Ok(Op::History(HistoryQuery {
+            room: room_field(raw.room)?,
+            limit: limit_field(raw.limit)?,
+            since: since_field(raw.since)?,
+        })),
         "leave" => Ok(Op::Leave(room_field(raw.room)?)),
         "publish" => publish_fields(raw).map(Op::Publish),
         "send" => send_fields(raw).map(Op::Send),
@@ -437,6 +485,50 @@ fn room_field(raw: Option<&RawValue>) -> Result<RoomName, Failure> {
     })
 }
 
+/// `since`: absent or null is none; otherwise `{"offset": N ≥ 0, "epoch": "E"}`.
+fn since_field(raw: Option<&RawValue>) -> Result<Option<Since>, Failure> {
+    #[derive(Deserialize)]
+    struct Raw {
+        offset: u64,
+        epoch: String,
+    }
+    let Some(raw) = raw else { return Ok(None) };
+    serde_json::from_str::<Option<Raw>>(raw.get())
+        .map(|since| {
+            since.map(|s| Since {
+                offset: s.offset,
+                epoch: s.epoch,
+            })
+        })
+        .map_err(|_| {
+            Failure::bad("field `since` must be {\"offset\": integer >= 0, \"epoch\": string}")
+        })
+}
+
+/// `limit`: absent or null is the maximum; otherwise an integer from 1 to it.
+fn limit_field(raw: Option<&RawValue>) -> Result<usize, Failure> {
+    let Some(raw) = raw else {
+        return Ok(MAX_HISTORY_LIMIT);
+    };
+    match serde_json::from_str::<Option<u64>>(raw.get()) {
+        Ok(None) => Ok(MAX_HISTORY_LIMIT),
+        Ok(Some(n)) => check_limit(n),
+        Err(_) => Err(Failure::bad(
+            "field `limit` must be an integer from 1 to 100",
+        )),
+    }
+}
+
+/// A history `limit` from 1 to [`MAX_HISTORY_LIMIT`].
+pub fn check_limit(n: u64) -> Result<usize, Failure> {
+    match usize::try_from(n) {
+        Ok(n @ 1..=MAX_HISTORY_LIMIT) => Ok(n),
+        _ => Err(Failure::bad(
+            "field `limit` must be an integer from 1 to 100",
+        )),
+    }
+}
+
 fn data_field(raw: Option<&RawValue>) -> Result<&RawValue, Failure> {
     raw.ok_or_else(|| Failure::bad("missing field `data`"))
 }
@@ -472,6 +564,69 @@ pub fn message(room: &RoomName, from: Option<&str>, data: &RawValue) -> String {
     out.push_str(r#"{"type":"message","room":"#);
     push_json_str(&mut out, room.as_str());
     push_from_and_data(out, from, data)
+}
+
+/// A stored `message` frame with its place in the room's history: the
+/// frame's JSON object with `offset` and `epoch` added at its end. Done once
+/// per message per gateway, not per recipient.
+pub fn message_at(stored: &[u8], offset: u64, epoch: &str) -> String {
+    let body = stored.strip_suffix(b"}").unwrap_or(stored);
+    let mut out = String::with_capacity(body.len() + 48 + epoch.len());
+    out.push_str(&String::from_utf8_lossy(body));
+    out.push_str(&position_fields(offset, epoch, true));
+    out.push('}');
+    out
+}
+
+/// `"offset":N,"epoch":"E"` (with a leading comma when `lead`): the fields
+/// every history answer carries.
+pub fn position_fields(offset: u64, epoch: &str, lead: bool) -> String {
+    let mut out = String::with_capacity(32 + epoch.len());
+    if lead {
+        out.push(',');
+    }
+    let _ = write!(out, r#""offset":{offset},"epoch":"#);
+    push_json_str(&mut out, epoch);
+    out
+}
+
+/// A kept `message` frame read back for a history answer: its `from` and
+/// `data`, raw. `None` for bytes that are not such a frame.
+pub fn stored_message(stored: &[u8]) -> Option<(Option<String>, Box<RawValue>)> {
+    #[derive(Deserialize)]
+    struct Kept {
+        from: Option<String>,
+        data: Box<RawValue>,
+    }
+    let kept: Kept = serde_json::from_slice(stored).ok()?;
+    Some((kept.from, kept.data))
+}
+
+/// The `messages` array of a history answer: `{"offset","from","data"}`
+/// for each kept message, oldest first; bytes that are not a stored
+/// `message` frame are skipped.
+pub fn history_messages<'a>(kept: impl IntoIterator<Item = (u64, &'a [u8])>) -> String {
+    let mut out = String::from(r#""messages":["#);
+    let mut first = true;
+    for (offset, stored) in kept {
+        let Some((from, data)) = stored_message(stored) else {
+            continue;
+        };
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let _ = write!(out, r#"{{"offset":{offset},"from":"#);
+        match from {
+            Some(user) => push_json_str(&mut out, &user),
+            None => out.push_str("null"),
+        }
+        out.push_str(r#","data":"#);
+        out.push_str(data.get());
+        out.push('}');
+    }
+    out.push(']');
+    out
 }
 
 /// `{"type":"direct",…}`.
@@ -614,6 +769,72 @@ mod tests {
         ));
         assert!(
             matches!(op(r#"{"type":"send","to":"u\"1","data":null}"#), Ok(Op::Send(Send { to, .. })) if to == "u\"1")
+        );
+    }
+
+    #[test]
+    fn decodes_since_limit_and_history() {
+        match op(r#"{"type":"join","room":"c:1","since":{"offset":7,"epoch":"e"}}"#) {
+            Ok(Op::JoinSince(room, since)) => {
+                assert_eq!(room.as_str(), "c:1");
+                assert_eq!(
+                    since,
+                    Since {
+                        offset: 7,
+                        epoch: "e".into()
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            op(r#"{"type":"join","room":"a","since":null}"#),
+            Ok(Op::Join(_))
+        ));
+        for bad in [
+            r#"{"type":"join","room":"a","since":1}"#,
+            r#"{"type":"join","room":"a","since":{"offset":-1,"epoch":"e"}}"#,
+            r#"{"type":"join","room":"a","since":{"offset":1}}"#,
+            r#"{"type":"history","room":"a","limit":0}"#,
+            r#"{"type":"history","room":"a","limit":101}"#,
+            r#"{"type":"history","room":"a","limit":"5"}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::BadRequest, "{bad}");
+        }
+        match op(r#"{"type":"history","room":"a"}"#) {
+            Ok(Op::History(q)) => assert_eq!((q.limit, q.since), (MAX_HISTORY_LIMIT, None)),
+            other => panic!("{other:?}"),
+        }
+        match op(r#"{"type":"history","room":"a","limit":3,"since":{"offset":0,"epoch":""}}"#) {
+            Ok(Op::History(q)) => assert_eq!((q.limit, q.since.map(|s| s.offset)), (3, Some(0))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stored_messages_gain_their_position_and_read_back() {
+        let room = RoomName::parse("c:1").unwrap();
+        let data = RawValue::from_string(r#"{ "a" : 1.50 }"#.into()).unwrap();
+        let stored = message(&room, Some("u"), &data);
+        let at: serde_json::Value =
+            serde_json::from_str(&message_at(stored.as_bytes(), 9, "e\"1")).unwrap();
+        assert_eq!(at["offset"], 9);
+        assert_eq!(at["epoch"], "e\"1");
+        assert_eq!(at["room"], "c:1");
+        let list = format!(
+            "{{{}}}",
+            history_messages([(9, stored.as_bytes()), (10, &b"junk"[..])])
+        );
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(
+            v["messages"].as_array().map(Vec::len),
+            Some(1),
+            "junk skipped"
+        );
+        assert_eq!(v["messages"][0]["from"], "u");
+        assert!(
+            list.contains(r#""data":{ "a" : 1.50 }"#),
+            "data byte for byte"
         );
     }
 

@@ -19,9 +19,12 @@ use tokio::time::Instant;
 
 use crate::auth::Identity;
 use crate::delivery::frame::{Format, Frame};
+use crate::delivery::gate::Gate;
 use crate::delivery::hub::Conn;
 use crate::delivery::outbound::{Close, Outbound, Pushed, QueueLimits, Wire};
-use crate::delivery::{self, Outgoing, Sender};
+use crate::delivery::{self, Outgoing, Sender, history_failure};
+use crate::history::recovery::{self, Join, Read};
+use crate::history::{self, Epoch, HistoryError, HistoryStore, Position, Store};
 use crate::msgpack;
 use crate::protocol::{self, ErrorCode, Failure, Op, RequestId};
 use crate::ratelimit::TokenBucket;
@@ -54,22 +57,13 @@ impl Session {
         via: &'static str,
     ) -> Session {
         let session: Arc<str> = new_session_id().into();
-        Self::open_named(
-            shared,
-            identity,
-            wire,
-            format,
-            via,
-            session.clone(),
-            session,
-        )
-        .await
+        Self::open_named(shared, identity, wire, format, via, session).await
     }
 
-    /// Like [`Session::open`], with the session id the transport chose and
-    /// the user id an anonymous client gets. A fallback session's id is its
-    /// bearer capability, so its anonymous user id must be something else:
-    /// user ids travel in every `from`.
+    /// Like [`Session::open`], with the session id the transport chose. An
+    /// anonymous client's user id is its session id, as the contract says,
+    /// also for a fallback session whose id is its bearer capability
+    /// (docs/protocol.md says what that exposes and why JWT closes it).
     pub async fn open_named(
         shared: Arc<Shared>,
         identity: Identity,
@@ -77,10 +71,12 @@ impl Session {
         format: Format,
         via: &'static str,
         session: Arc<str>,
-        anonymous: Arc<str>,
     ) -> Session {
         let config = &shared.config;
-        let user: Arc<str> = identity.user.clone().map_or(anonymous, Into::into);
+        let user: Arc<str> = identity
+            .user
+            .clone()
+            .map_or_else(|| session.clone(), Into::into);
         let limits = QueueLimits {
             frames: config.limits.outbound_queue_frames,
             bytes: config.limits.outbound_queue_bytes,
@@ -215,7 +211,22 @@ impl Session {
         }
         let request = protocol::decode(text);
         let outcome = match request.op {
-            Ok(Op::Join(room)) if request.presence => Box::pin(self.join_watching(room)).await,
+            // A history room's join answers itself: its replay, `ok` and
+            // buffered messages go out in one piece (see `join_history`).
+            Ok(Op::Join(room)) if self.has_history(&room) => {
+                return self
+                    .answer_history_join(request.id.as_ref(), room, None, request.presence)
+                    .await;
+            }
+            Ok(Op::JoinSince(room, since)) if self.has_history(&room) => {
+                return self
+                    .answer_history_join(request.id.as_ref(), room, Some(since), request.presence)
+                    .await;
+            }
+            // Without history a `since` is ignored.
+            Ok(Op::Join(room) | Op::JoinSince(room, _)) if request.presence => {
+                Box::pin(self.join_watching(room)).await
+            }
             // Boxed: executing can await the bus, whose futures are large;
             // inline they would sit in every idle connection's task.
             Ok(op) => Box::pin(self.execute(op)).await,
@@ -237,23 +248,15 @@ impl Session {
 
     /// Executes an operation; `Ok` carries the extra fields of the `ok` answer.
     async fn execute(&mut self, op: Op<'_>) -> Result<String, Failure> {
-        let limits = &self.shared.config.limits;
         match op {
-            Op::Join(room) => {
+            // Without history a `since` is ignored.
+            Op::Join(room) | Op::JoinSince(room, _) => {
                 self.check_access(&room)?;
                 forget_evicted(&self.shared, &self.conn, &mut self.joined);
                 if self.joined.contains(&room) {
                     return Ok(String::new());
                 }
-                if self.joined.len() >= limits.max_rooms_per_connection {
-                    return Err(Failure::new(
-                        ErrorCode::TooManyRooms,
-                        format!(
-                            "a connection may join at most {} rooms",
-                            limits.max_rooms_per_connection
-                        ),
-                    ));
-                }
+                self.check_room_count()?;
                 self.shared
                     .hub
                     .join(&room, &self.conn)
@@ -261,6 +264,17 @@ impl Session {
                     .map_err(Failure::unavailable)?;
                 self.joined.insert(room);
                 Ok(String::new())
+            }
+            Op::History(query) => {
+                self.check_access(&query.room)?;
+                let store = self
+                    .shared
+                    .hub
+                    .history()
+                    .ok_or_else(|| history_failure(HistoryError::NoHistory))?;
+                history::answer(store, &query)
+                    .await
+                    .map_err(history_failure)
             }
             Op::Leave(room) => {
                 if self.joined.remove(&room) {
@@ -335,17 +349,7 @@ impl Session {
     /// it made.
     async fn join_watching(&mut self, room: RoomName) -> Result<String, Failure> {
         self.check_access(&room)?;
-        if !self
-            .shared
-            .namespaces
-            .for_room(room.as_str())
-            .presence_events
-        {
-            return Err(Failure::new(
-                ErrorCode::Forbidden,
-                "presence events are off for this namespace (presence_events=false)",
-            ));
-        }
+        self.check_presence_events(&room)?;
         forget_evicted(&self.shared, &self.conn, &mut self.joined);
         let was_joined = self.joined.contains(&room);
         let extra = self.execute(Op::Join(room.clone())).await?;
@@ -358,6 +362,22 @@ impl Session {
         Ok(extra)
     }
 
+    fn check_presence_events(&self, room: &RoomName) -> Result<(), Failure> {
+        if self
+            .shared
+            .namespaces
+            .for_room(room.as_str())
+            .presence_events
+        {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                ErrorCode::Forbidden,
+                "presence events are off for this namespace (presence_events=false)",
+            ))
+        }
+    }
+
     async fn deliver(&mut self, op: Outgoing<'_>) -> Result<String, Failure> {
         let sender = Sender {
             user: Some(&self.conn.user),
@@ -365,8 +385,134 @@ impl Session {
             via: self.via,
             bucket: Some(&mut self.bucket),
         };
-        delivery::deliver_native(&self.shared, sender, op, self.msgpack_data.as_deref()).await?;
-        Ok(String::new())
+        let delivered =
+            delivery::deliver_native(&self.shared, sender, op, self.msgpack_data.as_deref())
+                .await?;
+        Ok(delivered.ok_fields())
+    }
+
+    fn check_room_count(&self) -> Result<(), Failure> {
+        let max = self.shared.config.limits.max_rooms_per_connection;
+        if self.joined.len() >= max {
+            return Err(Failure::new(
+                ErrorCode::TooManyRooms,
+                format!("a connection may join at most {max} rooms"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn has_history(&self, room: &RoomName) -> bool {
+        self.shared.namespaces.for_room(room.as_str()).has_history()
+    }
+
+    async fn answer_history_join(
+        &mut self,
+        id: Option<&RequestId>,
+        room: RoomName,
+        since: Option<protocol::Since>,
+        presence: bool,
+    ) {
+        // Boxed: it awaits the bus and the store (see `receive`).
+        if let Err(failure) = Box::pin(self.join_history(id, room, since, presence)).await {
+            self.fail(id, &failure);
+        }
+    }
+
+    /// Joins a history room, answering the join itself: subscribes behind
+    /// a gate that buffers live messages, reads the store (after `since`,
+    /// or only the position), then queues the replay, the `ok` (with
+    /// `offset`, `epoch` and, with `since`, `recovered`) and the buffered
+    /// messages newer than the replay, in one piece under the gate's lock.
+    /// With `presence` the connection also watches the room's
+    /// `joined`/`left` events, from before the store is read.
+    async fn join_history(
+        &mut self,
+        id: Option<&RequestId>,
+        room: RoomName,
+        since: Option<protocol::Since>,
+        presence: bool,
+    ) -> Result<(), Failure> {
+        self.check_access(&room)?;
+        if presence {
+            self.check_presence_events(&room)?;
+        }
+        let store = self
+            .shared
+            .hub
+            .history()
+            .cloned()
+            .ok_or_else(|| history_failure(HistoryError::NoHistory))?;
+        forget_evicted(&self.shared, &self.conn, &mut self.joined);
+        if self.joined.contains(&room) {
+            // Already a member: it has had every message since it joined.
+            if presence {
+                self.shared
+                    .presence
+                    .watch(&room, &self.conn)
+                    .await
+                    .map_err(Failure::unavailable)?;
+            }
+            let position = store
+                .position(room.as_str())
+                .await
+                .map_err(history_failure)?;
+            if let Some(id) = id {
+                let extra = join_fields(&position, since.as_ref().map(|_| false));
+                self.send(&Frame::new(protocol::ok(id, &extra)));
+            }
+            return Ok(());
+        }
+        self.check_room_count()?;
+        let capacity = self.shared.config.limits.outbound_queue_frames;
+        let join = Join::new(
+            since.as_ref().map(|s| recovery::Since {
+                offset: s.offset,
+                epoch: Epoch::new(s.epoch.as_str()),
+            }),
+            capacity,
+        );
+        let gate = Arc::new(Gate::reading(join));
+        self.shared
+            .hub
+            .join_gated(&room, &self.conn, gate.clone())
+            .await
+            .map_err(Failure::unavailable)?;
+        self.joined.insert(room.clone());
+        if presence && let Err(e) = self.shared.presence.watch(&room, &self.conn).await {
+            self.undo_join(&room).await;
+            return Err(Failure::unavailable(e));
+        }
+        let read = match read_for_join(&store, room.as_str(), since.as_ref()).await {
+            Ok(read) => read,
+            Err(e) => {
+                self.undo_join(&room).await;
+                return Err(history_failure(e));
+            }
+        };
+        let finished = gate.finish(read, |outcome| {
+            for frame in &outcome.before_ok {
+                self.send(frame);
+            }
+            if let Some(id) = id {
+                let extra = join_fields(&outcome.position, outcome.recovered);
+                self.send(&Frame::new(protocol::ok(id, &extra)));
+            }
+            for frame in &outcome.after_ok {
+                self.send(frame);
+            }
+        });
+        if let Err(overflow) = finished {
+            self.undo_join(&room).await;
+            return Err(Failure::unavailable(format!("{overflow}; join again")));
+        }
+        Ok(())
+    }
+
+    async fn undo_join(&mut self, room: &RoomName) {
+        if self.joined.remove(room) {
+            self.shared.hub.leave(room, self.conn.id).await;
+        }
     }
 
     fn check_access(&self, room: &RoomName) -> Result<(), Failure> {
@@ -406,6 +552,47 @@ impl Session {
         Box::pin(self.shared.hub.disconnect(&self.conn, rooms)).await;
         tracing::debug!(session = %log_id(&self.conn.session), "disconnected");
     }
+}
+
+/// What the store says for a join: the kept messages after `since` (as
+/// `message` frames with their offsets) and whether nothing after it was
+/// dropped; without `since` only the room's position.
+async fn read_for_join(
+    store: &Store,
+    room: &str,
+    since: Option<&protocol::Since>,
+) -> Result<Read<Frame>, HistoryError> {
+    let Some(since) = since else {
+        return Ok(Read {
+            position: store.position(room).await?,
+            complete: true,
+            messages: Vec::new(),
+        });
+    };
+    let page = store.after(room, since.offset, usize::MAX).await?;
+    let epoch = page.position.epoch.as_str();
+    let messages = page
+        .messages
+        .iter()
+        .map(|m| {
+            let frame = Frame::new(protocol::message_at(&m.payload, m.offset, epoch));
+            (m.offset, frame)
+        })
+        .collect();
+    Ok(Read {
+        position: page.position,
+        complete: page.complete,
+        messages,
+    })
+}
+
+/// The extra fields of a history room's join `ok`.
+fn join_fields(position: &Position, recovered: Option<bool>) -> String {
+    let mut extra = protocol::position_fields(position.offset, position.epoch.as_str(), false);
+    if let Some(recovered) = recovered {
+        extra.push_str(&format!(r#","recovered":{recovered}"#));
+    }
+    extra
 }
 
 /// What logs show of a session id: enough to follow one session, never

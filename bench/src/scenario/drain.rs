@@ -1,15 +1,17 @@
 //! `drain`: N clients on gateway A, `POST /drain` on A; the time until all of
 //! them are reconnected (welcomed and rejoined) on other gateways, failures,
 //! and what clients that stayed on the other gateways lost meanwhile while
-//! publishers kept publishing.
+//! publishers kept publishing. With `--history` the rooms keep history
+//! (`hist:` namespace): drained clients rejoin with `since` (the last offset
+//! they got) and what they lost is counted too.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -18,10 +20,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
 use crate::latency::{Summary, round3, summarize, unix_us};
-use crate::ledger::Problems;
+use crate::ledger::{Ledger, Problems};
 use crate::scenario::fanout::{expected_deliveries, members_per_room, subscriber_room};
 use crate::scenario::{all_ok, open_all, room_name};
 use crate::target::{Target, source_address};
+use crate::wire::Incoming;
 use crate::{BenchError, progress, publisher, subscriber, wire};
 
 /// Parameters of a drain run.
@@ -51,6 +54,27 @@ pub struct Config {
     pub per_source_address: usize,
     /// Handshakes in flight at once while connecting.
     pub connect_concurrency: usize,
+    /// Rooms in the `hist:` namespace (the gateways must keep its history):
+    /// drained clients recover with `since` and their losses are counted.
+    pub history: bool,
+}
+
+/// Room names of a run: `hist:drain-N` with history, else `drain-N`.
+pub fn room_prefix(history: bool) -> &'static str {
+    if history { "hist:drain-" } else { "drain-" }
+}
+
+/// What the drained clients received across their move (history runs).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Movers {
+    /// Rejoins answered `recovered: true`.
+    pub recovered: usize,
+    /// Messages they should have received (published to their rooms).
+    pub expected: u64,
+    /// Messages they received, before and after the move.
+    pub delivered: u64,
+    /// What they lost, got twice or out of order.
+    pub problems: Problems,
 }
 
 /// The result of a drain run.
@@ -84,6 +108,9 @@ pub struct Report {
     pub stayer_problems: Problems,
     /// `error` frames to publishers, by code.
     pub publisher_errors: BTreeMap<String, u64>,
+    /// With history: what the drained clients lost across the move.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub movers: Option<Movers>,
 }
 
 /// Backoff before reconnect attempt `attempt` of client `client`: doubling
@@ -102,6 +129,10 @@ struct Moved {
     close: Option<u16>,
     closed_at: Option<Instant>,
     rejoined_at: Option<Instant>,
+    /// Probes received before and after the move (history runs).
+    ledger: Ledger,
+    received: u64,
+    recovered: bool,
 }
 
 /// What a moving client needs besides its connection.
@@ -113,10 +144,79 @@ struct Mover {
     deadline: watch::Receiver<bool>,
     rejoined: Arc<AtomicUsize>,
     stop: watch::Receiver<bool>,
+    /// With history: the room's position from the first join's `ok`.
+    position: Option<(u64, String)>,
+    /// Probes received by all movers so far.
+    delivered: Arc<AtomicU64>,
+    max_seq: u64,
+}
+
+impl Moved {
+    /// Records a history room's frame: its probe, and where it stands.
+    fn record(&mut self, text: &str, position: &mut Option<(u64, String)>, delivered: &AtomicU64) {
+        if let Incoming::Message(probe) = wire::decode(text) {
+            self.ledger.record(probe.p, probe.r, probe.s);
+            self.received += 1;
+            delivered.fetch_add(1, Ordering::Relaxed);
+            if let Some(wire::Placed {
+                offset: Some(offset),
+                epoch: Some(epoch),
+                ..
+            }) = wire::placed(text)
+            {
+                *position = Some((offset, epoch));
+            }
+        }
+    }
+}
+
+/// Joins a history room with `since` (when known), recording the replay
+/// that comes before the `ok`; the `ok`'s position and `recovered`.
+async fn join_recovering(
+    ws: &mut Ws,
+    room: &str,
+    since: Option<&(u64, String)>,
+    mut replay: impl FnMut(&str),
+) -> Result<((u64, String), bool), BenchError> {
+    let id = 1;
+    let frame = match since {
+        Some((offset, epoch)) => wire::join_since(room, id, *offset, epoch),
+        None => wire::join(room, id),
+    };
+    ws.send(Message::text(frame)).await?;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let Some(text) = client::next_text(ws).await? else {
+                return Err(BenchError::new(format!("closed before joining {room}")));
+            };
+            match wire::decode(&text) {
+                Incoming::Ok { id: Some(1) } => {
+                    let placed = wire::placed(&text);
+                    let offset = placed.as_ref().and_then(|p| p.offset);
+                    let epoch = placed.as_ref().and_then(|p| p.epoch.clone());
+                    let (Some(offset), Some(epoch)) = (offset, epoch) else {
+                        return Err(BenchError::new(format!(
+                            "join {room}: no offset/epoch (is the hist namespace configured?)"
+                        )));
+                    };
+                    let recovered = placed.and_then(|p| p.recovered).unwrap_or(false);
+                    return Ok(((offset, epoch), recovered));
+                }
+                Incoming::Error { code, id: Some(1) } => {
+                    return Err(BenchError::new(format!("join {room}: {code}")));
+                }
+                Incoming::Message(_) => replay(&text),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| BenchError::new(format!("no answer to join {room} in time")))?
 }
 
 /// One client of the drained gateway: wait for the close, reconnect
-/// elsewhere with backoff, rejoin, then idle until `stop`.
+/// elsewhere with backoff, rejoin (with `since` on a history run), then read
+/// until `stop`.
 async fn move_client(mut ws: Ws, mover: Mover) -> Moved {
     let Mover {
         index: i,
@@ -126,11 +226,18 @@ async fn move_client(mut ws: Ws, mover: Mover) -> Moved {
         deadline,
         rejoined,
         mut stop,
+        mut position,
+        delivered,
+        max_seq,
     } = mover;
+    let history = position.is_some();
     let mut moved = Moved {
         close: None,
         closed_at: None,
         rejoined_at: None,
+        ledger: Ledger::new(max_seq),
+        received: 0,
+        recovered: false,
     };
     loop {
         let frame = tokio::select! {
@@ -141,6 +248,9 @@ async fn move_client(mut ws: Ws, mover: Mover) -> Moved {
             Some(Ok(Message::Close(frame))) => {
                 moved.close = Some(frame.map_or(1005, |f| u16::from(f.code)));
                 break;
+            }
+            Some(Ok(Message::Text(text))) if history => {
+                moved.record(&text, &mut position, &delivered);
             }
             Some(Ok(_)) => {}
             Some(Err(_)) | None => break,
@@ -157,16 +267,38 @@ async fn move_client(mut ws: Ws, mover: Mover) -> Moved {
         let Ok((mut fresh, node)) = client::connect_welcomed(target, None).await else {
             continue;
         };
-        if node == drained_node || client::join(&mut fresh, &room, 1).await.is_err() {
+        if node == drained_node {
+            continue;
+        }
+        if history {
+            let since = position.clone();
+            let mut replayed = Vec::new();
+            let joined = join_recovering(&mut fresh, &room, since.as_ref(), |text| {
+                replayed.push(text.to_owned())
+            })
+            .await;
+            let Ok((_, recovered)) = joined else { continue };
+            for text in &replayed {
+                moved.record(text, &mut position, &delivered);
+            }
+            moved.recovered = recovered;
+        } else if client::join(&mut fresh, &room, 1).await.is_err() {
             continue;
         }
         moved.rejoined_at = Some(Instant::now());
         rejoined.fetch_add(1, Ordering::Relaxed);
-        // Stay connected (and drain what arrives) until the run ends.
+        // Stay connected (and read what arrives) until the run ends.
         loop {
-            tokio::select! {
+            let frame = tokio::select! {
                 _ = stop.changed() => return moved,
-                frame = fresh.next() => if !matches!(frame, Some(Ok(_))) { return moved },
+                frame = fresh.next() => frame,
+            };
+            match frame {
+                Some(Ok(Message::Text(text))) if history => {
+                    moved.record(&text, &mut position, &delivered);
+                }
+                Some(Ok(_)) => {}
+                _ => return moved,
             }
         }
     }
@@ -180,8 +312,11 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
             "drain needs other gateways, rooms, publishers and a positive rate",
         ));
     }
-    let rooms: Arc<Vec<String>> =
-        Arc::new((0..cfg.rooms).map(|r| room_name("drain-", r)).collect());
+    let rooms: Arc<Vec<String>> = Arc::new(
+        (0..cfg.rooms)
+            .map(|r| room_name(room_prefix(cfg.history), r))
+            .collect(),
+    );
     let others = Arc::new(cfg.others.clone());
 
     let clients = all_ok(
@@ -190,14 +325,22 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
             let source = source_address(i, cfg.per_source_address, &cfg.drained.addr);
             async move {
                 let (mut ws, node) = client::connect_welcomed(&cfg.drained, source).await?;
-                client::join(&mut ws, &room, 1).await?;
-                Ok((ws, node))
+                let position = if cfg.history {
+                    Some(join_recovering(&mut ws, &room, None, |_| {}).await?.0)
+                } else {
+                    client::join(&mut ws, &room, 1).await?;
+                    None
+                };
+                Ok((ws, node, position))
             }
         })
         .await,
         "clients of the drained gateway",
     )?;
-    let drained_node = clients.first().map(|(_, n)| n.clone()).unwrap_or_default();
+    let drained_node = clients
+        .first()
+        .map(|(_, n, _)| n.clone())
+        .unwrap_or_default();
     let stayers = all_ok(
         open_all(cfg.stayers, cfg.connect_concurrency, "stayers", |i| {
             let target = &others[i % others.len()];
@@ -243,10 +386,11 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     };
     let pub_tasks = publisher::spawn_all(pubs, &schedule, &pub_stop_rx);
     let rejoined = Arc::new(AtomicUsize::new(0));
+    let mover_delivered = Arc::new(AtomicU64::new(0));
     let client_tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(i, (ws, _))| {
+        .map(|(i, (ws, _, position))| {
             tokio::spawn(move_client(
                 ws,
                 Mover {
@@ -257,6 +401,9 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
                     deadline: deadline_rx.clone(),
                     rejoined: Arc::clone(&rejoined),
                     stop: stop_rx.clone(),
+                    position,
+                    delivered: Arc::clone(&mover_delivered),
+                    max_seq: ctx.max_seq,
                 },
             ))
         })
@@ -284,8 +431,13 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let sent: Vec<Vec<u64>> = pub_outcomes.iter().map(|o| o.sent.clone()).collect();
     let members = members_per_room(cfg.stayers, cfg.rooms);
     let expected = expected_deliveries(&sent, &members);
+    let mover_members = members_per_room(if cfg.history { cfg.clients } else { 0 }, cfg.rooms);
+    let mover_expected = expected_deliveries(&sent, &mover_members);
     let settle = Instant::now() + Duration::from_secs(5);
-    while ctx.delivered.load(Ordering::Relaxed) < expected && Instant::now() < settle {
+    while (ctx.delivered.load(Ordering::Relaxed) < expected
+        || mover_delivered.load(Ordering::Relaxed) < mover_expected)
+        && Instant::now() < settle
+    {
         sleep(Duration::from_millis(5)).await;
     }
     let _ = stop_tx.send(true);
@@ -305,8 +457,20 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         .map_err(|e| BenchError::new(e.to_string()))?;
     let mut last_rejoin: Option<Instant> = None;
     let mut reconnected = 0;
-    for task in client_tasks {
+    let mut movers = Movers {
+        expected: mover_expected,
+        ..Movers::default()
+    };
+    for (i, task) in client_tasks.into_iter().enumerate() {
         let moved = task.await.map_err(|e| BenchError::new(e.to_string()))?;
+        let room = i % cfg.rooms;
+        for (p, per_room) in sent.iter().enumerate() {
+            movers
+                .problems
+                .add(&moved.ledger.problems(p as u32, room as u32, per_room[room]));
+        }
+        movers.delivered += moved.received;
+        movers.recovered += usize::from(moved.recovered);
         let code = moved.close.map_or("none".to_owned(), |c| c.to_string());
         *closes.entry(code).or_insert(0) += 1;
         if let (Some(closed), Some(rejoined)) = (moved.closed_at, moved.rejoined_at) {
@@ -336,6 +500,7 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         stayer_delivered: delivered,
         stayer_problems: problems,
         publisher_errors,
+        movers: cfg.history.then_some(movers),
     })
 }
 

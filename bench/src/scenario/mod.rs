@@ -1,5 +1,5 @@
 //! The benchmark scenarios, each a bounded run that returns a serialisable
-//! result: `fanout`, `floor`, `idle`, `connect_storm`, `drain`, `soak` and `formats`; plus the helpers
+//! result: `fanout`, `floor`, `idle`, `connect_storm`, `drain`, `soak`, `formats` and `presence`; plus the helpers
 //! they share for opening many connections.
 
 pub mod connect_storm;
@@ -8,6 +8,7 @@ pub mod fanout;
 pub mod floor;
 pub mod formats;
 pub mod idle;
+pub mod presence;
 pub mod soak;
 
 use std::future::Future;

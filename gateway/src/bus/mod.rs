@@ -35,6 +35,7 @@ pub use self::nats::NatsBus;
 
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
+use crate::history::jetstream::Republished;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
 use crate::trace;
@@ -63,6 +64,16 @@ pub trait Inbox: Send + Sync {
     /// subscription (called when the bus connection comes back).
     fn resubscribe(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 
+    /// Delivers a history room's message that its stream stored and
+    /// RePublished (`at`: where it is stored), to the local members of
+    /// `topic` except the connection `skip` names; returns how many took it.
+    fn receive_stored<'a>(
+        &'a self,
+        topic: &'a Topic,
+        payload: Bytes,
+        at: Republished,
+        skip: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>>;
     /// Carries out a server API command on this gateway's connections.
     fn command(&self, command: Command) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
@@ -293,6 +304,14 @@ impl Bus {
         match self {
             Bus::Local => Ok(Vec::new()),
             Bus::Nats(bus) => bus.remote_members(room).await,
+        }
+    }
+
+    /// The NATS connection, for the history store (none in process).
+    pub fn nats_client(&self) -> Option<&async_nats::Client> {
+        match self {
+            Bus::Local => None,
+            Bus::Nats(bus) => Some(bus.client()),
         }
     }
 

@@ -47,6 +47,7 @@ use super::peers::{HELLO_INTERVAL, Peers};
 use super::{BusError, Command, Desk, Inbox, PresenceInbox, Topic};
 use crate::config::{ConfigError, Nats};
 use crate::delivery::frame::Frame;
+use crate::history::jetstream::{SKIP_HEADER, republished};
 use crate::metrics::Metrics;
 use crate::room::RoomName;
 use crate::trace;
@@ -343,6 +344,11 @@ impl NatsBus {
         ];
         lock(&bus.control).extend(tasks);
         Ok(bus)
+    }
+
+    /// The NATS connection (the history store shares it).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Lets the bus deliver into `inbox`.
@@ -826,6 +832,24 @@ async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metric
             return;
         };
         for message in batch.drain(..) {
+            // A history room's message, stored and RePublished by its
+            // stream: after what arrived before it, in stream order, awaited
+            // here so the next one waits for it.
+            if let Some(at) = republished(message.headers.as_ref()) {
+                if !frames.is_empty() {
+                    inbox.receive_many(&topic, &frames);
+                    frames.clear();
+                }
+                let skip = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(SKIP_HEADER))
+                    .map(|v| v.as_str().to_owned());
+                inbox
+                    .receive_stored(&topic, message.payload, at, skip)
+                    .await;
+                continue;
+            }
             // Shares the received bytes: no copy until a format is encoded.
             let Some(frame) = Frame::from_bus(message.payload) else {
                 tracing::warn!(

@@ -100,6 +100,12 @@ impl Frame {
         }
     }
 
+    /// Another frame with the same JSON (shared, not copied), to keep
+    /// beyond the caller's borrow; its encodings are made anew.
+    pub fn share(&self) -> Frame {
+        Self::from_json(self.json().clone())
+    }
+
     /// A frame a MessagePack client published: both encodings are known
     /// (the JSON one was needed to decode the client's frame anyway).
     pub fn from_msgpack(msgpack: Bytes, json: String) -> Self {

@@ -19,18 +19,27 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
+use async_nats::HeaderMap;
+use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use super::frame::Frame;
+use super::gate::{Gate, Mark};
 use super::outbound::{Close, Outbound, Pushed};
 use crate::bus::{Bus, BusError, Command, Inbox, Topic};
+use crate::history::jetstream::{Republished, SKIP_HEADER, shard_of};
+use crate::history::{HistoryError, Position, Store};
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::room::RoomName;
 use crate::trace;
+
+/// Locks that order an in-process history room's appends with their
+/// fan-out (rooms hashed over them), so members see the store's order.
+const ORDER_LOCKS: usize = 64;
 
 /// Process-unique connection number.
 pub type ConnId = u64;
@@ -65,6 +74,8 @@ pub trait RoomObserver: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 struct Members {
     conns: RwLock<HashMap<ConnId, Arc<Conn>>>,
+    /// Of a history room: each member's gate (see `gate.rs`).
+    gates: RwLock<HashMap<ConnId, Arc<Gate>>>,
     /// Connections per user (rooms only); changed only with `conns` write-locked.
     users: Mutex<HashMap<Arc<str>, u32>>,
     /// Held across bus (un)subscribe calls so joins and leaves of one topic
@@ -88,6 +99,14 @@ impl Members {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Arc<Conn>>> {
         self.conns.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn gates(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Arc<Gate>>> {
+        self.gates.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn gates_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Arc<Gate>>> {
+        self.gates.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn users(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u32>> {
@@ -138,6 +157,12 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// Woken whenever a connection goes away.
     gone: Notify,
+    /// Where history rooms keep their messages, when a namespace has history.
+    history: OnceLock<Arc<Store>>,
+    /// Names this gateway in the skip header of a stored publish without echo.
+    origin: String,
+    /// See [`ORDER_LOCKS`].
+    order: Box<[Mutex<()>]>,
     /// Rooms the server API took connections out of, until their sessions
     /// learn it ([`Hub::take_evicted`]); empty for almost every connection.
     evicted: DashMap<ConnId, Vec<RoomName>>,
@@ -158,6 +183,9 @@ impl Hub {
             bus,
             metrics,
             gone: Notify::new(),
+            history: OnceLock::new(),
+            origin: format!("{:016x}", rand::random::<u64>()),
+            order: (0..ORDER_LOCKS).map(|_| Mutex::new(())).collect(),
             evicted: DashMap::new(),
             observer: OnceLock::new(),
         });
@@ -232,6 +260,16 @@ impl Hub {
         &self.bus
     }
 
+    /// Gives the hub the history store (once, at start-up).
+    pub fn set_history(&self, store: Arc<Store>) {
+        let _ = self.history.set(store);
+    }
+
+    /// The history store, when a namespace has history.
+    pub fn history(&self) -> Option<&Arc<Store>> {
+        self.history.get()
+    }
+
     /// A fresh connection number.
     pub fn next_conn_id(&self) -> ConnId {
         self.next_id.fetch_add(1, Relaxed)
@@ -243,7 +281,7 @@ impl Hub {
         self.metrics.connections.fetch_add(1, Relaxed);
         self.metrics.connections_opened.fetch_add(1, Relaxed);
         let topic = Topic::User(conn.user.clone());
-        if let Err(e) = self.add(&topic, conn, OnBusError::Keep).await {
+        if let Err(e) = self.add(&topic, conn, OnBusError::Keep, None).await {
             tracing::warn!(user = %conn.user, error = %e, "user subscription not live on the bus");
         }
     }
@@ -279,8 +317,28 @@ impl Hub {
 
     /// Adds `conn` to `room`; returns once the room's bus subscription is live.
     pub async fn join(&self, room: &RoomName, conn: &Arc<Conn>) -> Result<(), BusError> {
-        self.add(&Topic::Room(room.clone()), conn, OnBusError::Refuse)
+        self.add(&Topic::Room(room.clone()), conn, OnBusError::Refuse, None)
             .await?;
+        self.metrics.joins.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Adds `conn` to the history room `room` behind `gate`; returns once
+    /// the room's bus subscription is live. From then on every stored
+    /// message of the room reaches the gate.
+    pub async fn join_gated(
+        &self,
+        room: &RoomName,
+        conn: &Arc<Conn>,
+        gate: Arc<Gate>,
+    ) -> Result<(), BusError> {
+        self.add(
+            &Topic::Room(room.clone()),
+            conn,
+            OnBusError::Refuse,
+            Some(gate),
+        )
+        .await?;
         self.metrics.joins.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -296,6 +354,7 @@ impl Hub {
         topic: &Topic,
         conn: &Arc<Conn>,
         on_error: OnBusError,
+        gate: Option<Arc<Gate>>,
     ) -> Result<(), BusError> {
         loop {
             let members = self
@@ -323,6 +382,10 @@ impl Hub {
                         return Err(e);
                     }
                 }
+            }
+            if let Some(gate) = &gate {
+                // Before the membership: a fan-out that finds the member finds its gate.
+                members.gates_mut().insert(conn.id, gate.clone());
             }
             let first = {
                 let mut conns = members.write();
@@ -358,6 +421,7 @@ impl Hub {
             }
             (removed.is_some(), removed.is_some() && conns.is_empty())
         };
+        members.gates_mut().remove(&conn);
         if let (Topic::Room(room), Some(observer)) = (topic, self.observer()) {
             observer.conn_left(room, conn);
         }
@@ -417,6 +481,124 @@ impl Hub {
         self.metrics.frame_writes.fetch_add(writes, Relaxed);
         self.metrics.fanout_seconds.observe(started.elapsed());
         taken
+    }
+
+    /// Delivers a stored message of a history room to this gateway's
+    /// members of `topic`, except `skip`, each through its gate. Returns how
+    /// many connections took it.
+    pub fn deliver_stored(
+        &self,
+        topic: &Topic,
+        frame: &Frame,
+        mark: Mark<'_>,
+        skip: Option<ConnId>,
+    ) -> usize {
+        let Some(members) = self.topics.get(topic).map(|e| e.value().clone()) else {
+            return 0;
+        };
+        let started = std::time::Instant::now();
+        let (mut taken, mut written) = (0, 0);
+        let gates = members.gates();
+        for conn in members.read().values() {
+            if Some(conn.id) == skip {
+                continue;
+            }
+            let pushed = match gates.get(&conn.id) {
+                Some(gate) => gate.offer(mark, frame, &conn.outbound),
+                None => Some(conn.outbound.push(frame)),
+            };
+            match pushed {
+                Some(Pushed::Written) => written += 1,
+                Some(Pushed::Queued) => {}
+                Some(Pushed::Refused) | None => continue,
+            }
+            taken += 1;
+        }
+        self.metrics.frames_out.fetch_add(written, Relaxed);
+        self.metrics.fanout_seconds.observe(started.elapsed());
+        taken
+    }
+
+    /// Publishes `json` (a `message` frame) to the history room `room`: it
+    /// is accepted once stored, and members everywhere receive it in the
+    /// store's order. In process the append and the local fan-out happen
+    /// under the room's order lock; on NATS the stream RePublishes it to
+    /// every member gateway, this one included. Returns its position and
+    /// how many local connections took it (0 on NATS: they get it from the
+    /// RePublish).
+    pub async fn publish_stored(
+        &self,
+        room: &RoomName,
+        json: String,
+        skip: Option<ConnId>,
+    ) -> Result<(Position, usize), HistoryError> {
+        let store = self.history.get().ok_or(HistoryError::NoHistory)?;
+        match &**store {
+            Store::Memory(memory) => {
+                let lock = &self.order[shard_of(room.as_str(), ORDER_LOCKS as u32) as usize];
+                let _ordered = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let json = Bytes::from(json);
+                let position =
+                    memory.append_at(room.as_str(), json.clone(), std::time::Instant::now())?;
+                let frame = Frame::new(protocol::message_at(
+                    &json,
+                    position.offset,
+                    position.epoch.as_str(),
+                ));
+                let mark = Mark {
+                    epoch: &position.epoch,
+                    offset: position.offset,
+                };
+                let local = self.deliver_stored(&Topic::Room(room.clone()), &frame, mark, skip);
+                Ok((position, local))
+            }
+            Store::JetStream(jetstream) => {
+                if !self.bus.is_up() {
+                    return Err(HistoryError::Unavailable(BusError::Unavailable.to_string()));
+                }
+                let headers = skip.map(|conn| {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(SKIP_HEADER, format!("{}:{conn}", self.origin).as_str());
+                    headers
+                });
+                let position = jetstream
+                    .append_with(room.as_str(), Bytes::from(json), headers)
+                    .await?;
+                Ok((position, 0))
+            }
+        }
+    }
+
+    /// A stored message RePublished by the stream to this gateway: stamped
+    /// with its offset and epoch once, then fanned out through the gates.
+    async fn receive_republished(
+        &self,
+        topic: &Topic,
+        payload: Bytes,
+        at: Republished,
+        skip: Option<String>,
+    ) -> usize {
+        let Some(Store::JetStream(jetstream)) = self.history.get().map(|s| &**s) else {
+            return 0;
+        };
+        let epoch = match jetstream.epoch_of_republished(&at.stream, at.offset).await {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                tracing::warn!(?topic, offset = at.offset, error = %e, "stored message without a known epoch dropped");
+                return 0;
+            }
+        };
+        let frame = Frame::new(protocol::message_at(&payload, at.offset, epoch.as_str()));
+        let skip = skip
+            .as_deref()
+            .and_then(|s| s.strip_prefix(self.origin.as_str()))
+            .and_then(|s| s.strip_prefix(':'))
+            .and_then(|s| s.parse().ok());
+        let mark = Mark {
+            epoch: &epoch,
+            offset: at.offset,
+        };
+        self.deliver_stored(topic, &frame, mark, skip)
     }
 
     /// Delivers to `topic`'s members on every gateway: through the bus, then
@@ -546,6 +728,16 @@ impl Inbox for Hub {
 
     fn resubscribe(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.restore_subscriptions())
+    }
+
+    fn receive_stored<'a>(
+        &'a self,
+        topic: &'a Topic,
+        payload: Bytes,
+        at: Republished,
+        skip: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>> {
+        Box::pin(self.receive_republished(topic, payload, at, skip))
     }
 
     fn command(&self, command: Command) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

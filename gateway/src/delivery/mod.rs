@@ -13,6 +13,7 @@
 //! after the payload check as the contract orders them.
 
 pub mod frame;
+pub mod gate;
 pub mod hub;
 pub mod outbound;
 
@@ -21,6 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use self::frame::Frame;
 use self::hub::ConnId;
 use crate::bus::Topic;
+use crate::history::{HistoryError, Position};
 use crate::msgpack;
 use crate::protocol::{self, ErrorCode, Failure, Publish, Send};
 use crate::ratelimit::TokenBucket;
@@ -50,15 +52,29 @@ pub struct Sender<'a> {
 }
 
 /// What a delivery did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     /// Connections on this gateway that took the frame.
     pub local: usize,
+    /// Where a publish to a history room was stored (its acks carry it).
+    pub position: Option<Position>,
+}
+
+impl Delivered {
+    /// The extra fields of the publish's `ok` (and of the HTTP 202):
+    /// `offset` and `epoch` for a history room, nothing otherwise.
+    pub fn ok_fields(&self) -> String {
+        self.position.as_ref().map_or_else(String::new, |p| {
+            protocol::position_fields(p.offset, p.epoch.as_str(), false)
+        })
+    }
 }
 
 /// Delivers `op` from `sender`: locally and through the bus to the other
 /// gateways. Fails (and delivers nothing) on a payload over the limit or
-/// while the bus is down.
+/// while the bus is down. A publish to a history room is delivered only
+/// once stored (see [`hub::Hub::publish_stored`]); rooms without history
+/// never touch the store.
 pub async fn deliver(
     shared: &Shared,
     sender: Sender<'_>,
@@ -85,13 +101,25 @@ pub async fn deliver_native(
             protocol::check_payload(size(data), max)?;
             take_token(sender.bucket)?;
             let json = protocol::message(&room, sender.user, data);
+            let skip = sender.conn.filter(|_| !echo);
+            if shared.namespaces.for_room(room.as_str()).has_history() {
+                let (stored, local) = shared
+                    .hub
+                    .publish_stored(&room, json, skip)
+                    .await
+                    .map_err(history_failure)?;
+                shared.metrics.publishes.fetch_add(1, Relaxed);
+                return Ok(Delivered {
+                    local,
+                    position: Some(stored),
+                });
+            }
             let frame = match msgpack_data {
                 Some(native) => {
                     Frame::from_msgpack(msgpack::message(room.as_str(), sender.user, native), json)
                 }
                 None => Frame::new(json),
             };
-            let skip = sender.conn.filter(|_| !echo);
             let trace = trace::start_publish(room.as_str(), sender.via);
             let local = shared
                 .hub
@@ -118,7 +146,21 @@ pub async fn deliver_native(
             local
         }
     };
-    Ok(Delivered { local })
+    Ok(Delivered {
+        local,
+        position: None,
+    })
+}
+
+/// The contract failure of a history operation.
+pub fn history_failure(e: HistoryError) -> Failure {
+    match e {
+        HistoryError::NoHistory => Failure::new(
+            ErrorCode::NoHistory,
+            "the room's namespace keeps no history",
+        ),
+        HistoryError::Unavailable(why) => Failure::unavailable(format!("history store: {why}")),
+    }
 }
 
 fn take_token(bucket: Option<&mut TokenBucket>) -> Result<(), Failure> {

@@ -31,6 +31,11 @@ use futures_util::StreamExt;
 use super::{Epoch, HistoryError, HistoryStore, Page, Position, Stored};
 use crate::namespace::{NamespaceOptions, Namespaces, namespace_of};
 
+/// Header of a stored publish whose sender asked for no echo: the
+/// publishing gateway's origin and the connection to leave out. The
+/// stream's RePublish carries it to every member gateway.
+pub const SKIP_HEADER: &str = "Roomcast-Skip";
+
 /// How the streams are laid out and kept; identical on every gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JetStreamConfig {
@@ -92,6 +97,8 @@ struct ShardState {
     /// The highest sequence an append got: a lower one means the stream
     /// may have been recreated (or acks completed out of order).
     highest: u64,
+    /// The highest sequence RePublished to this gateway, likewise.
+    republished: u64,
     /// When the epoch was last re-read because of a lower sequence.
     refreshed: Option<Instant>,
 }
@@ -197,11 +204,21 @@ impl JetStreamStore {
     }
 
     /// One JetStream publish: the stored message's sequence.
-    async fn publish(&self, subject: &str, payload: Bytes) -> Result<u64, PublishFailure> {
-        let ack = self
-            .js
-            .publish(subject.to_owned(), payload)
-            .await
+    async fn publish(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        headers: Option<HeaderMap>,
+    ) -> Result<u64, PublishFailure> {
+        let sent = match headers {
+            Some(headers) => {
+                self.js
+                    .publish_with_headers(subject.to_owned(), headers, payload)
+                    .await
+            }
+            None => self.js.publish(subject.to_owned(), payload).await,
+        };
+        let ack = sent
             .map_err(PublishFailure::from)?
             .await
             .map_err(PublishFailure::from)?;
@@ -210,17 +227,23 @@ impl JetStreamStore {
 
     /// Every kept message of a room from sequence `from` on, at most `max`,
     /// in one batched direct get (served by any replica, no consumer).
+    ///
+    /// With `min_last` above 0 only a replica that has applied the stream up
+    /// to that sequence answers (followers behind it hand the request to the
+    /// leader, NATS 2.12+): the read then holds every message stored up to it.
     async fn read(
         &self,
         shard: &Shard,
         subject: &str,
         from: u64,
         max: usize,
+        min_last: u64,
     ) -> Result<Vec<Stored>, HistoryError> {
         let request = DirectBatch {
             seq: from.max(1),
             next_by_subj: subject,
             batch: max,
+            min_last_seq: min_last,
         };
         let body =
             serde_json::to_vec(&request).map_err(|e| HistoryError::Unavailable(e.to_string()))?;
@@ -284,10 +307,10 @@ impl JetStreamStore {
         let (options, shard, subject) = self.locate(room)?;
         let max = options.history_size as usize;
         self.epoch(shard).await?;
-        let kept = match self.read(shard, &subject, 1, max).await {
+        let kept = match self.read(shard, &subject, 1, max, 0).await {
             Err(_) if shard.lock().epoch.is_none() => {
                 self.create(shard).await?;
-                self.read(shard, &subject, 1, max).await?
+                self.read(shard, &subject, 1, max, 0).await?
             }
             other => other?,
         };
@@ -318,21 +341,37 @@ impl Shard {
         let mut state = self.lock();
         state.epoch = None;
         state.highest = 0;
+        state.republished = 0;
     }
 
     /// Records an append's sequence; true when it is lower than one seen
     /// before and the epoch was not re-read for a while: the stream may have
     /// been recreated by another gateway.
     fn suspect(&self, sequence: u64, now: Instant) -> bool {
+        self.suspect_in(|s| &mut s.highest, sequence, now)
+    }
+
+    /// Records a sequence RePublished to this gateway; like [`Shard::suspect`].
+    fn suspect_republished(&self, sequence: u64, now: Instant) -> bool {
+        self.suspect_in(|s| &mut s.republished, sequence, now)
+    }
+
+    fn suspect_in(
+        &self,
+        counter: fn(&mut ShardState) -> &mut u64,
+        sequence: u64,
+        now: Instant,
+    ) -> bool {
         let mut state = self.lock();
-        let lower = sequence < state.highest;
-        state.highest = state.highest.max(sequence);
         let due = state
             .refreshed
             .is_none_or(|at| now.saturating_duration_since(at) >= REFRESH_EVERY);
+        let seen = counter(&mut state);
+        let lower = sequence < *seen;
+        *seen = (*seen).max(sequence);
         if lower && due {
+            *seen = sequence;
             state.refreshed = Some(now);
-            state.highest = sequence;
             return true;
         }
         false
@@ -356,23 +395,35 @@ impl From<async_nats::jetstream::context::PublishError> for PublishFailure {
     }
 }
 
-impl HistoryStore for JetStreamStore {
-    async fn append(&self, room: &str, payload: Bytes) -> Result<Position, HistoryError> {
+impl JetStreamStore {
+    /// [`HistoryStore::append`] with headers that the stream's RePublish
+    /// carries to every member gateway along with the message.
+    pub async fn append_with(
+        &self,
+        room: &str,
+        payload: Bytes,
+        headers: Option<HeaderMap>,
+    ) -> Result<Position, HistoryError> {
         let (_, shard, subject) = self.locate(room)?;
         let mut epoch = self.epoch(shard).await?;
-        let offset = match self.publish(&subject, payload.clone()).await {
+        let offset = match self
+            .publish(&subject, payload.clone(), headers.clone())
+            .await
+        {
             Ok(offset) => offset,
             Err(PublishFailure::NoStream) => {
                 // Deleted under us: recreate it (a new epoch) and store there.
                 shard.forget();
                 epoch = self.create(shard).await?;
-                self.publish(&subject, payload).await.map_err(|f| match f {
-                    PublishFailure::NoStream => HistoryError::Unavailable(format!(
-                        "no stream takes {subject} after creating {}",
-                        shard.name
-                    )),
-                    PublishFailure::Failed(why) => HistoryError::Unavailable(why),
-                })?
+                self.publish(&subject, payload, headers)
+                    .await
+                    .map_err(|f| match f {
+                        PublishFailure::NoStream => HistoryError::Unavailable(format!(
+                            "no stream takes {subject} after creating {}",
+                            shard.name
+                        )),
+                        PublishFailure::Failed(why) => HistoryError::Unavailable(why),
+                    })?
             }
             Err(PublishFailure::Failed(why)) => return Err(HistoryError::Unavailable(why)),
         };
@@ -380,6 +431,49 @@ impl HistoryStore for JetStreamStore {
             epoch = self.info(shard).await?.0;
         }
         Ok(Position { offset, epoch })
+    }
+
+    /// The epoch of a message stream `stream` RePublished at `offset`: the
+    /// known one, re-read from the stream when unknown or when the offset is
+    /// lower than one RePublished before (the stream may have been recreated
+    /// by another gateway; re-read at most once a second).
+    pub async fn epoch_of_republished(
+        &self,
+        stream: &str,
+        offset: u64,
+    ) -> Result<Epoch, HistoryError> {
+        let shard = self
+            .shards
+            .values()
+            .flatten()
+            .find(|s| s.name == stream)
+            .ok_or_else(|| HistoryError::Unavailable(format!("unknown stream {stream}")))?;
+        let stale = shard.suspect_republished(offset, Instant::now());
+        let known = shard.lock().epoch.clone();
+        match known {
+            Some(epoch) if !stale => Ok(epoch),
+            _ => Ok(self.info(shard).await?.0),
+        }
+    }
+
+    /// The shard's stream info from its leader; a missing stream is created
+    /// (its history is lost: a new epoch).
+    async fn leader_info(&self, shard: &Shard) -> Result<(Epoch, stream::State), HistoryError> {
+        self.epoch(shard).await?;
+        match self.info(shard).await {
+            Ok(info) => Ok(info),
+            Err(_) => {
+                shard.forget();
+                self.create(shard).await?;
+                self.info(shard).await
+            }
+        }
+    }
+}
+
+impl HistoryStore for JetStreamStore {
+    async fn append(&self, room: &str, payload: Bytes) -> Result<Position, HistoryError> {
+        self.append_with(room, payload, None).await
     }
 
     async fn last(&self, room: &str, limit: usize) -> Result<Page, HistoryError> {
@@ -394,27 +488,28 @@ impl HistoryStore for JetStreamStore {
         })
     }
 
+    /// Leader-bounded: the stream's state comes from its leader first, and
+    /// the read must reach that state's last sequence, so a lagging replica
+    /// can never make a dropped-looking or short answer (which would decide
+    /// `recovered` wrongly or lose a message stored before the join).
     async fn after(&self, room: &str, since: u64, limit: usize) -> Result<Page, HistoryError> {
-        let (options, shard, mut epoch, kept) = self.read_room(room).await?;
+        let (options, shard, subject) = self.locate(room)?;
+        let (epoch, state) = self.leader_info(shard).await?;
+        let max = options.history_size as usize;
+        let kept = self
+            .read(shard, &subject, 1, max, state.last_sequence)
+            .await?;
         let offset = kept.last().map_or(0, |m| m.offset);
         let first_kept = kept.first().map(|m| m.offset);
         let messages: Vec<Stored> = kept.into_iter().filter(|m| m.offset > since).collect();
-        let complete = if first_kept.is_some_and(|first| first <= since) && since <= offset {
-            true
-        } else {
-            // Whether something after `since` was dropped depends on the
-            // stream's own range: one more request, only in this case.
-            let (now, state) = self.info(shard).await?;
-            epoch = now;
-            complete_after(
-                since,
-                first_kept,
-                messages.len(),
-                options.history_size,
-                state.first_sequence,
-                state.last_sequence,
-            )
-        };
+        let complete = complete_after(
+            since,
+            first_kept,
+            messages.len(),
+            options.history_size,
+            state.first_sequence,
+            state.last_sequence,
+        );
         let messages = messages.into_iter().take(limit).collect();
         Ok(Page {
             messages,
@@ -446,6 +541,13 @@ struct DirectBatch<'a> {
     seq: u64,
     next_by_subj: &'a str,
     batch: usize,
+    /// 0: any replica answers (left out of the request).
+    #[serde(skip_serializing_if = "is_zero")]
+    min_last_seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One reply of a batched direct get.

@@ -3,14 +3,15 @@
 //! one delivery path, `from: null`); `POST /v1/disconnect` and
 //! `/v1/unsubscribe` act on a user's connections in the whole cluster,
 //! through the bus's command channel; `GET /v1/presence?room=R` answers like
-//! a client's `presence` frame. All need the API key.
+//! a client's `presence` frame, `GET /v1/history` like its `history` frame.
+//! All need the API key.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,8 +20,11 @@ use tokio::time::Instant;
 
 use super::admission::read_body;
 use crate::bus::Command;
-use crate::delivery::{self, Outgoing, Sender};
-use crate::protocol::{self, Broadcast, ErrorCode, Failure, MAX_BROADCAST_ROOMS, Publish};
+use crate::delivery::{self, Delivered, Outgoing, Sender};
+use crate::history::HistoryError;
+use crate::protocol::{
+    self, Broadcast, ErrorCode, Failure, HistoryQuery, MAX_BROADCAST_ROOMS, Publish, Since,
+};
 use crate::room::{MAX_ROOM_BYTES, RoomName};
 use crate::state::Shared;
 
@@ -39,6 +43,74 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/disconnect", post(disconnect))
         .route("/v1/unsubscribe", post(unsubscribe))
         .route("/v1/presence", get(presence))
+        .route("/v1/history", get(history))
+}
+
+/// `GET /v1/history?room=R&limit=L&since_offset=N&epoch=E`: the `history`
+/// frame's answer. 400 `no_history` for a room whose namespace keeps none.
+async fn history(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !shared.auth.api_key_ok(authorization) {
+        return unauthorized();
+    }
+    let query = match history_query(request.uri()) {
+        Ok(query) => query,
+        Err(failure) => return answer_error(&shared, StatusCode::BAD_REQUEST, &failure),
+    };
+    let answer = match shared.hub.history() {
+        None => Err(HistoryError::NoHistory),
+        Some(store) => crate::history::answer(store, &query).await,
+    };
+    match answer {
+        Ok(fields) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{{{fields}}}"),
+        )
+            .into_response(),
+        Err(e) => failure_response(&shared, delivery::history_failure(e)),
+    }
+}
+
+/// Reads the query string of `GET /v1/history`.
+fn history_query(uri: &axum::http::Uri) -> Result<HistoryQuery, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        room: Option<String>,
+        limit: Option<String>,
+        since_offset: Option<String>,
+        epoch: Option<String>,
+    }
+    let bad = |m: &'static str| Failure::new(ErrorCode::BadRequest, m);
+    let Query(raw) = Query::<Raw>::try_from_uri(uri).map_err(|_| bad("malformed query string"))?;
+    let room = raw.room.ok_or_else(|| bad("missing parameter `room`"))?;
+    let room = RoomName::parse(&room).ok_or_else(|| {
+        Failure::new(
+            ErrorCode::InvalidRoom,
+            "room must match ^[A-Za-z0-9_:@/-]{1,128}$",
+        )
+    })?;
+    let limit = match raw.limit {
+        None => protocol::MAX_HISTORY_LIMIT,
+        Some(l) => protocol::check_limit(
+            l.parse()
+                .map_err(|_| bad("parameter `limit` must be an integer from 1 to 100"))?,
+        )?,
+    };
+    let since = match (raw.since_offset, raw.epoch) {
+        (None, None) => None,
+        (Some(offset), Some(epoch)) => Some(Since {
+            offset: offset
+                .parse()
+                .map_err(|_| bad("parameter `since_offset` must be an integer >= 0"))?,
+            epoch,
+        }),
+        _ => return Err(bad("`since_offset` and `epoch` go together")),
+    };
+    Ok(HistoryQuery { room, limit, since })
 }
 
 #[derive(serde::Deserialize)]
@@ -89,10 +161,11 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
+/// 202 `{"ok":true}`, with `offset` and `epoch` for a history room.
 async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    serve(&shared, request, 0, async |text| {
+    serve_with(&shared, request, 0, async |text| {
         let op = protocol::decode_publish(text)?;
-        deliver(&shared, Outgoing::Publish(op)).await
+        Ok(deliver(&shared, Outgoing::Publish(op)).await?.ok_fields())
     })
     .await
 }
@@ -100,7 +173,7 @@ async fn publish(State(shared): State<Arc<Shared>>, request: Request) -> Respons
 async fn send(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     serve(&shared, request, 0, async |text| {
         let op = protocol::decode_send(text)?;
-        deliver(&shared, Outgoing::Send(op)).await
+        deliver(&shared, Outgoing::Send(op)).await.map(drop)
     })
     .await
 }
@@ -164,6 +237,20 @@ async fn serve(
     extra: usize,
     op: impl AsyncFnOnce(&str) -> Result<(), Failure>,
 ) -> Response {
+    serve_with(shared, request, extra, async |text| {
+        op(text).await.map(|()| String::new())
+    })
+    .await
+}
+
+/// [`serve`] for an `op` whose success adds fields (pre-encoded
+/// `"key":value` pairs, or nothing) to the 202's `{"ok":true}`.
+async fn serve_with(
+    shared: &Shared,
+    request: Request,
+    extra: usize,
+    op: impl AsyncFnOnce(&str) -> Result<String, Failure>,
+) -> Response {
     let body = match admit(shared, request, extra).await {
         Ok(body) => body,
         Err(refused) => return refused,
@@ -173,16 +260,27 @@ async fn serve(
         Err(_) => Err(Failure::new(ErrorCode::BadRequest, "body is not UTF-8")),
     };
     match outcome {
-        Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
-        Err(failure) => {
-            let status = match failure.code {
-                ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            answer_error(shared, status, &failure)
+        Ok(fields) => {
+            let sep = if fields.is_empty() { "" } else { "," };
+            (
+                StatusCode::ACCEPTED,
+                [(header::CONTENT_TYPE, "application/json")],
+                format!(r#"{{"ok":true{sep}{fields}}}"#),
+            )
+                .into_response()
         }
+        Err(failure) => failure_response(shared, failure),
     }
+}
+
+/// A failure as its contract status and JSON body.
+fn failure_response(shared: &Shared, failure: Failure) -> Response {
+    let status = match failure.code {
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    answer_error(shared, status, &failure)
 }
 
 /// Checks the key, then reads the body (bounded in size and time: see
@@ -216,15 +314,14 @@ fn answer_error(shared: &Shared, status: StatusCode, failure: &Failure) -> Respo
         .into_response()
 }
 
-async fn deliver(shared: &Shared, op: Outgoing<'_>) -> Result<(), Failure> {
+async fn deliver(shared: &Shared, op: Outgoing<'_>) -> Result<Delivered, Failure> {
     let sender = Sender {
         user: None,
         conn: None,
         via: "http",
         bucket: None,
     };
-    delivery::deliver(shared, sender, op).await?;
-    Ok(())
+    delivery::deliver(shared, sender, op).await
 }
 
 async fn command(shared: &Shared, command: Command) -> Result<(), Failure> {

@@ -35,8 +35,12 @@ use crate::config::{Config, ConfigError};
 use crate::delivery::hub::Hub;
 use crate::delivery::outbound::Close;
 use crate::drain::Drain;
+use crate::history::Store;
+use crate::history::jetstream::{JetStreamConfig, JetStreamStore, Storage};
+use crate::history::memory::MemoryStore;
 use crate::metrics::Metrics;
 use crate::msgpack;
+use crate::namespace::Namespaces;
 use crate::presence::Presence;
 use crate::protocol::SUBPROTOCOL;
 use crate::state::Shared;
@@ -79,6 +83,8 @@ pub struct Gateway {
     admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    /// Keeps the JetStream streams created and `roomcast_history_up` true.
+    watch_history: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -112,6 +118,11 @@ impl Gateway {
             tracing::warn!(%public_addr, "auth.api_key is not set: the HTTP API (/v1/...) is open to anyone who can reach the listener");
         }
         let namespaces = config.namespace_options()?;
+        let store = history_store(&config, &namespaces, hub.bus());
+        shared_history_up(&metrics, store.as_deref());
+        if let Some(store) = &store {
+            hub.set_history(store.clone());
+        }
         let sessions = Sessions::new(
             config.polling,
             config.limits.max_frame_bytes,
@@ -137,6 +148,8 @@ impl Gateway {
             header_timeout: Duration::from_millis(limits.http_read_timeout_ms),
             phase: HttpPhase::new(limits.max_http_connections, metrics),
         };
+        let watch_history =
+            store.map(|store| tokio::spawn(watch_history(store, shared.metrics.clone())));
         let servers = vec![
             tokio::spawn(serve(
                 public,
@@ -157,6 +170,7 @@ impl Gateway {
             admin_addr,
             stop,
             servers,
+            watch_history,
         })
     }
 
@@ -194,6 +208,9 @@ impl Gateway {
     /// most [`SHUTDOWN_GRACE`] for them to go.
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
+        if let Some(watch) = &self.watch_history {
+            watch.abort();
+        }
         for conn in self.shared.hub.connections() {
             conn.outbound.close(Close::GOING_AWAY);
         }
@@ -205,6 +222,70 @@ impl Gateway {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
         }
         self.shared.hub.bus().shutdown().await;
+    }
+}
+
+/// The history store the configuration asks for: none when no namespace
+/// keeps history; in memory on the in-process bus; JetStream on NATS.
+fn history_store(config: &Config, namespaces: &Namespaces, bus: &Bus) -> Option<Arc<Store>> {
+    namespaces.with_history().next()?;
+    let store = match bus.nats_client() {
+        None => Store::Memory(MemoryStore::new(namespaces.clone())),
+        Some(client) => {
+            let nats = &config.nats;
+            let layout = JetStreamConfig {
+                prefix: nats.cluster_name.clone(),
+                shards: nats.history_shards,
+                replicas: usize::from(nats.history_replicas),
+                storage: if nats.history_storage == "memory" {
+                    Storage::Memory
+                } else {
+                    Storage::File
+                },
+                timeout: Duration::from_millis(nats.history_timeout_ms),
+            };
+            Store::JetStream(Box::new(JetStreamStore::new(
+                client.clone(),
+                namespaces.clone(),
+                layout,
+            )))
+        }
+    };
+    Some(Arc::new(store))
+}
+
+/// `roomcast_history_up` before the first check: up unless JetStream is to
+/// be checked.
+fn shared_history_up(metrics: &Metrics, store: Option<&Store>) {
+    let up = !matches!(store, Some(Store::JetStream(_)));
+    metrics.history_up.store(i64::from(up), Relaxed);
+}
+
+/// How often JetStream is checked while it answers, and while it does not.
+const HISTORY_CHECK: Duration = Duration::from_secs(5);
+const HISTORY_RETRY: Duration = Duration::from_millis(500);
+
+/// Creates or updates the history streams and re-reads their epochs, again
+/// and again: `roomcast_history_up` and `/readyz` follow the outcome.
+async fn watch_history(store: Arc<Store>, metrics: Arc<Metrics>) {
+    let Store::JetStream(jetstream) = &*store else {
+        return;
+    };
+    let mut was_up = None;
+    loop {
+        let outcome = jetstream.ensure_all().await;
+        let up = outcome.is_ok();
+        metrics.history_up.store(i64::from(up), Relaxed);
+        if was_up != Some(up) {
+            match &outcome {
+                Ok(()) => tracing::info!("history streams ready on JetStream"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "JetStream unavailable: history rooms answer unavailable")
+                }
+            }
+        }
+        was_up = Some(up);
+        tokio::time::sleep(if up { HISTORY_CHECK } else { HISTORY_RETRY }).await;
     }
 }
 
@@ -474,6 +555,16 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_ready() {
+        // JetStream down takes only history rooms out (they answer
+        // `unavailable`); the gateway still serves every other room, so it
+        // stays ready and says so.
+        if shared.metrics.history_up.load(Relaxed) == 0 {
+            return (
+                StatusCode::OK,
+                "ready; history store (JetStream) unavailable: history rooms answer unavailable\n",
+            )
+                .into_response();
+        }
         (StatusCode::OK, "ready\n").into_response()
     } else if shared.drain.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()

@@ -68,7 +68,6 @@ pub async fn open(shared: Arc<Shared>, identity: Identity, kind: Kind) -> Arc<Ha
         format,
         via,
         id.text().into(),
-        id.public().into(),
     )
     .await;
     sessions.insert(handle.clone());

@@ -594,6 +594,19 @@ impl Drop for Client {
     }
 }
 
+/// A history answer's (`offset`, `epoch`): of a `message`, an `ok` or a 202.
+pub fn position(v: &Value) -> (u64, String) {
+    (
+        v["offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no offset: {v}")),
+        v["epoch"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no epoch: {v}"))
+            .to_owned(),
+    )
+}
+
 /// Asserts the fields every `error` frame carries.
 pub fn check_error_shape(frame: &Value) {
     if frame["type"] == "error" {

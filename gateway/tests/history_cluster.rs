@@ -1,0 +1,459 @@
+//! History, offsets and recovery across gateways on real nats-servers with
+//! JetStream, over real WebSockets and HTTP: recovery on another gateway
+//! after a drain; two publishers on two gateways seen in one order by every
+//! member; a replay racing live publishes; the epoch after the stream is
+//! deleted; a JetStream that is missing (history rooms `unavailable`,
+//! readiness says so, other rooms work); a 3-node NATS cluster losing a node
+//! mid-stream without losing an accepted message.
+
+mod common;
+mod nats;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Client, STEP, TestGateway, eventually, get, http, position, within};
+use nats::{CLUSTER, NatsCluster, NatsServer, discover, gateway_with, user, wait_ready};
+use roomcast_gateway::history::jetstream::{shard_of, stream_name};
+use roomcast_gateway::namespace::NamespaceSpec;
+use serde_json::{Value, json};
+
+/// A gateway on `urls` whose `chat` namespace keeps `size` messages.
+async fn history_gateway(node: &str, urls: Vec<String>, size: u32, replicas: u8) -> TestGateway {
+    let spec: NamespaceSpec = format!("chat:history_size={size}").parse().expect("spec");
+    gateway_with(node, urls, |c| {
+        c.namespaces = vec![spec];
+        c.nats.history_shards = 2;
+        c.nats.history_replicas = replicas;
+        c.nats.history_timeout_ms = 2_000;
+    })
+    .await
+}
+
+async fn pair(nats: &NatsServer, size: u32) -> (TestGateway, TestGateway) {
+    let a = history_gateway("gw-a", vec![nats.url()], size, 1).await;
+    let b = history_gateway("gw-b", vec![nats.url()], size, 1).await;
+    discover(&[&a, &b]).await;
+    (a, b)
+}
+
+async fn publish(c: &mut Client, room: &str, data: Value) -> (u64, String) {
+    let ok = c
+        .ok(json!({"type": "publish", "room": room, "data": data}))
+        .await;
+    position(&ok)
+}
+
+/// The next `n` messages of `room`: (offset, epoch, data).
+async fn messages(c: &mut Client, room: &str, n: usize) -> Vec<(u64, String, Value)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = c
+            .recv_where("a message", |v| v["type"] == "message" && v["room"] == room)
+            .await;
+        let (offset, epoch) = position(&m);
+        out.push((offset, epoch, m["data"].clone()));
+    }
+    out
+}
+
+/// Joins with `since`; the frames before the answer (the replay) and the answer.
+async fn join_since(c: &mut Client, room: &str, since: &(u64, String)) -> (Vec<Value>, Value) {
+    let id = c.fresh_id();
+    c.send_json(json!({"type": "join", "room": room, "id": id,
+        "since": {"offset": since.0, "epoch": since.1}}))
+        .await;
+    let mut replay = Vec::new();
+    loop {
+        let f = c.recv().await;
+        if f["id"] == id {
+            return (replay, f);
+        }
+        assert_eq!(
+            f["type"], "message",
+            "only the replay comes before the ok: {f}"
+        );
+        replay.push(f);
+    }
+}
+
+#[tokio::test]
+async fn drained_clients_recover_on_another_gateway() {
+    within(90, async {
+        let nats = NatsServer::start_jetstream().await;
+        let (a, b) = pair(&nats, 100).await;
+        let room = "chat:drain";
+        let mut member = user(&a, "alice").await;
+        let ok = member.ok(json!({"type": "join", "room": room})).await;
+        assert_eq!(ok["offset"], 0);
+        let mut writer = user(&b, "bob").await;
+        let mut acked = Vec::new();
+        for i in 0..5 {
+            acked.push(publish(&mut writer, room, json!(i)).await);
+        }
+        let got = messages(&mut member, room, 5).await;
+        let offsets: Vec<u64> = got.iter().map(|m| m.0).collect();
+        assert_eq!(offsets, acked.iter().map(|a| a.0).collect::<Vec<_>>());
+        let last = (got[4].0, got[4].1.clone());
+
+        // gw-a drains: alice is told to reconnect; meanwhile bob keeps publishing.
+        a.start_drain();
+        member.expect_close(1012).await;
+        for i in 5..10 {
+            acked.push(publish(&mut writer, room, json!(i)).await);
+        }
+        // alice reconnects to gw-b and recovers what she missed, then live.
+        let mut again = user(&b, "alice").await;
+        let (replay, ok) = join_since(&mut again, room, &last).await;
+        assert_eq!(ok["recovered"], true, "{ok}");
+        let data: Vec<&Value> = replay.iter().map(|m| &m["data"]).collect();
+        assert_eq!(
+            data,
+            (5..10)
+                .map(|i| json!(i))
+                .collect::<Vec<_>>()
+                .iter()
+                .collect::<Vec<_>>()
+        );
+        let replayed: Vec<u64> = replay.iter().map(|m| position(m).0).collect();
+        assert_eq!(replayed, acked[5..].iter().map(|a| a.0).collect::<Vec<_>>());
+        assert_eq!(position(&ok), acked[9].clone());
+        let next = publish(&mut writer, room, json!(10)).await;
+        assert_eq!(
+            messages(&mut again, room, 1).await,
+            [(next.0, next.1, json!(10))]
+        );
+        again.expect_quiet().await;
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_publishers_on_two_gateways_one_order_for_every_member() {
+    within(90, async {
+        let nats = NatsServer::start_jetstream().await;
+        let (a, b) = pair(&nats, 1000).await;
+        let room = "chat:race";
+        let mut members = Vec::new();
+        for (gw, name) in [(&a, "m1"), (&a, "m2"), (&b, "m3"), (&b, "m4")] {
+            let mut m = user(gw, name).await;
+            m.join(room).await;
+            members.push(m);
+        }
+        let (mut p1, mut p2) = (user(&a, "p1").await, user(&b, "p2").await);
+        const N: usize = 60;
+        let (acks1, acks2) = tokio::join!(
+            publishes(&mut p1, room, "a", N),
+            publishes(&mut p2, room, "b", N)
+        );
+        let mut orders = Vec::new();
+        for m in &mut members {
+            let got = messages(m, room, 2 * N).await;
+            assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "offset order");
+            orders.push(got);
+        }
+        assert!(
+            orders.windows(2).all(|w| w[0] == w[1]),
+            "one order for every member"
+        );
+        let acked: BTreeMap<u64, String> = acks1.into_iter().chain(acks2).collect();
+        let seen: BTreeMap<u64, String> = orders[0]
+            .iter()
+            .map(|(o, _, d)| (*o, d.as_str().expect("text").to_owned()))
+            .collect();
+        assert_eq!(acked, seen, "every ack's offset is the one delivered");
+
+        // echo:false on NATS: the sender alone is left out.
+        let ok = members[0]
+            .ok(json!({"type": "publish", "room": room, "data": "quiet", "echo": false}))
+            .await;
+        let at = position(&ok).0;
+        for m in &mut members[1..] {
+            assert_eq!(messages(m, room, 1).await[0].0, at);
+        }
+        members[0].expect_quiet().await;
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+/// `n` publishes with ids, one after the other: (offset, data) of each ack.
+async fn publishes(c: &mut Client, room: &str, tag: &str, n: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let text = format!("{tag}{i}");
+        out.push((publish(c, room, json!(text)).await.0, text));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_replay_racing_live_publishes_on_another_gateway() {
+    within(90, async {
+        let nats = NatsServer::start_jetstream().await;
+        let (a, b) = pair(&nats, 1000).await;
+        let room = "chat:live";
+        let mut w = user(&a, "writer").await;
+        let mut first = Vec::new();
+        for i in 0..20 {
+            first.push(publish(&mut w, room, json!(i)).await);
+        }
+        let since = first[4].clone();
+        let publisher = tokio::spawn(async move {
+            for i in 20..220 {
+                w.send_json(json!({"type": "publish", "room": room, "data": i}))
+                    .await;
+            }
+            w.expect_quiet().await;
+            w
+        });
+        let mut joiners = Vec::new();
+        for k in 0..3 {
+            let mut c = user(&b, &format!("j{k}")).await;
+            let id = c.fresh_id();
+            c.send_json(json!({"type": "join", "room": room, "id": id,
+                "since": {"offset": since.0, "epoch": since.1}}))
+                .await;
+            joiners.push((c, id));
+        }
+        let _w = publisher.await.expect("publisher");
+        for (c, id) in &mut joiners {
+            let (mut data, mut offsets, mut ok) = (Vec::new(), Vec::new(), None);
+            while data.len() < 215 || ok.is_none() {
+                let f = c.recv().await;
+                if f["type"] == "message" {
+                    offsets.push(f["offset"].as_u64().expect("offset"));
+                    data.push(f["data"].as_i64().expect("number"));
+                } else {
+                    assert_eq!(f["id"], *id, "{f}");
+                    ok = Some(f);
+                }
+            }
+            assert_eq!(ok.expect("ok")["recovered"], true);
+            assert_eq!(data, (5..220).collect::<Vec<i64>>(), "each once, in order");
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+            c.expect_quiet().await;
+        }
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_epoch_changes_when_the_stream_is_deleted() {
+    within(90, async {
+        let nats = NatsServer::start_jetstream().await;
+        let (a, b) = pair(&nats, 100).await;
+        let room = "chat:gone";
+        let mut member = user(&b, "member").await;
+        member.join(room).await;
+        let mut w = user(&a, "writer").await;
+        let mut old = Vec::new();
+        for i in 0..3 {
+            old.push(publish(&mut w, room, json!(i)).await);
+        }
+        assert_eq!(messages(&mut member, room, 3).await.len(), 3);
+
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let admin = async_nats::jetstream::new(client);
+        let name = stream_name(CLUSTER, "chat", shard_of(room, 2));
+        assert!(admin.delete_stream(&name).await.expect("delete").success);
+
+        // The next publish recreates the stream: a new epoch, and members
+        // on every gateway get the message in it.
+        let fresh = publish(&mut w, room, json!("new")).await;
+        assert_ne!(fresh.1, old[0].1, "history lost: the epoch changed");
+        let got = messages(&mut member, room, 1).await;
+        assert_eq!(got, [(fresh.0, fresh.1.clone(), json!("new"))]);
+
+        // A client recovering with the old epoch is told to reload.
+        let mut back = user(&b, "back").await;
+        let (replay, ok) = join_since(&mut back, room, &old[2]).await;
+        assert!(replay.is_empty());
+        assert_eq!(ok["recovered"], false, "{ok}");
+        assert_eq!(position(&ok), fresh.clone());
+        let mut again = user(&a, "again").await;
+        let (replay, ok) = join_since(&mut again, room, &(0, fresh.1.clone())).await;
+        assert_eq!(ok["recovered"], true, "{ok}");
+        assert_eq!(replay.len(), 1);
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_jetstream_takes_out_history_rooms_only() {
+    within(60, async {
+        let nats = NatsServer::start().await;
+        let gw = history_gateway("gw-a", vec![nats.url()], 10, 1).await;
+        let (status, _, body) = get(&gw.admin_url("/readyz")).await;
+        assert_eq!(status, 200, "other rooms keep working: {body}");
+        eventually(STEP, "readiness says JetStream is unavailable", || async {
+            let (_, _, body) = get(&gw.admin_url("/readyz")).await;
+            body.contains("history store (JetStream) unavailable")
+                .then_some(())
+        })
+        .await;
+        assert_eq!(gw.metric("roomcast_history_up", "").await, Some(0.0));
+        let mut c = user(&gw, "c").await;
+        c.err(
+            json!({"type": "publish", "room": "chat:1", "data": 1}),
+            "unavailable",
+        )
+        .await;
+        c.err(json!({"type": "join", "room": "chat:1"}), "unavailable")
+            .await;
+        c.err(json!({"type": "history", "room": "chat:1"}), "unavailable")
+            .await;
+        let (status, body) = gw
+            .post(
+                "/v1/publish",
+                &json!({"room": "chat:1", "data": 1}).to_string(),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, &body["code"]),
+            (503, &json!("unavailable")),
+            "{body}"
+        );
+        let resp = http()
+            .get(gw.url("/v1/history?room=chat:1"))
+            .send()
+            .await
+            .expect("GET /v1/history");
+        assert_eq!(resp.status(), 503);
+        // A room without history is untouched.
+        c.join("lobby").await;
+        c.ok(json!({"type": "publish", "room": "lobby", "data": "fine"}))
+            .await;
+        assert_eq!(c.recv_type("message").await["data"], "fine");
+        c.expect_quiet().await;
+        gw.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_three_node_cluster_losing_a_node_loses_no_accepted_message() {
+    within(180, async {
+        let mut cluster = NatsCluster::start_jetstream(3).await;
+        let urls = cluster.urls();
+        // Each gateway prefers another node; all know every node.
+        let rotate = |k: usize| {
+            let mut u = urls.clone();
+            u.rotate_left(k);
+            u
+        };
+        let a = history_gateway("gw-a", rotate(1), 1000, 3).await;
+        let b = history_gateway("gw-b", rotate(2), 1000, 3).await;
+        let room = "chat:ha";
+        let client = async_nats::connect(urls.clone()).await.expect("connect");
+        let admin = async_nats::jetstream::new(client);
+        let name = stream_name(CLUSTER, "chat", shard_of(room, 2));
+        // The meta group elects a leader, then the gateways create the R3 streams.
+        let leader = eventually(
+            Duration::from_secs(60),
+            "an R3 stream with a leader",
+            || async {
+                let mut stream = admin.get_stream(&name).await.ok()?;
+                let info = stream.info().await.ok()?;
+                info.cluster.as_ref()?.leader.clone()
+            },
+        )
+        .await;
+        let mut member = user(&b, "member").await;
+        member.join(room).await;
+
+        let mut accepted: Vec<(u64, String)> = Vec::new();
+        let mut epoch = String::new();
+        let mut refused = 0;
+        let mut i = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while accepted.len() < 40 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} accepted",
+                accepted.len()
+            );
+            if accepted.len() == 15 && cluster.nodes.iter().all(|n| n.is_running()) {
+                cluster
+                    .nodes
+                    .iter_mut()
+                    .find(|n| n.name() == leader)
+                    .expect("the leader is a node")
+                    .stop();
+            }
+            let text = format!("m{i}");
+            let (status, body) = a
+                .post(
+                    "/v1/publish",
+                    &json!({"room": room, "data": text}).to_string(),
+                    None,
+                )
+                .await;
+            match status {
+                202 => {
+                    let (offset, e) = position(&body);
+                    epoch = e;
+                    accepted.push((offset, text));
+                    i += 1;
+                }
+                // Not stored (no leader yet): not accepted, retried.
+                503 => refused += 1,
+                other => panic!("publish answered {other}: {body}"),
+            }
+        }
+        assert!(
+            accepted.windows(2).all(|w| w[0].0 < w[1].0),
+            "offsets increase"
+        );
+        // Every accepted message is kept and recoverable on any gateway.
+        let last = accepted.last().map_or(0, |m| m.0);
+        let replayed = eventually(STEP * 4, "a full recovery after the failover", || async {
+            let mut c = user(&a, "probe").await;
+            let (replay, ok) = join_since(&mut c, room, &(0, epoch.clone())).await;
+            let replayed: BTreeMap<u64, String> = replay
+                .iter()
+                .map(|m| {
+                    (
+                        position(m).0,
+                        m["data"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            (ok["recovered"] == true && replayed.contains_key(&last)).then_some(replayed)
+        })
+        .await;
+        for (offset, text) in &accepted {
+            assert_eq!(
+                replayed.get(offset),
+                Some(text),
+                "accepted {text} at {offset} kept"
+            );
+        }
+        // The member saw no accepted message twice or out of order.
+        let mut seen = BTreeSet::new();
+        let mut last = 0;
+        while let Some(f) = member.try_recv(Duration::from_millis(200)).await {
+            if f["type"] == "message" {
+                let o = f["offset"].as_u64().expect("offset");
+                assert!(o > last && seen.insert(o), "{o} after {last}");
+                last = o;
+            }
+        }
+        eprintln!(
+            "failover: {} accepted, {refused} refused while electing",
+            accepted.len()
+        );
+        wait_ready(&a, 200).await;
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
