@@ -10,9 +10,11 @@ help:
 	@echo "make demo-cluster   nats-server + two gateways on 8080 and 8081"
 	@echo "make bench  benchmarks against the Node.js baseline, into docs/benchmarks.md"
 
-## Start one gateway on the in-process bus, with its demo page at http://127.0.0.1:8080/
+## Start one gateway on the in-process bus, with its demo page at http://127.0.0.1:8080/;
+## rooms without ':' keep their last 100 messages for an hour (in memory).
 run:
-	$(CARGO) run --release --locked -p roomcast-gateway -- --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090
+	$(CARGO) run --release --locked -p roomcast-gateway -- --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090 \
+	  --namespace ':history_size=100,history_ttl_seconds=3600'
 
 ## A local nats-server and two gateways (8080/8081, admin 9090/9091), to watch messages cross gateways.
 demo-cluster: deps
