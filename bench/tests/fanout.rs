@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use roomcast_bench::scenario::fanout;
 use roomcast_bench::target::parse_target;
-use roomcast_gateway::{Config, Gateway};
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_delivers_everything_once_and_in_order() {
@@ -34,16 +35,7 @@ async fn fanout_over_sse_and_long_polling_delivers_everything_once_and_in_order(
 /// complete, once-only, in-order delivery.
 async fn fanout_once(sse_share: f64, poll_share: f64) -> fanout::Report {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let gateway = Gateway::start(Config {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
-            admin_listen: "127.0.0.1:0".parse().expect("literal address"),
-            node_name: "bench-test".into(),
-            drain_seconds: 1,
-            ..Config::default()
-        })
-        .await
-        .expect("gateway starts");
-        let url = format!("ws://{}/ws", gateway.public_addr());
+        let (gateway, url) = common::start(common::config("bench-test")).await;
         let cfg = fanout::Config {
             targets: vec![parse_target(&url).expect("loopback URL")],
             subscribers: 12,

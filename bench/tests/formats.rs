@@ -8,21 +8,15 @@ use std::time::Duration;
 
 use roomcast_bench::scenario::formats::{self, Variant};
 use roomcast_bench::target::parse_target;
-use roomcast_gateway::{Config, Gateway};
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_variant_delivers_everything() {
     tokio::time::timeout(Duration::from_secs(90), async {
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
-            admin_listen: "127.0.0.1:0".parse().expect("literal address"),
-            node_name: "bench-test".into(),
-            drain_seconds: 1,
-            ..Config::default()
-        };
+        let mut config = common::config("bench-test");
         config.websocket.compression = true;
-        let gateway = Gateway::start(config).await.expect("gateway starts");
-        let url = format!("ws://{}/ws", gateway.public_addr());
+        let (gateway, url) = common::start(config).await;
         let mut bytes = Vec::new();
         for variant in [
             Variant::JsonText,

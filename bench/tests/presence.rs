@@ -7,21 +7,13 @@ use std::time::Duration;
 
 use roomcast_bench::scenario::presence;
 use roomcast_bench::target::parse_target;
-use roomcast_gateway::{Config, Gateway};
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_events_flow_and_every_watcher_view_ends_consistent() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let gateway = Gateway::start(Config {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
-            admin_listen: "127.0.0.1:0".parse().expect("literal address"),
-            node_name: "bench-test".into(),
-            drain_seconds: 1,
-            ..Config::default()
-        })
-        .await
-        .expect("gateway starts");
-        let url = format!("ws://{}/ws", gateway.public_addr());
+        let (gateway, url) = common::start(common::config("bench-test")).await;
         let cfg = presence::Config {
             targets: vec![parse_target(&url).expect("loopback URL")],
             admins: vec![gateway.admin_addr()],

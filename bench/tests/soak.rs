@@ -8,27 +8,23 @@ use std::time::Duration;
 
 use roomcast_bench::scenario::soak::{self, verdict::Mix};
 use roomcast_bench::target::parse_target;
+use roomcast_gateway::Config;
 use roomcast_gateway::config::Limits;
-use roomcast_gateway::{Config, Gateway};
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_returns_to_zero_and_loses_nothing_accepted() {
     tokio::time::timeout(Duration::from_secs(90), async {
-        let gateway = Gateway::start(Config {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
-            admin_listen: "127.0.0.1:0".parse().expect("literal address"),
-            node_name: "soak-test".into(),
-            drain_seconds: 1,
+        let (gateway, url) = common::start(Config {
             limits: Limits {
                 outbound_queue_frames: 64,
                 outbound_queue_bytes: 64 * 1024,
                 ..Limits::default()
             },
-            ..Config::default()
+            ..common::config("soak-test")
         })
-        .await
-        .expect("gateway starts");
-        let url = format!("ws://{}/ws", gateway.public_addr());
+        .await;
         let cfg = soak::Config {
             targets: vec![parse_target(&url).expect("loopback URL")],
             admins: vec![gateway.admin_addr()],
