@@ -468,26 +468,34 @@ fn idle_section(w: &mut String, inputs: &Inputs) {
     );
     let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
     for run in runs {
-        let r = &run.result;
-        let sum = |key: &str| {
-            r.get("servers")
-                .and_then(Value::as_array)
-                .map(|s| s.iter().filter_map(|x| num(x, key)).fold(0.0, |a, b| a + b))
-        };
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} |",
             run.system,
             run.round,
-            fmt(num(r, "connections"), 0, ""),
-            fmt(num(r, "connected"), 0, ""),
-            fmt(sum("rss_before_kib"), 0, ""),
-            fmt(sum("rss_after_kib"), 0, ""),
-            fmt(num(r, "bytes_per_connection"), 0, ""),
-            fmt(num(r, "closed_while_idle"), 0, ""),
+            idle_cells(&run.result)
         );
     }
     let _ = writeln!(w);
+}
+
+/// The cells an idle run shares in every table: connections, connected, the
+/// servers' summed RSS before and after, bytes per connection, closed while idle.
+fn idle_cells(r: &Value) -> String {
+    let sum = |key: &str| {
+        r.get("servers")
+            .and_then(Value::as_array)
+            .map(|s| s.iter().filter_map(|x| num(x, key)).fold(0.0, |a, b| a + b))
+    };
+    [
+        fmt(num(r, "connections"), 0, ""),
+        fmt(num(r, "connected"), 0, ""),
+        fmt(sum("rss_before_kib"), 0, ""),
+        fmt(sum("rss_after_kib"), 0, ""),
+        fmt(num(r, "bytes_per_connection"), 0, ""),
+        fmt(num(r, "closed_while_idle"), 0, ""),
+    ]
+    .join(" | ")
 }
 
 fn storm_section(w: &mut String, inputs: &Inputs) {
@@ -1023,23 +1031,7 @@ fn fallback_section(w: &mut String, inputs: &Inputs) {
         );
         let _ = writeln!(w, "|---|---|---|---|---|---|---|");
         for run in idles {
-            let r = &run.result;
-            let sum = |key: &str| {
-                r.get("servers")
-                    .and_then(Value::as_array)
-                    .map(|s| s.iter().filter_map(|x| num(x, key)).fold(0.0, |a, b| a + b))
-            };
-            let _ = writeln!(
-                w,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                run.round,
-                fmt(num(r, "connections"), 0, ""),
-                fmt(num(r, "connected"), 0, ""),
-                fmt(sum("rss_before_kib"), 0, ""),
-                fmt(sum("rss_after_kib"), 0, ""),
-                fmt(num(r, "bytes_per_connection"), 0, ""),
-                fmt(num(r, "closed_while_idle"), 0, ""),
-            );
+            let _ = writeln!(w, "| {} | {} |", run.round, idle_cells(&run.result));
         }
         let _ = writeln!(w);
     }
