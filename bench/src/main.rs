@@ -396,6 +396,17 @@ fn seconds(value: f64, what: &str) -> Result<Duration, BenchError> {
     Duration::try_from_secs_f64(value).map_err(|_| BenchError::new(format!("bad {what}: {value}")))
 }
 
+/// A gateway's admin address given with `--admin` (loopback host:port).
+fn admin_addr(text: &str) -> Result<SocketAddr, BenchError> {
+    parse_loopback_authority(text, 80)
+        .map_err(|why| BenchError::new(format!("--admin {text}: {why}")))
+}
+
+/// Every `--admin` address of a list.
+fn admin_addrs(texts: &[String]) -> Result<Vec<SocketAddr>, BenchError> {
+    texts.iter().map(|t| admin_addr(t)).collect()
+}
+
 async fn run(command: Command) -> Result<(), BenchError> {
     match command {
         Command::Fanout(a) => {
@@ -470,8 +481,7 @@ async fn run(command: Command) -> Result<(), BenchError> {
             emit(&connect_storm::run(&cfg).await?)
         }
         Command::Drain(a) => {
-            let admin: SocketAddr = parse_loopback_authority(&a.admin, 80)
-                .map_err(|why| BenchError::new(format!("--admin {}: {why}", a.admin)))?;
+            let admin = admin_addr(&a.admin)?;
             let cfg = drain::Config {
                 drained: parse_target(&a.url)?,
                 admin,
@@ -494,14 +504,7 @@ async fn run(command: Command) -> Result<(), BenchError> {
             emit(&drain::run(&cfg).await?)
         }
         Command::Presence(a) => {
-            let admins = a
-                .admins
-                .iter()
-                .map(|s| {
-                    parse_loopback_authority(s, 80)
-                        .map_err(|why| BenchError::new(format!("--admin {s}: {why}")))
-                })
-                .collect::<Result<Vec<SocketAddr>, _>>()?;
+            let admins = admin_addrs(&a.admins)?;
             let cfg = presence::Config {
                 targets: a.targets.parse()?,
                 admins,
@@ -520,14 +523,7 @@ async fn run(command: Command) -> Result<(), BenchError> {
             emit(&presence::run(&cfg).await?)
         }
         Command::Soak(a) => {
-            let admins = a
-                .admins
-                .iter()
-                .map(|addr| {
-                    parse_loopback_authority(addr, 80)
-                        .map_err(|why| BenchError::new(format!("--admin {addr}: {why}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let admins = admin_addrs(&a.admins)?;
             let nats = match (a.nats_pid, a.nats_server) {
                 (Some(pid), Some(binary)) => Some(NatsControl {
                     pid,
