@@ -21,10 +21,13 @@ test('a codec opts in to roomcast.v1.msgpack: binary data arrives as bytes, as b
   const gotJs = [];
   mp.on('message', (m) => gotMp.push(m.data));
   js.on('message', (m) => gotJs.push(m.data));
+  // Both waits are registered before either connects: an event has no replay.
+  const connected = Promise.all([mp.once('connected'), js.once('connected')]);
   mp.connect();
   js.connect();
-  assert.equal((await mp.once('connected')).encoding, 'msgpack');
-  assert.equal((await js.once('connected')).encoding, 'json');
+  const [wMp, wJs] = await connected;
+  assert.equal(wMp.encoding, 'msgpack');
+  assert.equal(wJs.encoding, 'json');
   await Promise.all([mp.join('mp'), js.join('mp')]);
   await mp.publish('mp', new Uint8Array([0, 1, 255]));
   await js.publish('mp', { n: 1 });

@@ -73,8 +73,9 @@ test('a drain mid-stream: the client moves to the other gateway, re-joins, and s
   })();
   await until(() => seen.length >= 20, '20 messages before the drain');
   const reconnected = c.once('connected');
+  const gone = c.once('disconnected');
   await drained.drain();
-  const disconnected = await c.once('disconnected');
+  const disconnected = await gone;
   assert.equal(disconnected.code, 1012);
   assert.equal((await reconnected).node, 'gw-b');
   await until(() => rejoined.length === 1, 'the re-join');
