@@ -57,7 +57,10 @@ async fn frames_and_writes(gw: &TestGateway) -> (f64, f64) {
 async fn with_a_write_delay_a_burst_from_the_bus_leaves_in_a_few_writes_in_order() {
     within(60, async {
         // Long enough that the whole burst is held; a reply is not (below).
-        let (_nats, a, b) = pair(|c| c.write_delay_ms = 500).await;
+        // The largest delay allowed: a held reply would take at least this
+        // long, so the reply's bound below has all of it as slack.
+        let delay = std::time::Duration::from_millis(roomcast_gateway::config::MAX_WRITE_DELAY_MS);
+        let (_nats, a, b) = pair(|c| c.write_delay_ms = delay.as_millis() as u64).await;
         let room = "coalesced";
         let mut publisher = user(&a, "pub").await;
         let mut member = user(&b, "member").await;
@@ -77,8 +80,8 @@ async fn with_a_write_delay_a_burst_from_the_bus_leaves_in_a_few_writes_in_order
         let started = std::time::Instant::now();
         member.ok(json!({"type": "ping"})).await;
         assert!(
-            started.elapsed() < std::time::Duration::from_millis(400),
-            "a reply waited {:?}",
+            started.elapsed() < delay,
+            "a reply waited {:?}, as long as the {delay:?} write delay",
             started.elapsed()
         );
         member.expect_quiet().await;
