@@ -159,14 +159,8 @@ async fn post_drain_flips_readyz_refuses_upgrades_and_closes_1012_over_the_perio
             .expect("POST /drain");
         assert_eq!(resp.status(), 202);
         let started = Instant::now();
-        assert_eq!(get_status(&gw.admin_url("/readyz")).await, 503);
-        assert_eq!(get_status(&gw.admin_url("/healthz")).await, 200);
-        assert_eq!(
-            gw.refused(&Connect::default()).await,
-            503,
-            "no upgrade while draining"
-        );
-        assert_eq!(gw.metric("roomcast_draining", "").await, Some(1.0));
+        // Watched from now on: a close is timed when it arrives, not when
+        // the checks below (slow on a loaded machine) are done.
         let waiters: Vec<_> = clients
             .into_iter()
             .map(|mut c| {
@@ -176,6 +170,14 @@ async fn post_drain_flips_readyz_refuses_upgrades_and_closes_1012_over_the_perio
                 })
             })
             .collect();
+        assert_eq!(get_status(&gw.admin_url("/readyz")).await, 503);
+        assert_eq!(get_status(&gw.admin_url("/healthz")).await, 200);
+        assert_eq!(
+            gw.refused(&Connect::default()).await,
+            503,
+            "no upgrade while draining"
+        );
+        assert_eq!(gw.metric("roomcast_draining", "").await, Some(1.0));
         let mut times = Vec::new();
         for w in waiters {
             let (code, at) = w.await.expect("waiter");
