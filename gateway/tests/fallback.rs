@@ -17,11 +17,14 @@ fn base(gw: &TestGateway) -> String {
     gw.url("")
 }
 
-/// A gateway with short poll timings, so poll tests stay fast.
+/// A gateway with a short poll wait, so poll tests stay fast. Its sessions
+/// expire only after a pause far longer than a loaded machine takes between
+/// two polls of a test (with 1.5 s, a drain's close frame could expire
+/// with its session before the test polled for it).
 async fn gateway() -> TestGateway {
     start_with(|c| {
         c.polling.wait = Duration::from_millis(800);
-        c.polling.expiry = Duration::from_millis(1500);
+        c.polling.expiry = Duration::from_secs(30);
     })
     .await
 }
@@ -140,14 +143,22 @@ async fn sse_streams_carry_heartbeat_comments() {
 #[tokio::test]
 async fn an_idle_poll_answers_an_empty_array_after_its_wait_and_an_unpolled_session_ends() {
     within(30, async {
-        let gw = gateway().await;
+        // A wait long enough that "at once" (below) has seconds of slack on
+        // a loaded machine; a short expiry, waited out below.
+        let wait = Duration::from_secs(3);
+        let expiry = Duration::from_millis(1500);
+        let gw = start_with(|c| {
+            c.polling.wait = wait;
+            c.polling.expiry = expiry;
+        })
+        .await;
         let session = Session::poll(&base(&gw), None).await;
         let started = tokio::time::Instant::now();
         let (status, answer) = session.poll_once_at(&base(&gw)).await;
         assert_eq!((status, answer), (200, json!([])));
         let waited = started.elapsed();
         assert!(
-            waited >= Duration::from_millis(700),
+            waited >= wait - Duration::from_millis(100),
             "a poll waits while nothing comes: {waited:?}"
         );
         // A frame that arrives during a poll answers it at once.
@@ -168,13 +179,13 @@ async fn an_idle_poll_answers_an_empty_array_after_its_wait_and_an_unpolled_sess
         // Sent while the poll waits, or just before it: either way it
         // answers at once, long before its wait is over.
         session.send(json!({"type": "ping", "id": 1})).await;
-        let answer = tokio::time::timeout(Duration::from_millis(600), waiting)
+        let answer = tokio::time::timeout(wait * 2 / 3, waiting)
             .await
             .expect("answered before the wait is over")
             .expect("poll task");
         assert_eq!(answer[0]["id"], 1, "{answer}");
         // Not polled past the expiry: the session is gone.
-        common::eventually(STEP, "the unpolled session ends", || async {
+        common::eventually(expiry + STEP, "the unpolled session ends", || async {
             let (status, _) = session
                 .post_raw_to(&base(&gw), "{\"type\":\"ping\"}".into())
                 .await;
