@@ -108,8 +108,10 @@ async fn forwarded_requests_check_the_sub_and_gone_sessions_are_a_quick_404() {
         let started = tokio::time::Instant::now();
         let (status, _) = stranger.poll_once_at(&b_base).await;
         assert_eq!(status, 404);
+        // Not waiting for a holder takes well under the poll wait plus the
+        // request timeout (5.8 s) that waiting would take, loaded or not.
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(3),
             "no holder answers at once: {:?}",
             started.elapsed()
         );
@@ -124,7 +126,7 @@ async fn forwarded_requests_check_the_sub_and_gone_sessions_are_a_quick_404() {
         let (status, answer) = session.poll_once_at(&b_base).await;
         assert_eq!(status, 404, "{answer}");
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(3),
             "a gone holder is a quick 404: {:?}",
             started.elapsed()
         );
