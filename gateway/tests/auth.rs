@@ -213,7 +213,8 @@ async fn a_token_expiring_mid_session_closes_with_4001() {
             c.auth.jwt_leeway_seconds = 0;
         })
         .await;
-        let short = json!({"sub": "brief", "exp": now() + 2});
+        // At least 2 s to upgrade and ping before it expires, loaded or not.
+        let short = json!({"sub": "brief", "exp": now() + 3});
         let mut c = gw
             .try_client(&Connect::bearer(&jwt::hs256(&short)))
             .await

@@ -323,7 +323,8 @@ async fn with_jwt_requests_need_a_token_of_the_sessions_sub() {
 async fn an_expiring_token_ends_the_session_with_4001() {
     within(30, async {
         let gw = start_with(|c| c.auth.jwt_secret = Some(jwt::SECRET.into())).await;
-        let claims = json!({"sub": "brief", "exp": jwt::now() + 2});
+        // At least 2 s to open the stream before it expires, loaded or not.
+        let claims = json!({"sub": "brief", "exp": jwt::now() + 3});
         let mut session = Session::sse(&base(&gw), Some(&jwt::hs256(&claims))).await;
         let frames = session.expect_close(4001).await;
         assert_eq!(frames.len(), 1, "{frames:?}");
