@@ -26,6 +26,7 @@ use dashmap::mapref::entry::Entry;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
+use super::coalesce::Coalescer;
 use super::frame::Frame;
 use super::gate::{Gate, Mark};
 use super::outbound::{Close, Outbound, Pushed};
@@ -55,6 +56,12 @@ pub struct Conn {
     pub user: Arc<str>,
     /// Frames waiting to be written to this connection.
     pub outbound: Outbound,
+}
+
+impl AsRef<Outbound> for Conn {
+    fn as_ref(&self) -> &Outbound {
+        &self.outbound
+    }
 }
 
 /// Told when a user's first connection on this gateway joins a room or
@@ -168,6 +175,8 @@ pub struct Hub {
     evicted: DashMap<ConnId, Vec<RoomName>>,
     /// Told of per-user room changes (the presence service), once attached.
     observer: OnceLock<Weak<dyn RoomObserver>>,
+    /// Writes fan-out frames held by a write delay when their window ends.
+    coalescer: Coalescer<Conn>,
 }
 
 impl Hub {
@@ -181,13 +190,14 @@ impl Hub {
             conns: DashMap::new(),
             next_id: AtomicU64::new(1),
             bus,
-            metrics,
             gone: Notify::new(),
             history: OnceLock::new(),
             origin: format!("{:016x}", rand::random::<u64>()),
             order: (0..ORDER_LOCKS).map(|_| Mutex::new(())).collect(),
             evicted: DashMap::new(),
             observer: OnceLock::new(),
+            coalescer: Coalescer::new(metrics.clone()),
+            metrics,
         });
         let inbox: Weak<Hub> = Arc::downgrade(&hub);
         hub.bus.attach(inbox);
@@ -464,6 +474,7 @@ impl Hub {
         };
         let started = std::time::Instant::now();
         let (mut taken, mut written, mut writes) = (0, 0, 0);
+        let mut held = Vec::new();
         for conn in members.read().values() {
             if Some(conn.id) == skip {
                 continue;
@@ -474,7 +485,11 @@ impl Hub {
             if pushed.pushed != Pushed::Refused {
                 taken += 1;
             }
+            if let Some(due) = pushed.held_until {
+                held.push((due, conn.clone()));
+            }
         }
+        self.coalescer.hold(held);
         // Counted once per fan-out: a shared counter per write would bounce
         // between cores.
         self.metrics.frames_out.fetch_add(written, Relaxed);

@@ -7,11 +7,14 @@
 //! - `frame.rs`: a server frame encoded at most once per wire format, lazily.
 //! - `hub.rs`: connections, room and user membership, local fan-out.
 //! - `outbound.rs`: one connection's way out, with its bounded queue.
+//! - `coalesce.rs`: with a write delay, one task writing every connection's
+//!   held frames when their window ends.
 //!
 //! Room access depends on who is sending: the session checks it before it
 //! calls [`deliver`], and hands in its rate limit ([`Sender::bucket`]), taken
 //! after the payload check as the contract orders them.
 
+pub mod coalesce;
 pub mod frame;
 pub mod gate;
 pub mod hub;

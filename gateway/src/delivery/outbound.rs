@@ -18,7 +18,9 @@
 //! burst from the bus) and frames queued behind a full socket go out in one
 //! vectored write. A write delay (`write_delay_ms`, off by default) holds
 //! fan-out frames to an idle connection for that long so the ones after them
-//! share the write; the session's own replies are never held.
+//! share the write; the session's own replies are never held. Held frames
+//! are written by the hub's `Coalescer` when their window ends, for every
+//! connection at once, so holding wakes no connection task.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -193,6 +195,10 @@ pub struct PushedMany {
     pub written: u64,
     /// Write calls made (one per frame before coalescing).
     pub writes: u64,
+    /// The push started a held window (`write_delay_ms`) due then: the
+    /// caller hands the connection to the [`Coalescer`](super::coalesce::Coalescer),
+    /// which writes it out when due. The session is not woken for it.
+    pub held_until: Option<Instant>,
 }
 
 impl Outbound {
@@ -268,6 +274,7 @@ impl Outbound {
             pushed: Pushed::Written,
             written: 0,
             writes: 0,
+            held_until: None,
         };
         let mut state = self.state();
         if state.close.is_some() {
@@ -347,9 +354,11 @@ impl Outbound {
             }
             first |= self.enqueue(&mut state, bytes);
         }
-        let mut wake = first;
+        let mut wake = first && !hold;
         if first && hold {
-            state.due = Some(Instant::now() + self.delay);
+            let due = Instant::now() + self.delay;
+            state.due = Some(due);
+            done.held_until = Some(due);
         } else if state.due.is_some() && (!hold || state.queue.len() >= MAX_IOV) {
             // A reply, or a full write's worth: held frames go now.
             state.due = None;
@@ -360,6 +369,34 @@ impl Outbound {
             self.wake.notify_one();
         }
         done
+    }
+
+    /// Writes frames held for a coalesced write if they are due by `now`
+    /// (the [`Coalescer`](super::coalesce::Coalescer) calls it for every
+    /// connection whose window ends). Wakes the session only when it has
+    /// something to do: a socket too full for the rest, or a close. Returns
+    /// the frames written.
+    pub fn flush_held(&self, now: Instant) -> u64 {
+        let mut state = self.state();
+        match state.due {
+            // Written meanwhile (a reply, a full write's worth), or a
+            // newer window whose own turn comes later.
+            None => return 0,
+            Some(due) if due > now => return 0,
+            Some(_) => state.due = None,
+        }
+        if state.close.is_some() || state.broken {
+            drop(state);
+            self.wake.notify_one();
+            return 0;
+        }
+        let written = self.write_queued(&mut state).unwrap_or(0);
+        let blocked = !state.queue.is_empty() || state.broken;
+        drop(state);
+        if blocked {
+            self.wake.notify_one();
+        }
+        written
     }
 
     /// Starts closing with `close` unless a close is already under way.
@@ -610,7 +647,8 @@ mod tests {
             PushedMany {
                 pushed: Pushed::Written,
                 written: 3,
-                writes: 1
+                writes: 1,
+                held_until: None,
             }
         );
         assert_eq!(wire.writes.load(Relaxed), 1, "one syscall for three frames");
@@ -660,12 +698,11 @@ mod tests {
         let out = out.with_write_delay(delay);
         wire.open(100);
         let start = Instant::now();
-        assert_eq!(
-            out.push_many(&frames(&["a"])).pushed,
-            Pushed::Queued,
-            "held, not written"
-        );
-        assert_eq!(out.push_many(&frames(&["b", "c"])).pushed, Pushed::Queued);
+        let first = out.push_many(&frames(&["a"]));
+        assert_eq!(first.pushed, Pushed::Queued, "held, not written");
+        assert!(first.held_until.is_some(), "it opens a window");
+        let next = out.push_many(&frames(&["b", "c"]));
+        assert_eq!((next.pushed, next.held_until), (Pushed::Queued, None));
         let Flush::Delayed(due) = out.flush_at(start).0 else {
             panic!("held frames wait for their due time");
         };
@@ -704,6 +741,26 @@ mod tests {
             (Flush::Idle, MAX_IOV as u64),
             "a full write goes out without waiting"
         );
+    }
+
+    #[tokio::test]
+    async fn held_frames_are_written_when_due_and_the_session_woken_only_if_blocked() {
+        let (out, wire, _) = outbound(10, 1000);
+        let delay = Duration::from_millis(20);
+        let out = out.with_write_delay(delay);
+        let due = out.push_many(&frames(&["ab", "cd"])).held_until.unwrap();
+        assert_eq!(out.flush_held(due - Duration::from_millis(1)), 0, "not yet");
+        wire.open(5);
+        assert_eq!(out.flush_held(due), 1, "the socket takes one and a half");
+        // The session must write the rest once the socket is writable.
+        tokio::time::timeout(Duration::from_secs(5), out.wait())
+            .await
+            .expect("woken for the rest");
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Idle, 1));
+        assert_eq!(wire.written(), b"\x81\x02ab\x81\x02cd");
+        // A window already written is not written again.
+        assert_eq!(out.flush_held(due + delay), 0);
     }
 
     #[test]
