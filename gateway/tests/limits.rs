@@ -449,7 +449,9 @@ async fn a_peer_that_stops_answering_pings_is_closed_1008_within_two_intervals()
 #[tokio::test]
 async fn pings_come_every_interval_and_pongs_keep_the_peer_alive() {
     within(20, async {
-        let hb = 200u64;
+        // Each pong is due within one interval of its ping: 500 ms leaves
+        // room for a loaded machine (200 ms did not).
+        let hb = 500u64;
         let gw = start_with(|c| c.heartbeat_ms = hb).await;
         let mut raw = RawClient::connect(gw.public).await;
         let started = Instant::now();
@@ -476,7 +478,9 @@ async fn pings_come_every_interval_and_pongs_keep_the_peer_alive() {
 #[tokio::test]
 async fn data_frames_count_as_life_for_a_peer_that_never_pongs() {
     within(20, async {
-        let hb = 200u64;
+        // The silence bound is 2 intervals; a round of the loop below takes
+        // half of one, so a loaded machine has 1.5 intervals (750 ms) to spare.
+        let hb = 500u64;
         let gw = start_with(|c| c.heartbeat_ms = hb).await;
         let mut raw = RawClient::connect(gw.public).await;
         assert_eq!(raw.recv_json().await["type"], "welcome");
@@ -497,7 +501,8 @@ async fn data_frames_count_as_life_for_a_peer_that_never_pongs() {
 #[tokio::test]
 async fn a_peer_that_answers_pings_stays_connected_while_idle() {
     within(20, async {
-        let hb = 300u64;
+        // Each pong is due within one interval of its ping.
+        let hb = 500u64;
         let gw = start_with(|c| c.heartbeat_ms = hb).await;
         let mut c = gw.client().await;
         // Reading lets the client answer pings; it sends nothing else.
