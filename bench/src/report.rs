@@ -272,10 +272,6 @@ fn targets_section(w: &mut String, inputs: &Inputs) {
         .map(|(r, b)| b / r);
     let rc_max = max_passing(&sweep(inputs, "roomcast"));
     let bl_max = max_passing(&sweep(inputs, "baseline"));
-    let rate_ratio = match (rc_max, bl_max) {
-        (Some(r), Some(b)) if b > 0 => Some(r as f64 / b as f64),
-        _ => None,
-    };
     let problems: f64 = inputs
         .runs
         .iter()
@@ -294,7 +290,6 @@ fn targets_section(w: &mut String, inputs: &Inputs) {
                 )
             })
             .fold(0.0, |a, b| a + b);
-    let rate = |v: Option<u64>| v.map_or("below the lowest step".into(), |v| format!("{v}/s"));
     let _ = writeln!(w, "## Against the targets\n");
     let _ = writeln!(w, "| target | Roomcast | baseline | ratio | goal | met |");
     let _ = writeln!(w, "|---|---|---|---|---|---|");
@@ -313,16 +308,12 @@ fn targets_section(w: &mut String, inputs: &Inputs) {
         fmt(p99("baseline"), 2, " ms"),
         verdict(p99("roomcast").map(|p| p <= 5.0))
     );
-    let _ = writeln!(
+    highest_rate_row(
         w,
-        "| highest offered deliveries/s with p99 ≤ 50 ms and nothing lost | {} | {} | {} | ≥ 3× | {} |",
-        rate(rc_max),
-        rate(bl_max),
-        fmt(rate_ratio, 1, "×"),
-        verdict(match (rc_max, bl_max) {
-            (Some(_), None) => Some(true),
-            _ => rate_ratio.map(|r| r >= 3.0),
-        })
+        "highest offered deliveries/s with p99 ≤ 50 ms and nothing lost",
+        rc_max,
+        bl_max,
+        3.0,
     );
     let _ = writeln!(
         w,
@@ -333,9 +324,102 @@ fn targets_section(w: &mut String, inputs: &Inputs) {
     );
     let _ = writeln!(
         w,
-        "| lost + duplicated + out of order (standard and drain, Roomcast) | {problems} | | | 0 | {} |\n",
+        "| lost + duplicated + out of order (standard and drain, Roomcast) | {problems} | | | 0 | {} |",
         verdict(Some(problems == 0.0))
     );
+    wire_targets(w, inputs);
+    let _ = writeln!(w);
+}
+
+/// The wire-efficiency targets (issue 17): the standard shape at 50,000 and
+/// 100,000 deliveries/s (sweep steps) against the floor, and the hot room.
+fn wire_targets(w: &mut String, inputs: &Inputs) {
+    let floor = floor_us(inputs);
+    let times_floor = |scenario: &str, system: &str| {
+        let values: Vec<f64> = runs_of(inputs, scenario, system)
+            .filter_map(|r| node_cpu_us_per_delivery(&r.result))
+            .collect();
+        let mean = (!values.is_empty())
+            .then(|| values.iter().fold(0.0, |a, b| a + b) / values.len() as f64);
+        mean.zip(floor).map(|(n, f)| n / f)
+    };
+    let p99 = |scenario: &str, system: &str| mean_of(inputs, scenario, system, "latency.p99_ms");
+    let (at50, at100) = (sweep_step(50_000), sweep_step(100_000));
+    let _ = writeln!(
+        w,
+        "| node CPU per delivery at 50,000/s (standard shape) as a multiple of the floor | {} | {} | | ≤ 1.2× | {} |",
+        fmt(times_floor(&at50, "roomcast"), 2, "×"),
+        fmt(times_floor(&at50, "baseline"), 2, "×"),
+        verdict(times_floor(&at50, "roomcast").map(|x| x <= 1.2))
+    );
+    for (step, limit) in [(&at50, 2.0), (&at100, 20.0)] {
+        let _ = writeln!(
+            w,
+            "| p99 at {} deliveries/s (standard shape) | {} | {} | | ≤ {limit} ms | {} |",
+            step.trim_start_matches("sweep-").trim_start_matches('0'),
+            fmt(p99(step, "roomcast"), 2, " ms"),
+            fmt(p99(step, "baseline"), 2, " ms"),
+            verdict(p99(step, "roomcast").map(|p| p <= limit))
+        );
+    }
+    let hot = hot_step(200);
+    let delay_cpu = times_floor(&hot, "roomcast-delay");
+    let delay_p99 = p99(&hot, "roomcast-delay");
+    let _ = writeln!(
+        w,
+        "| hot room at 200,000/s, `--write-delay-ms 20`: node CPU × floor, p99 | {}, {} | {}, {} | | ≤ 0.33×, ≤ 50 ms | {} |",
+        fmt(delay_cpu, 2, "×"),
+        fmt(delay_p99, 1, " ms"),
+        fmt(times_floor(&hot, "baseline"), 2, "×"),
+        fmt(p99(&hot, "baseline"), 1, " ms"),
+        verdict(
+            delay_cpu
+                .zip(delay_p99)
+                .map(|(c, p)| c <= 1.0 / 3.0 && p <= 50.0)
+        )
+    );
+    let best = |system: &str| max_passing(&climb(inputs, "hot-", system));
+    let rc_best = best("roomcast").max(best("roomcast-delay"));
+    let bl_best = best("baseline");
+    highest_rate_row(
+        w,
+        "hot room: highest offered deliveries/s with p99 ≤ 50 ms and nothing lost (Roomcast: best of with and without the delay)",
+        rc_best,
+        bl_best,
+        5.0,
+    );
+}
+
+/// A row comparing the highest passing rates of Roomcast and the baseline
+/// against a goal of `goal`× (Roomcast passing where the baseline passed
+/// no step meets it).
+fn highest_rate_row(w: &mut String, what: &str, rc: Option<u64>, bl: Option<u64>, goal: f64) {
+    let ratio = match (rc, bl) {
+        (Some(r), Some(b)) if b > 0 => Some(r as f64 / b as f64),
+        _ => None,
+    };
+    let rate = |v: Option<u64>| v.map_or("below the lowest step".into(), |v| format!("{v}/s"));
+    let _ = writeln!(
+        w,
+        "| {what} | {} | {} | {} | ≥ {goal}× | {} |",
+        rate(rc),
+        rate(bl),
+        fmt(ratio, 1, "×"),
+        verdict(match (rc, bl) {
+            (Some(_), None) => Some(true),
+            _ => ratio.map(|r| r >= goal),
+        })
+    );
+}
+
+/// The scenario name of the rate sweep's step at `offered` deliveries/s.
+fn sweep_step(offered: u64) -> String {
+    format!("sweep-{offered:07}")
+}
+
+/// The scenario name of the hot room's step at `publishes` per second.
+fn hot_step(publishes: u64) -> String {
+    format!("hot-{publishes:04}")
 }
 
 fn standard_section(w: &mut String, inputs: &Inputs) {
@@ -896,7 +980,7 @@ fn floor_section(w: &mut String, inputs: &Inputs) {
         (!values.is_empty())
             .then(|| values.iter().fold(0.0, |a, b| a + b) / values.len() as f64 / floor)
     };
-    let hot = format!("hot-{:04}", 200);
+    let hot = hot_step(200);
     let _ = writeln!(
         w,
         "Node CPU per delivery as a multiple of the floor ({floor:.2} µs): standard scenario \
@@ -1650,6 +1734,36 @@ mod tests {
         assert!(section.starts_with("## Floor\n"));
         let doc = splice_section("# B\n\n## Commands\n\nx\n", heading, &section);
         assert!(doc.find("## Floor") < doc.find("## Commands"), "{doc}");
+    }
+
+    #[test]
+    fn wire_targets_compare_with_the_floor_and_the_baseline_hot_room_climb() {
+        let floor = json!({"scenario":"floor","frames_per_write":1,"cpu_us_per_delivery":4.0});
+        let inputs = Inputs {
+            runs: vec![
+                run("floor", "machine", 1, floor),
+                // 10^6 deliveries: node CPU 5 s is 5 µs, 1.25× the floor.
+                run("sweep-0050000", "roomcast", 1, hot(5e4, 5.0, 1.5)),
+                run("sweep-0100000", "roomcast", 1, hot(1e5, 4.0, 25.0)),
+                run("hot-0025", "baseline", 1, hot(2.5e4, 1.0, 10.0)),
+                run("hot-0050", "baseline", 1, hot(5e4, 1.0, 60.0)),
+                run("hot-0200", "roomcast-delay", 1, hot(2e5, 1.2, 30.0)),
+                run("hot-0300", "roomcast-delay", 1, hot(3e5, 1.2, 40.0)),
+                run("hot-0400", "roomcast-delay", 1, hot(4e5, 1.2, 70.0)),
+            ],
+            ..Inputs::default()
+        };
+        let mut md = String::new();
+        wire_targets(&mut md, &inputs);
+        for row in [
+            "at 50,000/s (standard shape) as a multiple of the floor | 1.25× | – | | ≤ 1.2× | **no** |",
+            "| p99 at 50000 deliveries/s (standard shape) | 1.50 ms | – | | ≤ 2 ms | yes |",
+            "| p99 at 100000 deliveries/s (standard shape) | 25.00 ms | – | | ≤ 20 ms | **no** |",
+            "p99 | 0.30×, 30.0 ms | –, – | | ≤ 0.33×, ≤ 50 ms | yes |",
+            "| 300000/s | 25000/s | 12.0× | ≥ 5× | yes |",
+        ] {
+            assert!(md.contains(row), "{row} in\n{md}");
+        }
     }
 
     #[test]
