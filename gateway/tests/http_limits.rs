@@ -60,8 +60,10 @@ fn json(reply: &Reply) -> Value {
 
 /// Sends a publish head and one byte of its body, then nothing more.
 async fn stalled_publish(gw: &TestGateway, key: Option<&str>) -> (Reply, Duration) {
-    let mut tcp = connect(gw).await;
+    // Timed from before the connection exists, so from before any deadline
+    // the gateway may run from its accept.
     let started = Instant::now();
+    let mut tcp = connect(gw).await;
     tcp.write_all(publish_head(100, key).as_bytes())
         .await
         .unwrap();
@@ -224,8 +226,9 @@ async fn connections_in_the_http_phase_are_bounded_and_upgraded_ones_do_not_coun
 async fn a_connection_that_sends_no_request_is_closed_after_the_read_deadline() {
     within(20, async {
         let gw = gateway(None).await;
-        let mut tcp = connect(&gw).await;
+        // Before the connection exists: the deadline runs from the accept.
         let started = Instant::now();
+        let mut tcp = connect(&gw).await;
         let mut rest = Vec::new();
         let _ = tokio::time::timeout(STEP, tcp.read_to_end(&mut rest))
             .await
