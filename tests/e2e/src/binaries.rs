@@ -59,6 +59,15 @@ async fn locate_or_build() -> PathBuf {
             "roomcast-operator",
         ])
         .kill_on_drop(true);
+    // The variables cargo sets for this test process (its package's manifest
+    // dir and metadata) would reach build scripts that read them (ring's does):
+    // they would rebuild ring and everything above it, the two binaries too,
+    // replacing them under the tests running them in parallel.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_the_test) {
+            cmd.env_remove(&name);
+        }
+    }
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -71,4 +80,45 @@ async fn locate_or_build() -> PathBuf {
         "cargo build of the binaries failed: {status}"
     );
     profile_dir
+}
+
+/// Whether `name` is one of the variables cargo sets for a test of one
+/// package (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, …), as opposed to the
+/// user's own cargo settings (`CARGO_HOME`, `CARGO_BUILD_JOBS`, …).
+fn set_by_cargo_for_the_test(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    EXACT.contains(&name) || name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_EXE_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_by_cargo_for_the_test;
+
+    #[test]
+    fn only_the_test_packages_variables_are_dropped() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_roomcast-operator",
+        ] {
+            assert!(set_by_cargo_for_the_test(name), "{name}");
+        }
+        for name in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO",
+            "PATH",
+        ] {
+            assert!(!set_by_cargo_for_the_test(name), "{name}");
+        }
+    }
 }
