@@ -361,7 +361,7 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         expected_deliveries: expected,
         delivered,
         delivered_per_s: round3(delivered as f64 / elapsed),
-        latency: latency::summarize(&ctx.latencies.merged()),
+        latency: latency::summarize(&ctx.all_latencies()),
         latency_by_transport: TRANSPORTS
             .iter()
             .zip(ctx.by_transport.iter())

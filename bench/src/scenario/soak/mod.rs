@@ -776,7 +776,7 @@ fn delivery(
 ) -> Delivery {
     let mut d = Delivery {
         steady: subs.len(),
-        latency: summarize(&ctx.latencies.merged()),
+        latency: summarize(&ctx.all_latencies()),
         ..Delivery::default()
     };
     for (i, (sub, &room)) in subs.iter().zip(rooms).enumerate() {
