@@ -159,12 +159,14 @@ async fn append_read_and_trim_by_size() {
 #[tokio::test]
 async fn trims_by_age() {
     within(60, async {
-        let (_nats, s) = single(&["ttl:history_size=10,history_ttl_seconds=1"], 1).await;
+        // Kept 3 s: the reads right after an append (here and of `c` below)
+        // must come before the server expires it, however loaded the machine.
+        let (_nats, s) = single(&["ttl:history_size=10,history_ttl_seconds=3"], 1).await;
         let a = append(&s, "ttl:1", "a").await;
         let b = append(&s, "ttl:1", "b").await;
         assert_eq!(texts(&s.last("ttl:1", 10).await.expect("read")), ["a", "b"]);
-        // The server expires both after a second: wait for that event.
-        eventually(STEP, "messages expired by age", || async {
+        // The server expires both after their 3 s: wait for that event.
+        eventually(STEP * 3, "messages expired by age", || async {
             s.last("ttl:1", 10)
                 .await
                 .ok()
