@@ -2,11 +2,12 @@
 //! arrive together leave in fewer socket writes than frames
 //! (`roomcast_frame_writes_total` against `roomcast_frames_out_total`),
 //! always in order, with replies never held back by `write_delay_ms`, and
-//! the slow-consumer bound (4008) kept.
+//! the slow-consumer bound (4008) kept, over WebSocket and the HTTP fallbacks.
 
 mod common;
 mod nats;
 
+use common::fallback::Session;
 use common::raw::{Frame, RawClient};
 use common::{Client, STEP, TestGateway, within};
 use nats::{NatsServer, discover, gateway_with, metric, user};
@@ -172,6 +173,38 @@ async fn with_a_write_delay_a_reader_keeps_up_and_a_stalled_one_is_closed_4008()
             }
         }
         reader.ok(json!({"type": "ping"})).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_a_write_delay_fallback_sessions_get_a_burst_whole_and_in_order() {
+    within(60, async {
+        // The hub's coalescer writes held frames into the fallbacks'
+        // mailboxes as it writes them to sockets.
+        let gw = common::start_with(|c| {
+            c.write_delay_ms = 200;
+            c.polling.wait = std::time::Duration::from_millis(800);
+            c.polling.expiry = std::time::Duration::from_secs(30);
+        })
+        .await;
+        let base = gw.url("");
+        let room = "held";
+        let mut sse = Session::sse(&base, None).await;
+        let mut poll = Session::poll(&base, None).await;
+        for session in [&mut sse, &mut poll] {
+            let joined = session.ok(json!({"type": "join", "room": room})).await;
+            assert_eq!(joined["type"], "ok", "{joined}");
+        }
+        let mut publisher = gw.client().await;
+        let n = 40;
+        burst(&mut publisher, room, n).await;
+        for session in [&mut sse, &mut poll] {
+            for i in 0..n {
+                let message = session.recv_type("message").await;
+                assert_eq!(message["data"], i, "message {i} out of order: {message}");
+            }
+        }
     })
     .await;
 }
