@@ -23,13 +23,14 @@ function decodeBase64(b64: string): string {
 
 /**
  * Milliseconds from `nowMs` until the token should be refreshed: a margin
- * before `exp` of a tenth of the remaining life, between 1 s and `marginMs`,
- * so short tokens are refreshed in time and long ones not too early.
+ * before `exp` of a third of the remaining life, between 1 s and `marginMs`,
+ * so short tokens leave time to fetch the next one on a slow network or a
+ * busy device, and long ones are not refreshed too early.
  * Null when there is nothing to schedule (no expiry).
  */
 export function refreshDelay(expSeconds: number | null, nowMs: number, marginMs: number): number | null {
   if (expSeconds === null) return null;
   const left = expSeconds * 1000 - nowMs;
-  const margin = Math.max(1_000, Math.min(marginMs, left / 10));
+  const margin = Math.max(1_000, Math.min(marginMs, left / 3));
   return Math.max(0, Math.floor(left - margin));
 }

@@ -290,7 +290,7 @@ var Roomcast = (() => {
   function refreshDelay(expSeconds, nowMs, marginMs) {
     if (expSeconds === null) return null;
     const left = expSeconds * 1e3 - nowMs;
-    const margin = Math.max(1e3, Math.min(marginMs, left / 10));
+    const margin = Math.max(1e3, Math.min(marginMs, left / 3));
     return Math.max(0, Math.floor(left - margin));
   }
 

@@ -113,7 +113,7 @@ test('tokens: exp read from a JWT, refresh before it', () => {
   const now = 1_000_000_000;
   assert.equal(refreshDelay(null, now, 30_000), null);
   assert.equal(refreshDelay(now / 1000 + 3600, now, 30_000), 3600_000 - 30_000, 'long token: the full margin');
-  assert.equal(refreshDelay(now / 1000 + 20, now, 30_000), 18_000, 'short token: a tenth of its life');
-  assert.equal(refreshDelay(now / 1000 + 5, now, 30_000), 4_000, 'at least 1 s early');
+  assert.equal(refreshDelay(now / 1000 + 60, now, 30_000), 40_000, 'short token: a third of its life');
+  assert.equal(refreshDelay(now / 1000 + 2, now, 30_000), 1_000, 'at least 1 s early');
   assert.equal(refreshDelay(now / 1000 - 5, now, 30_000), 0, 'expired: now');
 });
