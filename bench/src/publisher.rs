@@ -1,7 +1,11 @@
 //! Publishers: open-loop, paced publishing of probes to rooms in turn, with
-//! a sequence number per (publisher, room) and the intended send time as the
-//! timestamp (so a publisher that falls behind shows up as latency instead of
-//! hiding it: no coordinated omission).
+//! a sequence number per (publisher, room) and the actual send time as the
+//! timestamp. How late each publish went out against its schedule is kept
+//! beside it ([`Outcome::lag_us`]): a publisher held back (by a full socket,
+//! or a starved load generator) shows up there and fails a rate step, so it
+//! cannot hide a slow server (no coordinated omission). Stamping the
+//! intended time instead added the timer's up-to-a-millisecond lateness to
+//! every latency figure.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,6 +17,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Ws;
+use crate::latency::{Latencies, Summary, summarize, unix_us};
 use crate::wire::{self, Incoming, Probe};
 
 /// What one publisher does.
@@ -45,6 +50,18 @@ pub struct Outcome {
     pub errors: BTreeMap<String, u64>,
     /// Why sending stopped early, if it did.
     pub failure: Option<String>,
+    /// How late each publish went out against its schedule, microseconds.
+    pub lag_us: Vec<u64>,
+}
+
+/// The publishers' lag (actual send time against the schedule) over all of
+/// them, in milliseconds.
+pub fn lag_summary(outcomes: &[Outcome]) -> Summary {
+    let all = Latencies::new(1);
+    for lag in outcomes.iter().flat_map(|o| &o.lag_us) {
+        all.record(0, *lag);
+    }
+    summarize(&all.merged())
 }
 
 /// What every publisher of one run shares.
@@ -143,11 +160,14 @@ pub async fn run(ws: Ws, plan: Plan, stop: watch::Receiver<bool>) -> Outcome {
         }
         sleep_until(at).await;
         let room = (plan.index as usize + m as usize) % rooms;
+        let now = unix_us();
+        let intended = plan.start_unix_us + offset.as_micros() as u64;
+        outcome.lag_us.push(now.saturating_sub(intended));
         let probe = Probe {
             p: plan.index,
             r: room as u32,
             s: outcome.sent[room],
-            t: plan.start_unix_us + offset.as_micros() as u64,
+            t: now,
         };
         let name = plan
             .rooms
@@ -171,6 +191,18 @@ pub async fn run(ws: Ws, plan: Plan, stop: watch::Receiver<bool>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lag_summary_covers_every_publisher() {
+        let outcome = |lag_us: Vec<u64>| Outcome {
+            lag_us,
+            ..Outcome::default()
+        };
+        let lag = lag_summary(&[outcome(vec![1_000; 99]), outcome(vec![40_000])]);
+        assert_eq!(lag.count, 100);
+        assert!((0.99..=1.01).contains(&lag.p50_ms), "{lag:?}");
+        assert!((39.9..=40.1).contains(&lag.max_ms), "{lag:?}");
+    }
 
     #[test]
     fn messages_are_due_at_even_intervals_after_the_phase() {

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 /// What a benchmark message carries in its `data`: who sent it, to which room,
-/// its per-(publisher, room) sequence number and its intended send time.
+/// its per-(publisher, room) sequence number and its send time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Probe {
     /// Publisher index.

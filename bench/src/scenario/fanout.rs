@@ -105,7 +105,7 @@ pub struct Report {
     pub delivered: u64,
     /// Deliveries per second, from the first due publish to the end of delivery.
     pub delivered_per_s: f64,
-    /// Publish → deliver latency (intended send time to receipt), after warm-up.
+    /// Publish → deliver latency (send time to receipt), after warm-up.
     pub latency: Summary,
     /// Subscribers per transport (`websocket`, `sse`, `poll`).
     pub transports: BTreeMap<String, usize>,
@@ -130,6 +130,9 @@ pub struct Report {
     pub publisher_errors: BTreeMap<String, u64>,
     /// Publishers that could not send everything.
     pub publisher_failures: u64,
+    /// How late publishes went out against their schedule (a held-back
+    /// publisher: see `publisher.rs`).
+    pub publisher_lag: Summary,
     /// CPU seconds per server process during the run.
     pub server_cpu: Vec<ProcessCpu>,
     /// Their sum.
@@ -378,6 +381,7 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         subscriber_failures,
         publisher_errors,
         publisher_failures: pub_outcomes.iter().filter(|o| o.failure.is_some()).count() as u64,
+        publisher_lag: publisher::lag_summary(&pub_outcomes),
         server_cpu,
         server_cpu_s,
         server_cpu_us_per_delivery: if delivered == 0 {
