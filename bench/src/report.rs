@@ -787,8 +787,7 @@ fn presence_section(w: &mut String, inputs: &Inputs) {
          (join, stay {} s, leave), first with nobody watching, then with {} watchers \
          (`presence: true`, spread over both gateways) while the visitors watch too. \
          Bus messages are the gateways' `roomcast_presence_bus_messages_out_total`; a \
-         visit's join and its leave count as one join. The machine is shared by other \
-         work: figures are indicative.\n",
+         visit's join and its leave count as one join.\n",
         plain_number(&r["members"]),
         plain_number(&r["rooms"]),
         plain_number(&r["rate"]),
