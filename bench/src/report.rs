@@ -338,14 +338,7 @@ fn targets_section(w: &mut String, inputs: &Inputs) {
 /// 100,000 deliveries/s (sweep steps) against the floor, and the hot room.
 fn wire_targets(w: &mut String, inputs: &Inputs) {
     let floor = floor_us(inputs);
-    let times_floor = |scenario: &str, system: &str| {
-        let values: Vec<f64> = runs_of(inputs, scenario, system)
-            .filter_map(|r| node_cpu_us_per_delivery(&r.result))
-            .collect();
-        let mean = (!values.is_empty())
-            .then(|| values.iter().fold(0.0, |a, b| a + b) / values.len() as f64);
-        mean.zip(floor).map(|(n, f)| n / f)
-    };
+    let times_floor = |scenario: &str, system: &str| floor_multiple(inputs, scenario, system);
     let p99 = |scenario: &str, system: &str| mean_of(inputs, scenario, system, "latency.p99_ms");
     let (at50, at100) = (sweep_step(50_000), sweep_step(100_000));
     let _ = writeln!(
@@ -871,6 +864,16 @@ pub fn node_cpu_us_per_delivery(result: &Value) -> Option<f64> {
     (delivered > 0.0).then(|| cpu * 1e6 / delivered)
 }
 
+/// The mean node CPU per delivery of `system`'s `scenario` runs as a
+/// multiple of the floor.
+fn floor_multiple(inputs: &Inputs, scenario: &str, system: &str) -> Option<f64> {
+    let values: Vec<f64> = runs_of(inputs, scenario, system)
+        .filter_map(|r| node_cpu_us_per_delivery(&r.result))
+        .collect();
+    let mean = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+    mean.zip(floor_us(inputs)).map(|(n, f)| n / f)
+}
+
 /// The floor: writer CPU µs per delivery at one frame per write.
 fn floor_us(inputs: &Inputs) -> Option<f64> {
     mean_of(inputs, "floor", "machine", "cpu_us_per_delivery")
@@ -984,13 +987,7 @@ fn floor_section(w: &mut String, inputs: &Inputs) {
     let Some(floor) = floor_us(inputs) else {
         return;
     };
-    let multiple = |scenario: &str, system: &str| {
-        let values: Vec<f64> = runs_of(inputs, scenario, system)
-            .filter_map(|r| node_cpu_us_per_delivery(&r.result))
-            .collect();
-        (!values.is_empty())
-            .then(|| values.iter().fold(0.0, |a, b| a + b) / values.len() as f64 / floor)
-    };
+    let multiple = |scenario: &str, system: &str| floor_multiple(inputs, scenario, system);
     let hot = hot_step(200);
     let _ = writeln!(
         w,
