@@ -8,11 +8,14 @@
 //! - [`memory::MemoryStore`]: in-process, for the in-process bus.
 //! - [`jetstream::JetStreamStore`]: NATS JetStream, shared by the cluster.
 //! - [`recovery`]: merges a replay with live messages exactly once, in order.
+//! - [`kept`]: kept messages read back into history answers.
 //!
-//! Payloads are opaque bytes here: the bus envelope of a room message is the
-//! caller's business, so the store never re-encodes what it keeps.
+//! Payloads are opaque bytes here: what is kept is the room message's bus
+//! payload (JSON text, or MessagePack from a MessagePack client), so the
+//! store never re-encodes what it keeps.
 
 pub mod jetstream;
+pub mod kept;
 pub mod memory;
 pub mod recovery;
 
@@ -22,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::protocol::{self, HistoryQuery};
+use crate::protocol::HistoryQuery;
 
 /// Identifies one incarnation of a room's history. It changes only when the
 /// history was lost (the store was recreated); offsets of different epochs do
@@ -129,32 +132,29 @@ pub trait HistoryStore: Send + Sync {
     fn position(&self, room: &str) -> impl Future<Output = Result<Position, HistoryError>> + Send;
 }
 
-/// The fields of a history answer (the `history` frame's `ok`, `GET
-/// /v1/history`): `messages`, `offset`, `epoch`. With `since` the first
-/// `limit` kept messages after it; a `since` of another epoch does not
-/// compare with this one's offsets, so it reads as the start of history.
-/// Without it the last `limit` kept.
-pub async fn answer(store: &Store, query: &HistoryQuery) -> Result<String, HistoryError> {
+/// What a history query reads (the `history` frame, `GET /v1/history`):
+/// with `since` the first `limit` kept messages after it; a `since` of
+/// another epoch does not compare with this one's offsets, so it reads as
+/// the start of history. Without it the last `limit` kept.
+pub async fn read(store: &Store, query: &HistoryQuery) -> Result<Page, HistoryError> {
     let room = query.room.as_str();
-    let page = match &query.since {
-        None => store.last(room, query.limit).await?,
+    match &query.since {
+        None => store.last(room, query.limit).await,
         Some(since) => {
             let page = store.after(room, since.offset, query.limit).await?;
             if page.position.epoch.as_str() == since.epoch {
-                page
+                Ok(page)
             } else {
-                store.after(room, 0, query.limit).await?
+                store.after(room, 0, query.limit).await
             }
         }
-    };
-    let mut out =
-        protocol::history_messages(page.messages.iter().map(|m| (m.offset, m.payload.as_ref())));
-    out.push_str(&protocol::position_fields(
-        page.position.offset,
-        page.position.epoch.as_str(),
-        true,
-    ));
-    Ok(out)
+    }
+}
+
+/// The fields of a JSON history answer (`GET /v1/history`): `messages`,
+/// `offset`, `epoch` (see [`read`] and `kept.rs`).
+pub async fn answer(store: &Store, query: &HistoryQuery) -> Result<String, HistoryError> {
+    Ok(kept::fields(&read(store, query).await?))
 }
 
 /// The store a gateway runs with, chosen by its bus at start-up.

@@ -15,7 +15,7 @@
 
 use base64::Engine as _;
 use bytes::Bytes;
-use rmpv::Value;
+use rmpv::{Value, ValueRef};
 
 use crate::protocol::{self, ErrorCode, Failure};
 
@@ -182,13 +182,120 @@ pub fn direct(from: Option<&str>, data: &[u8]) -> Bytes {
 }
 
 fn from_and_data(mut out: Vec<u8>, from: Option<&str>, data: &[u8]) -> Bytes {
-    write_str(&mut out, "from");
+    write_from_and_data(&mut out, from, data);
+    Bytes::from(out)
+}
+
+/// `"from":…,"data":…` with `data` as the client encoded it (`from` nil for the HTTP API).
+fn write_from_and_data(out: &mut Vec<u8>, from: Option<&str>, data: &[u8]) {
+    write_str(out, "from");
     match from {
-        Some(user) => write_str(&mut out, user),
+        Some(user) => write_str(out, user),
         None => out.push(0xc0),
     }
-    write_str(&mut out, "data");
+    write_str(out, "data");
     out.extend_from_slice(data);
+}
+
+/// A stored `message` frame built by [`message`] with its place in the
+/// room's history: `offset` and `epoch` added as its last two fields (as
+/// `protocol::message_at` does for JSON), the rest of its bytes kept as
+/// they are. Bytes that are not a MessagePack map become an `internal`
+/// error frame, as in [`from_json`].
+pub fn message_at(stored: &[u8], offset: u64, epoch: &str) -> Bytes {
+    let mut rest = stored;
+    let Some(len) = rmp::decode::read_map_len(&mut rest)
+        .ok()
+        .and_then(|len| len.checked_add(2))
+    else {
+        let failure = Failure::new(ErrorCode::Internal, "stored message could not be read");
+        return from_json(protocol::error(None, &failure).as_bytes());
+    };
+    let mut out = Vec::with_capacity(stored.len() + 24 + epoch.len());
+    // Writing to a Vec cannot fail.
+    let _ = rmp::encode::write_map_len(&mut out, len);
+    out.extend_from_slice(rest);
+    write_str(&mut out, "offset");
+    let _ = rmp::encode::write_uint(&mut out, offset);
+    write_str(&mut out, "epoch");
+    write_str(&mut out, epoch);
+    Bytes::from(out)
+}
+
+/// A stored MessagePack `message` frame read back: its `from` and its
+/// `data` exactly as the client encoded it. `None` for bytes that are not
+/// such a frame (a map with a `data` field and a `from` that is a string or nil).
+pub fn read_message(stored: &[u8]) -> Option<(Option<String>, &[u8])> {
+    let mut rd = stored;
+    let len = rmp::decode::read_map_len(&mut rd).ok()?;
+    let (mut from, mut data) = (None, None);
+    for _ in 0..len {
+        let key = rmpv::decode::read_value_ref_with_max_depth(&mut rd, MAX_DEPTH).ok()?;
+        let start = rd;
+        let value = rmpv::decode::read_value_ref_with_max_depth(&mut rd, MAX_DEPTH).ok()?;
+        match key {
+            ValueRef::String(key) if key.as_str() == Some("from") => {
+                from = Some(match value {
+                    ValueRef::Nil => None,
+                    ValueRef::String(user) => Some(user.as_str()?.to_owned()),
+                    _ => return None,
+                });
+            }
+            ValueRef::String(key) if key.as_str() == Some("data") => {
+                data = Some(&start[..start.len() - rd.len()]);
+            }
+            _ => {}
+        }
+    }
+    Some((from?, data?))
+}
+
+/// The JSON equivalent of one MessagePack value (binary as base64), or
+/// `None` when it has none.
+pub fn value_to_json(value: &[u8]) -> Option<String> {
+    let mut rd = value;
+    let value = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH).ok()?;
+    let mut out = String::new();
+    write_json(&value, &mut out).ok()?;
+    Some(out)
+}
+
+/// One JSON value (text) as MessagePack, value for value; `None` for text
+/// that is not JSON.
+pub fn value_from_json(json: &str) -> Option<Vec<u8>> {
+    let value = serde_json::from_str::<serde_json::Value>(json).ok()?;
+    Some(encode(&to_msgpack(value)))
+}
+
+/// The `ok` answering a `history` frame, in MessagePack: `type`, `id`
+/// (MessagePack), `messages` (each `offset`, `from`, `data`, the data
+/// MessagePack bytes), `offset`, `epoch`; the JSON answer's fields in its
+/// order.
+pub fn history_ok(
+    id: &[u8],
+    messages: &[(u64, Option<&str>, &[u8])],
+    offset: u64,
+    epoch: &str,
+) -> Bytes {
+    let mut out = Vec::new();
+    write_map_len(&mut out, 5);
+    write_str(&mut out, "type");
+    write_str(&mut out, "ok");
+    write_str(&mut out, "id");
+    out.extend_from_slice(id);
+    write_str(&mut out, "messages");
+    // Fewer than u32::MAX: a history page holds at most 100.
+    let _ = rmp::encode::write_array_len(&mut out, messages.len() as u32);
+    for &(at, from, data) in messages {
+        write_map_len(&mut out, 3);
+        write_str(&mut out, "offset");
+        let _ = rmp::encode::write_uint(&mut out, at);
+        write_from_and_data(&mut out, from, data);
+    }
+    write_str(&mut out, "offset");
+    let _ = rmp::encode::write_uint(&mut out, offset);
+    write_str(&mut out, "epoch");
+    write_str(&mut out, epoch);
     Bytes::from(out)
 }
 
@@ -317,5 +424,60 @@ mod tests {
             serde_json::json!({"type":"direct","from":null,"data":"CQkJ"})
         );
         assert!(!is_msgpack(b"{}"));
+    }
+
+    #[test]
+    fn stored_messages_gain_their_position_and_read_back() {
+        let data = pack(&map(vec![("b", Value::Binary(vec![0xc1, 0]))]));
+        let kept = message("c:1", Some("u"), &data);
+        let at = message_at(&kept, u64::MAX, "e\"1");
+        assert_eq!(
+            &at[1..kept.len()],
+            &kept[1..],
+            "the kept bytes as they were"
+        );
+        let value = rmpv::decode::read_value(&mut &at[..]).unwrap();
+        let keys: Vec<&str> = value
+            .as_map()
+            .unwrap()
+            .iter()
+            .filter_map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys, ["type", "room", "from", "data", "offset", "epoch"]);
+        assert_eq!(value["offset"], Value::from(u64::MAX));
+        assert_eq!(value["epoch"], Value::from("e\"1"));
+        assert_eq!(read_message(&kept), Some((Some("u".into()), &data[..])));
+        assert_eq!(
+            read_message(&message("c:1", None, &data)),
+            Some((None, &data[..]))
+        );
+        // 15 fields become 17: the header grows from a fixmap to a map 16.
+        let wide = pack(&Value::Map(
+            (0..15)
+                .map(|i| (Value::from(format!("k{i}")), Value::from(i)))
+                .collect(),
+        ));
+        let at = message_at(&wide, 1, "e");
+        assert_eq!(at[0], 0xde);
+        let value = rmpv::decode::read_value(&mut &at[..]).unwrap();
+        assert_eq!(value.as_map().unwrap().len(), 17);
+        assert_eq!(value["k14"], Value::from(14));
+        // Not a map (a stored frame never is): an `internal` error frame.
+        let broken = rmpv::decode::read_value(&mut &message_at(&[0xde, 0], 1, "e")[..]).unwrap();
+        assert_eq!(broken["code"], Value::from("internal"));
+        for junk in [
+            &[0xde, 0][..],
+            &pack(&map(vec![("data", Value::Nil)])),
+            &pack(&map(vec![("from", Value::from(1)), ("data", Value::Nil)])),
+        ] {
+            assert_eq!(read_message(junk), None, "{junk:?}");
+        }
+        assert_eq!(value_to_json(&data).as_deref(), Some(r#"{"b":"wQA="}"#));
+        assert_eq!(value_to_json(&pack(&Value::Ext(1, vec![]))), None);
+        assert_eq!(
+            value_from_json("[1,\"a\"]"),
+            Some(pack(&Value::Array(vec![1.into(), "a".into()])))
+        );
+        assert_eq!(value_from_json("nope"), None);
     }
 }

@@ -590,8 +590,8 @@ pub fn position_fields(offset: u64, epoch: &str, lead: bool) -> String {
     out
 }
 
-/// A kept `message` frame read back for a history answer: its `from` and
-/// `data`, raw. `None` for bytes that are not such a frame.
+/// A kept JSON `message` frame read back for a history answer: its `from`
+/// and `data`, raw. `None` for bytes that are not such a frame.
 pub fn stored_message(stored: &[u8]) -> Option<(Option<String>, Box<RawValue>)> {
     #[derive(Deserialize)]
     struct Kept {
@@ -600,33 +600,6 @@ pub fn stored_message(stored: &[u8]) -> Option<(Option<String>, Box<RawValue>)> 
     }
     let kept: Kept = serde_json::from_slice(stored).ok()?;
     Some((kept.from, kept.data))
-}
-
-/// The `messages` array of a history answer: `{"offset","from","data"}`
-/// for each kept message, oldest first; bytes that are not a stored
-/// `message` frame are skipped.
-pub fn history_messages<'a>(kept: impl IntoIterator<Item = (u64, &'a [u8])>) -> String {
-    let mut out = String::from(r#""messages":["#);
-    let mut first = true;
-    for (offset, stored) in kept {
-        let Some((from, data)) = stored_message(stored) else {
-            continue;
-        };
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        let _ = write!(out, r#"{{"offset":{offset},"from":"#);
-        match from {
-            Some(user) => push_json_str(&mut out, &user),
-            None => out.push_str("null"),
-        }
-        out.push_str(r#","data":"#);
-        out.push_str(data.get());
-        out.push('}');
-    }
-    out.push(']');
-    out
 }
 
 /// `{"type":"direct",…}`.
@@ -821,21 +794,11 @@ mod tests {
         assert_eq!(at["offset"], 9);
         assert_eq!(at["epoch"], "e\"1");
         assert_eq!(at["room"], "c:1");
-        let list = format!(
-            "{{{}}}",
-            history_messages([(9, stored.as_bytes()), (10, &b"junk"[..])])
-        );
-        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-        assert_eq!(
-            v["messages"].as_array().map(Vec::len),
-            Some(1),
-            "junk skipped"
-        );
-        assert_eq!(v["messages"][0]["from"], "u");
-        assert!(
-            list.contains(r#""data":{ "a" : 1.50 }"#),
-            "data byte for byte"
-        );
+        // Read back into history answers: `history/kept.rs`.
+        let (from, data) = stored_message(stored.as_bytes()).unwrap();
+        assert_eq!(from.as_deref(), Some("u"));
+        assert_eq!(data.get(), r#"{ "a" : 1.50 }"#, "data byte for byte");
+        assert!(stored_message(b"junk").is_none());
     }
 
     #[test]

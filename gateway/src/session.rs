@@ -24,7 +24,7 @@ use crate::delivery::hub::Conn;
 use crate::delivery::outbound::{Close, Outbound, Pushed, QueueLimits, Wire};
 use crate::delivery::{self, Outgoing, Sender, history_failure};
 use crate::history::recovery::{self, Join, Read};
-use crate::history::{self, Epoch, HistoryError, HistoryStore, Position, Store};
+use crate::history::{self, Epoch, HistoryError, HistoryStore, Page, Position, Store, kept};
 use crate::msgpack;
 use crate::protocol::{self, ErrorCode, Failure, Op, RequestId};
 use crate::ratelimit::TokenBucket;
@@ -223,6 +223,9 @@ impl Session {
                     .answer_history_join(request.id.as_ref(), room, Some(since), request.presence)
                     .await;
             }
+            Ok(Op::History(query)) => {
+                return Box::pin(self.answer_history(request.id.as_ref(), &query)).await;
+            }
             // Without history a `since` is ignored.
             Ok(Op::Join(room) | Op::JoinSince(room, _)) if request.presence => {
                 Box::pin(self.join_watching(room)).await
@@ -265,17 +268,8 @@ impl Session {
                 self.joined.insert(room);
                 Ok(String::new())
             }
-            Op::History(query) => {
-                self.check_access(&query.room)?;
-                let store = self
-                    .shared
-                    .hub
-                    .history()
-                    .ok_or_else(|| history_failure(HistoryError::NoHistory))?;
-                history::answer(store, &query)
-                    .await
-                    .map_err(history_failure)
-            }
+            // `receive` answers it itself (see `answer_history`).
+            Op::History(query) => Ok(kept::fields(&self.read_history(&query).await?)),
             Op::Leave(room) => {
                 if self.joined.remove(&room) {
                     self.shared.hub.leave(&room, self.conn.id).await;
@@ -400,6 +394,37 @@ impl Session {
             ));
         }
         Ok(())
+    }
+
+    /// Reads what a `history` frame asks for.
+    async fn read_history(&self, query: &protocol::HistoryQuery) -> Result<Page, Failure> {
+        self.check_access(&query.room)?;
+        let store = self
+            .shared
+            .hub
+            .history()
+            .ok_or_else(|| history_failure(HistoryError::NoHistory))?;
+        history::read(store, query).await.map_err(history_failure)
+    }
+
+    /// Answers a `history` frame. Its `ok` is built in MessagePack too when
+    /// a kept message is MessagePack (a MessagePack client published it),
+    /// so MessagePack clients get that `data` byte for byte; JSON clients
+    /// get its JSON equivalent (binary as base64). One recipient: both
+    /// encodings are made at once.
+    async fn answer_history(&mut self, id: Option<&RequestId>, query: &protocol::HistoryQuery) {
+        match (self.read_history(query).await, id) {
+            (Ok(page), Some(id)) => {
+                let json = protocol::ok(id, &kept::fields(&page));
+                let frame = match kept::ok_msgpack(id, &page) {
+                    Some(packed) => Frame::from_msgpack(packed, json),
+                    None => Frame::new(json),
+                };
+                self.send(&frame);
+            }
+            (Ok(_), None) => {}
+            (Err(failure), id) => self.fail(id, &failure),
+        }
     }
 
     fn has_history(&self, room: &RoomName) -> bool {
@@ -575,7 +600,7 @@ async fn read_for_join(
         .messages
         .iter()
         .map(|m| {
-            let frame = Frame::new(protocol::message_at(&m.payload, m.offset, epoch));
+            let frame = Frame::stored(&m.payload, m.offset, epoch);
             (m.offset, frame)
         })
         .collect();

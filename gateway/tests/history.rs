@@ -4,7 +4,7 @@
 //! `since` (recovered, trimmed by size and by age, another epoch); the
 //! `history` frame and `GET /v1/history`; `no_history`; rooms without
 //! history unchanged; one order for every member with two publishers; a
-//! replay racing live publishes.
+//! replay racing live publishes; MessagePack binary data kept byte for byte.
 
 mod common;
 
@@ -410,6 +410,17 @@ async fn a_replay_racing_live_publishes_is_exactly_once_in_order() {
             assert_eq!(distinct.len(), offsets.len());
             c.expect_quiet().await;
         }
+        gw.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn msgpack_binary_data_survives_the_in_process_store() {
+    within(30, async {
+        let gw = gateway(&["chat:history_size=10"]).await;
+        common::msgpack::binary_survives_history_room(&gw, &gw, "chat:bin", |_| None, Some(KEY))
+            .await;
         gw.stop().await;
     })
     .await;

@@ -4,7 +4,8 @@
 //! member; a replay racing live publishes; the epoch after the stream is
 //! deleted; a JetStream that is missing (history rooms `unavailable`,
 //! readiness says so, other rooms work); a 3-node NATS cluster losing a node
-//! mid-stream without losing an accepted message.
+//! mid-stream without losing an accepted message; MessagePack binary data
+//! through history rooms, and entries stored the older way (JSON) read back.
 
 mod common;
 mod nats;
@@ -12,10 +13,16 @@ mod nats;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use bytes::Bytes;
+use common::msgpack::{MsgPackClient, binary_survives_history_room, map, position as mp_position};
 use common::{Client, STEP, TestGateway, eventually, get, http, position, within};
 use nats::{CLUSTER, NatsCluster, NatsServer, discover, gateway_with, user, wait_ready};
-use roomcast_gateway::history::jetstream::{shard_of, stream_name};
-use roomcast_gateway::namespace::NamespaceSpec;
+use rmpv::Value as Mp;
+use roomcast_gateway::history::HistoryStore;
+use roomcast_gateway::history::jetstream::{
+    JetStreamConfig, JetStreamStore, Storage, shard_of, stream_name,
+};
+use roomcast_gateway::namespace::{NamespaceSpec, Namespaces};
 use serde_json::{Value, json};
 
 /// A gateway on `urls` whose `chat` namespace keeps `size` messages.
@@ -452,6 +459,86 @@ async fn a_three_node_cluster_losing_a_node_loses_no_accepted_message() {
             accepted.len()
         );
         wait_ready(&a, 200).await;
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn msgpack_binary_data_survives_history_rooms_across_gateways() {
+    within(90, async {
+        let nats = NatsServer::start_jetstream().await;
+        let (a, b) = pair(&nats, 100).await;
+        let token = |u: &str| Some(nats::token(u));
+        binary_survives_history_room(&a, &b, "chat:bin", token, None).await;
+
+        // An entry an older gateway stored (JSON, binary as base64): what
+        // its append wrote, through the same store on the same stream.
+        let room = "chat:old";
+        let (mut member, _) = MsgPackClient::connect(&b.ws_url(), token("mia").as_deref()).await;
+        let (start, epoch) = member.join_at(room).await;
+        let mut json_member = user(&b, "jo").await;
+        json_member.join(room).await;
+        let older = JetStreamStore::new(
+            async_nats::connect(nats.url()).await.expect("connect"),
+            Namespaces::from_specs(["chat:history_size=100".parse().expect("spec")])
+                .expect("namespaces"),
+            JetStreamConfig {
+                prefix: CLUSTER.into(),
+                shards: 2,
+                replicas: 1,
+                storage: Storage::File,
+                timeout: STEP,
+            },
+        );
+        let old = older
+            .append(
+                room,
+                Bytes::from_static(
+                    br#"{"type":"message","room":"chat:old","from":"ann","data":{"bin":"3q0="}}"#,
+                ),
+            )
+            .await
+            .expect("stored the old way");
+        let as_string = map(vec![("bin", "3q0=".into())]);
+        let live = member.recv().await;
+        assert_eq!(
+            (&live["data"], &live["from"]),
+            (&as_string, &Mp::from("ann"))
+        );
+        assert_eq!(mp_position(&live), (old.offset, epoch.clone()));
+        let m = json_member.recv_type("message").await;
+        assert_eq!(m["data"], json!({"bin": "3q0="}));
+        // A MessagePack publish after it, on the other gateway.
+        let (mut publisher, _) = MsgPackClient::connect(&a.ws_url(), token("ann").as_deref()).await;
+        let blob = map(vec![("bin", Mp::Binary(vec![0xde, 0xad]))]);
+        let ack = publisher.publish(room, &blob).await;
+        assert_eq!(member.recv().await["data"], blob);
+        assert_eq!(
+            json_member.recv_type("message").await["data"],
+            json!({"bin": "3q0="})
+        );
+        // Both read back: recovery on one gateway, history on the other.
+        let (mut back, _) = MsgPackClient::connect(&b.ws_url(), token("mia").as_deref()).await;
+        let (replay, ok) = back.join_since(room, &(start, epoch.clone())).await;
+        assert_eq!(ok["recovered"], Mp::Boolean(true), "{ok}");
+        let data: Vec<&Mp> = replay.iter().map(|m| &m["data"]).collect();
+        assert_eq!(data, [&as_string, &blob]);
+        assert_eq!(mp_position(&replay[1]), mp_position(&ack));
+        let kept = publisher.history(room).await;
+        let kept: Vec<&Mp> = kept.iter().map(|m| &m["data"]).collect();
+        assert_eq!(kept, [&as_string, &blob]);
+        let answer = json_member
+            .ok(json!({"type": "history", "room": room}))
+            .await;
+        assert_eq!(
+            answer["messages"],
+            json!([
+                {"offset": old.offset, "from": "ann", "data": {"bin": "3q0="}},
+                {"offset": mp_position(&ack).0, "from": "ann", "data": {"bin": "3q0="}},
+            ])
+        );
         b.stop().await;
         a.stop().await;
     })

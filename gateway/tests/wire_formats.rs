@@ -12,16 +12,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::msgpack::{MsgPackClient, map};
 use common::{Connect, STEP, start_with, within};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use rmpv::Value as Mp;
 use roomcast_gateway::transport::deflate;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 const EXTENSIONS: &str =
     "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
@@ -372,82 +371,6 @@ async fn python_msgpack_clients_exchange_binary_data_with_json_clients() {
         gw.stop().await;
     })
     .await;
-}
-
-/// A `roomcast.v1.msgpack` client over tokio-tungstenite.
-struct MsgPackClient {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
-}
-
-impl MsgPackClient {
-    async fn connect(url: &str, token: Option<&str>) -> (MsgPackClient, Mp) {
-        let mut req = url.into_client_request().expect("a ws URL");
-        req.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static("roomcast.v1.msgpack, roomcast.v1"),
-        );
-        if let Some(token) = token {
-            req.headers_mut().insert(
-                "authorization",
-                HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"),
-            );
-        }
-        let (ws, resp) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
-            .await
-            .expect("upgrade in time")
-            .expect("upgrade");
-        assert_eq!(
-            resp.headers()["sec-websocket-protocol"],
-            "roomcast.v1.msgpack",
-            "the client's first choice"
-        );
-        let mut client = MsgPackClient { ws };
-        let welcome = client.recv().await;
-        assert_eq!(welcome["type"], Mp::from("welcome"));
-        (client, welcome)
-    }
-
-    async fn send(&mut self, value: &Mp) {
-        let mut bytes = Vec::new();
-        rmpv::encode::write_value(&mut bytes, value).expect("encodes into a Vec");
-        self.ws
-            .send(Message::Binary(bytes.into()))
-            .await
-            .expect("send");
-    }
-
-    async fn recv(&mut self) -> Mp {
-        loop {
-            let msg = tokio::time::timeout(STEP, self.ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("open")
-                .expect("a frame");
-            match msg {
-                Message::Binary(bytes) => {
-                    return rmpv::decode::read_value(&mut &bytes[..]).expect("MessagePack");
-                }
-                Message::Text(text) => panic!("text frame on a msgpack connection: {text}"),
-                _ => continue,
-            }
-        }
-    }
-
-    async fn join(&mut self, room: &str) {
-        self.send(&map(vec![
-            ("type", "join".into()),
-            ("room", room.into()),
-            ("id", 1.into()),
-        ]))
-        .await;
-        let ok = self.recv().await;
-        assert_eq!(ok["type"], Mp::from("ok"), "{ok}");
-        assert_eq!(ok["id"], Mp::from(1));
-    }
-}
-
-fn map(entries: Vec<(&str, Mp)>) -> Mp {
-    Mp::Map(entries.into_iter().map(|(k, v)| (Mp::from(k), v)).collect())
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! A [`Frame`] holds the protocol frame in the encoding it was built in:
 //! JSON text (most frames), or MessagePack when a `roomcast.v1.msgpack`
 //! client published it (so its `data`, binary included, reaches MessagePack
-//! recipients exactly as sent). The other encoding is converted on first use
+//! recipients exactly as sent, live or read back from a room's history). The other encoding is converted on first use
 //! (`msgpack.rs`). Each transport asks for its [`Format`]; the first
 //! recipient of a format encodes it, every later one gets the same bytes (a
 //! reference-count increment). Formats no recipient uses are never encoded:
@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 
 use crate::msgpack;
+use crate::protocol;
 use crate::transport::deflate;
 use crate::transport::ws::WireFrame;
 
@@ -121,15 +122,33 @@ impl Frame {
     /// when it is neither.
     pub fn from_bus(payload: Bytes) -> Option<Self> {
         if msgpack::is_msgpack(&payload) {
-            return Some(Self {
-                json: OnceLock::new(),
-                msgpack: OnceLock::from(payload),
-                native_msgpack: true,
-                encoded: Default::default(),
-            });
+            return Some(Self::native_msgpack(payload));
         }
         std::str::from_utf8(&payload).ok()?;
         Some(Self::from_json(payload))
+    }
+
+    /// A history room's `message` frame from what the store kept (a bus
+    /// payload, see [`Frame::bus_payload`]) with its `offset` and `epoch`
+    /// added: kept in MessagePack, it stays MessagePack, so its `data`
+    /// reaches MessagePack members as published, binary included. Done once
+    /// per message per gateway, not per recipient.
+    pub fn stored(payload: &[u8], offset: u64, epoch: &str) -> Self {
+        if msgpack::is_msgpack(payload) {
+            Self::native_msgpack(msgpack::message_at(payload, offset, epoch))
+        } else {
+            Self::new(protocol::message_at(payload, offset, epoch))
+        }
+    }
+
+    /// A frame held in MessagePack only; its JSON is derived on first use.
+    fn native_msgpack(msgpack: Bytes) -> Self {
+        Self {
+            json: OnceLock::new(),
+            msgpack: OnceLock::from(msgpack),
+            native_msgpack: true,
+            encoded: Default::default(),
+        }
     }
 
     /// What crosses the bus: the encoding the frame was built in.
@@ -278,5 +297,31 @@ mod tests {
         );
         assert_eq!(relayed.msgpack(), native.msgpack());
         assert!(Frame::from_bus(Bytes::from_static(&[0xff, 0xfe])).is_none());
+    }
+
+    #[test]
+    fn stored_frames_keep_the_encoding_they_were_kept_in() {
+        let data = [0xc4, 2, 0xde, 0xad];
+        let kept = msgpack::message("r", Some("u"), &data);
+        let frame = Frame::stored(&kept, 7, "e1");
+        let packed = frame.encoded(Format::WebSocketMsgPack);
+        let value = rmpv::decode::read_value(&mut &packed[2..]).unwrap();
+        assert_eq!(value["data"], rmpv::Value::Binary(vec![0xde, 0xad]));
+        assert_eq!(value["offset"], rmpv::Value::from(7));
+        assert_eq!(value["epoch"], rmpv::Value::from("e1"));
+        assert_eq!(
+            frame.json().as_ref(),
+            br#"{"type":"message","room":"r","from":"u","data":"3q0=","offset":7,"epoch":"e1"}"#,
+            "JSON members: base64, offset and epoch last"
+        );
+        // Kept as JSON (JSON publishers, and every entry of older gateways).
+        let old = br#"{"type":"message","room":"r","from":null,"data":"3q0="}"#;
+        let frame = Frame::stored(old, 8, "e1");
+        assert_eq!(
+            frame.json().as_ref(),
+            br#"{"type":"message","room":"r","from":null,"data":"3q0=","offset":8,"epoch":"e1"}"#
+        );
+        let value = rmpv::decode::read_value(&mut &frame.msgpack()[..]).unwrap();
+        assert_eq!(value["data"], rmpv::Value::from("3q0="));
     }
 }

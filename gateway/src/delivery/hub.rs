@@ -534,7 +534,8 @@ impl Hub {
         taken
     }
 
-    /// Publishes `json` (a `message` frame) to the history room `room`: it
+    /// Publishes `payload` (a `message` frame's bus payload: JSON, or
+    /// MessagePack from a MessagePack client) to the history room `room`: it
     /// is accepted once stored, and members everywhere receive it in the
     /// store's order. In process the append and the local fan-out happen
     /// under the room's order lock; on NATS the stream RePublishes it to
@@ -544,7 +545,7 @@ impl Hub {
     pub async fn publish_stored(
         &self,
         room: &RoomName,
-        json: String,
+        payload: Bytes,
         skip: Option<ConnId>,
     ) -> Result<(Position, usize), HistoryError> {
         let store = self.history.get().ok_or(HistoryError::NoHistory)?;
@@ -552,14 +553,9 @@ impl Hub {
             Store::Memory(memory) => {
                 let lock = &self.order[shard_of(room.as_str(), ORDER_LOCKS as u32) as usize];
                 let _ordered = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let json = Bytes::from(json);
                 let position =
-                    memory.append_at(room.as_str(), json.clone(), std::time::Instant::now())?;
-                let frame = Frame::new(protocol::message_at(
-                    &json,
-                    position.offset,
-                    position.epoch.as_str(),
-                ));
+                    memory.append_at(room.as_str(), payload.clone(), std::time::Instant::now())?;
+                let frame = Frame::stored(&payload, position.offset, position.epoch.as_str());
                 let mark = Mark {
                     epoch: &position.epoch,
                     offset: position.offset,
@@ -577,7 +573,7 @@ impl Hub {
                     headers
                 });
                 let position = jetstream
-                    .append_with(room.as_str(), Bytes::from(json), headers)
+                    .append_with(room.as_str(), payload, headers)
                     .await?;
                 Ok((position, 0))
             }
@@ -603,7 +599,7 @@ impl Hub {
                 return 0;
             }
         };
-        let frame = Frame::new(protocol::message_at(&payload, at.offset, epoch.as_str()));
+        let frame = Frame::stored(&payload, at.offset, epoch.as_str());
         let skip = skip
             .as_deref()
             .and_then(|s| s.strip_prefix(self.origin.as_str()))

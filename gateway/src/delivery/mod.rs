@@ -104,11 +104,19 @@ pub async fn deliver_native(
             protocol::check_payload(size(data), max)?;
             take_token(sender.bucket)?;
             let json = protocol::message(&room, sender.user, data);
+            let frame = match msgpack_data {
+                Some(native) => {
+                    Frame::from_msgpack(msgpack::message(room.as_str(), sender.user, native), json)
+                }
+                None => Frame::new(json),
+            };
             let skip = sender.conn.filter(|_| !echo);
             if shared.namespaces.for_room(room.as_str()).has_history() {
+                // The store keeps what the bus carries: MessagePack data
+                // stays MessagePack, binary included.
                 let (stored, local) = shared
                     .hub
-                    .publish_stored(&room, json, skip)
+                    .publish_stored(&room, frame.bus_payload().clone(), skip)
                     .await
                     .map_err(history_failure)?;
                 shared.metrics.publishes.fetch_add(1, Relaxed);
@@ -117,12 +125,6 @@ pub async fn deliver_native(
                     position: Some(stored),
                 });
             }
-            let frame = match msgpack_data {
-                Some(native) => {
-                    Frame::from_msgpack(msgpack::message(room.as_str(), sender.user, native), json)
-                }
-                None => Frame::new(json),
-            };
             let trace = trace::start_publish(room.as_str(), sender.via);
             let local = shared
                 .hub

@@ -9,6 +9,7 @@
 pub mod binary;
 pub mod fallback;
 pub mod jwt;
+pub mod msgpack;
 pub mod raw;
 
 use std::collections::VecDeque;
