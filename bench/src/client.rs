@@ -35,6 +35,26 @@ pub async fn connect_with(
     source: Option<IpAddr>,
     recv_buffer: Option<u32>,
 ) -> Result<Ws, BenchError> {
+    let stream = open_socket(target, source, recv_buffer).await?;
+    // Small buffers: thousands of these live in one process, and tungstenite
+    // zeroes a whole read buffer's worth for every read (with 16 KiB that
+    // memset was the load generator's top cost, one read per message).
+    let config = WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0);
+    let (ws, _response) = client_async_with_config(target.url.as_str(), stream, Some(config))
+        .await
+        .map_err(|e| BenchError::new(format!("handshake with {}: {e}", target.url)))?;
+    Ok(ws)
+}
+
+/// A TCP connection to `target`, from `source` when given, with the
+/// receive buffer set to `recv_buffer` bytes when given; no Nagle delay.
+pub async fn open_socket(
+    target: &Target,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+) -> Result<TcpStream, BenchError> {
     let socket = if is_ipv6(&target.addr) {
         TcpSocket::new_v6()?
     } else {
@@ -49,16 +69,7 @@ pub async fn connect_with(
     let stream = socket.connect(target.addr).await?;
     // Latency matters more than packet count for a benchmark client.
     stream.set_nodelay(true)?;
-    // Small buffers: thousands of these live in one process, and tungstenite
-    // zeroes a whole read buffer's worth for every read (with 16 KiB that
-    // memset was the load generator's top cost, one read per message).
-    let config = WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0);
-    let (ws, _response) = client_async_with_config(target.url.as_str(), stream, Some(config))
-        .await
-        .map_err(|e| BenchError::new(format!("handshake with {}: {e}", target.url)))?;
-    Ok(ws)
+    Ok(stream)
 }
 
 /// Reads the first frame, which must be `welcome`; returns the node name.

@@ -16,6 +16,7 @@ pub mod subscriber;
 pub mod summary;
 pub mod target;
 pub mod wire;
+pub mod wsfeed;
 
 use std::fmt;
 

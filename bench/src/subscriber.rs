@@ -16,6 +16,7 @@ use crate::fallback::{self, Feed};
 use crate::latency::{Latencies, unix_us};
 use crate::ledger::Ledger;
 use crate::wire::{self, Incoming};
+use crate::wsfeed::{self, WsFeed};
 
 /// What all subscribers of one run share.
 pub struct Context {
@@ -78,8 +79,10 @@ pub const TRANSPORTS: [&str; 3] = ["websocket", "sse", "poll"];
 
 /// One subscriber's connection.
 pub enum Conn {
-    /// A WebSocket.
+    /// A WebSocket (tungstenite).
     Ws(Ws),
+    /// A WebSocket read by the lean client (the fan-out scenarios).
+    Feed(WsFeed),
     /// A fallback session of this kind.
     Fallback(Feed, fallback::Kind),
 }
@@ -88,7 +91,7 @@ impl Conn {
     /// Its index in [`TRANSPORTS`].
     pub fn transport(&self) -> usize {
         match self {
-            Conn::Ws(_) => 0,
+            Conn::Ws(_) | Conn::Feed(_) => 0,
             Conn::Fallback(_, fallback::Kind::Sse) => 1,
             Conn::Fallback(_, fallback::Kind::Poll) => 2,
         }
@@ -96,9 +99,11 @@ impl Conn {
 }
 
 /// What the connection yields next.
-enum Next {
+enum Next<'a> {
     /// A WebSocket text frame.
     WsText(tokio_tungstenite::tungstenite::Utf8Bytes),
+    /// A text frame in the lean client's buffer.
+    Borrowed(&'a str),
     /// A fallback session's frame.
     Text(String),
     /// Closed by the server with this code.
@@ -110,8 +115,14 @@ enum Next {
 }
 
 impl Conn {
-    async fn next(&mut self) -> Next {
+    async fn next(&mut self) -> Next<'_> {
         match self {
+            Conn::Feed(feed) => match feed.next().await {
+                wsfeed::Next::Text(text) => Next::Borrowed(text),
+                wsfeed::Next::Closed(code) => Next::Closed(code),
+                wsfeed::Next::Skip => Next::Skip,
+                wsfeed::Next::Failed(why) => Next::Failed(why),
+            },
             Conn::Ws(ws) => match ws.next().await {
                 Some(Ok(Message::Text(text))) => Next::WsText(text),
                 Some(Ok(Message::Close(frame))) => {
@@ -168,6 +179,7 @@ pub async fn run(
         };
         let text = match &next {
             Next::WsText(text) => text.as_str(),
+            Next::Borrowed(text) => text,
             Next::Text(text) => text.as_str(),
             Next::Skip => continue,
             Next::Closed(code) => {

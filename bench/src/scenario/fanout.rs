@@ -22,6 +22,7 @@ use crate::procstat::{CpuSnapshot, ProcessCpu};
 use crate::scenario::{all_ok, open_all, own_cpu_seconds, room_name};
 use crate::subscriber::{Conn, TRANSPORTS};
 use crate::target::{Target, source_address};
+use crate::wsfeed::WsFeed;
 use crate::{BenchError, publisher, subscriber, wire};
 
 /// Problem triples listed individually in the result (the rest are counted).
@@ -223,9 +224,9 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
                         let feed = Feed::open(http, target, kind, &room).await?;
                         return Ok(Conn::Fallback(feed, kind));
                     }
-                    let (mut ws, _) = client::connect_welcomed(target, source).await?;
-                    client::join(&mut ws, &room, 1).await?;
-                    Ok(Conn::Ws(ws))
+                    let mut feed = WsFeed::connect_welcomed(target, source).await?;
+                    feed.join(&room, 1).await?;
+                    Ok(Conn::Feed(feed))
                 }
             },
         )

@@ -22,6 +22,7 @@ use crate::BenchError;
 use crate::latency::round3;
 use crate::procstat::{CpuSnapshot, ProcessCpu};
 use crate::target::Target;
+use crate::wsfeed;
 
 /// The payload and how it travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -352,22 +353,7 @@ fn parse(buf: &[u8]) -> Option<(u8, usize)> {
 
 /// A masked client frame (FIN set in `first`).
 fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x11u8, 0x22, 0x33, 0x44];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    out
+    wsfeed::client_frame(first, payload, [0x11, 0x22, 0x33, 0x44])
 }
 
 fn mp_str(out: &mut Vec<u8>, s: &str) {
