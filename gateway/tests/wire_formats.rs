@@ -3,7 +3,7 @@
 //! recipient, a threshold, inflated client messages, decompression bombs
 //! closed with 1009), and the `roomcast.v1.msgpack` subprotocol with Python
 //! `msgpack` and a tokio-tungstenite client reading rmpv, on one gateway and
-//! across two over a real nats-server.
+//! across two over a real nats-server, and in a history room.
 
 mod common;
 mod nats;
@@ -368,6 +368,23 @@ async fn python_msgpack_clients_exchange_binary_data_with_json_clients() {
         assert_eq!(seen["from_json"], json!({"from_json":[1,"two",null]}));
         assert_eq!(seen["bad"]["type"], "error");
         assert_eq!(seen["bad"]["code"], "bad_request");
+        gw.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn python_msgpack_clients_get_binary_data_back_from_history_rooms() {
+    within(60, async {
+        let gw = start_with(|c| {
+            c.namespaces = vec!["chat:history_size=10".parse().expect("spec")];
+        })
+        .await;
+        let seen = python("msgpack_history", &gw.ws_url()).await;
+        assert_eq!(
+            seen,
+            json!({"live": true, "history": [true], "replayed": true, "recovered": true})
+        );
         gw.stop().await;
     })
     .await;

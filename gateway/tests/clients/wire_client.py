@@ -81,7 +81,34 @@ async def msgpack_client(url):
     return out
 
 
-SCENARIOS = {"deflate": deflate, "msgpack": msgpack_client}
+async def msgpack_history(url):
+    """Binary data in a history room (namespace `chat`) as Python's msgpack
+    reads it: live, replayed by a join with `since`, and in a history answer."""
+    out = {}
+    room = "chat:py"
+    blob = bytes(range(255, -1, -1)) * 4
+    async with connect(url, subprotocols=["roomcast.v1.msgpack"], open_timeout=STEP) as mp:
+        assert (await recv_msgpack(mp))["type"] == "welcome"
+        await mp.send(msgpack.packb({"type": "join", "room": room, "id": 1}))
+        joined = await recv_msgpack(mp)
+        await mp.send(msgpack.packb({"type": "publish", "room": room, "id": 2, "data": {"blob": blob}}))
+        frames = [await recv_msgpack(mp), await recv_msgpack(mp)]
+        live = next(f for f in frames if f["type"] == "message")
+        out["live"] = live["data"]["blob"] == blob and isinstance(live["data"]["blob"], bytes)
+        await mp.send(msgpack.packb({"type": "history", "room": room, "id": 3}))
+        kept = (await recv_msgpack(mp))["messages"]
+        out["history"] = [m["data"]["blob"] == blob for m in kept]
+    async with connect(url, subprotocols=["roomcast.v1.msgpack"], open_timeout=STEP) as back:
+        assert (await recv_msgpack(back))["type"] == "welcome"
+        since = {"offset": joined["offset"], "epoch": joined["epoch"]}
+        await back.send(msgpack.packb({"type": "join", "room": room, "id": 4, "since": since}))
+        replay = await recv_msgpack(back)
+        out["replayed"] = replay["type"] == "message" and replay["data"]["blob"] == blob
+        out["recovered"] = (await recv_msgpack(back))["recovered"]
+    return out
+
+
+SCENARIOS = {"deflate": deflate, "msgpack": msgpack_client, "msgpack_history": msgpack_history}
 
 if __name__ == "__main__":
     scenario, url = sys.argv[1], sys.argv[2]
