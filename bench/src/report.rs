@@ -450,6 +450,43 @@ fn standard_section(w: &mut String, inputs: &Inputs) {
         num(r, "offered_deliveries_per_s").unwrap_or(0.0),
     );
     fanout_table(w, &runs);
+    path_table(w, &runs);
+}
+
+/// Latency by path: deliveries by the publisher's own gateway, and those
+/// that crossed the bus (runs that recorded it).
+fn path_table(w: &mut String, runs: &[&Run]) {
+    let with_paths: Vec<&&Run> = runs
+        .iter()
+        .filter(|r| num(&r.result, "latency_by_path.across_gateways.count").is_some())
+        .collect();
+    if with_paths.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "Latency by path: delivered by the publisher's own gateway, or across gateways (through \
+         NATS).\n"
+    );
+    let _ = writeln!(
+        w,
+        "| system | run | same gateway p50 ms | same gateway p99 ms | across gateways p50 ms | across gateways p99 ms |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|");
+    for run in with_paths {
+        let f = |p: &str| fmt(num(&run.result, &format!("latency_by_path.{p}")), 2, "");
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} |",
+            run.system,
+            run.round,
+            f("same_gateway.p50_ms"),
+            f("same_gateway.p99_ms"),
+            f("across_gateways.p50_ms"),
+            f("across_gateways.p99_ms"),
+        );
+    }
+    let _ = writeln!(w);
 }
 
 fn fanout_table(w: &mut String, runs: &[&Run]) {
@@ -1505,6 +1542,34 @@ mod tests {
             round,
             result,
         }
+    }
+
+    #[test]
+    fn standard_section_shows_latency_by_path_when_recorded() {
+        let mut with = fanout(100_000.0, 5.0, 7.0, 0);
+        with["latency_by_path"] = json!({
+            "same_gateway": {"count": 10, "p50_ms": 0.61, "p99_ms": 1.52},
+            "across_gateways": {"count": 10, "p50_ms": 0.83, "p99_ms": 2.04}
+        });
+        let without = fanout(100_000.0, 5.0, 7.0, 0);
+        let inputs = Inputs {
+            runs: vec![
+                run("standard", "roomcast", 1, with),
+                run("standard", "baseline", 1, without.clone()),
+            ],
+            ..Inputs::default()
+        };
+        let md = render(&inputs);
+        assert!(
+            md.contains("| roomcast | 1 | 0.61 | 1.52 | 0.83 | 2.04 |"),
+            "{md}"
+        );
+        assert!(!md.contains("| baseline | 1 | – |"), "{md}");
+        let old = Inputs {
+            runs: vec![run("standard", "roomcast", 1, without)],
+            ..Inputs::default()
+        };
+        assert!(!render(&old).contains("Latency by path"));
     }
 
     #[test]

@@ -20,17 +20,34 @@ use crate::wsfeed::{self, WsFeed};
 
 /// What all subscribers of one run share.
 pub struct Context {
-    /// Latency histograms per transport, in [`TRANSPORTS`] order (each
-    /// latency is recorded once: the overall figures merge them, see
-    /// [`Context::all_latencies`]; a second record per message was a tenth
-    /// of the load generator's CPU).
-    pub by_transport: Arc<[Latencies; 3]>,
+    /// Latency histograms, one per (transport, [`Path`]): index
+    /// `transport * 2 + path`, transports in [`TRANSPORTS`] order. Each
+    /// latency is recorded once; the figures by transport, by path and
+    /// overall merge them (a second record per message was a tenth of the
+    /// load generator's CPU).
+    latencies: Arc<[Latencies; 6]>,
     /// Messages received by all subscribers so far.
     pub delivered: Arc<AtomicU64>,
     /// Probes sent before this (warm-up) are checked but not timed.
     pub measure_from_us: u64,
     /// Largest plausible sequence number.
     pub max_seq: u64,
+    /// Which target each subscriber (by index) reads from, and over how many
+    /// targets publishers are spread (publisher `p` on target `p % n`); empty
+    /// when the scenario does not say, and every latency counts as
+    /// [`Path::Same`].
+    homes: Vec<usize>,
+    targets: usize,
+}
+
+/// Whether a delivery came from a publisher on the subscriber's own gateway
+/// or crossed the bus from another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The publisher's gateway delivered it.
+    Same = 0,
+    /// It crossed NATS from another gateway.
+    Across = 1,
 }
 
 impl Context {
@@ -39,19 +56,59 @@ impl Context {
     /// are implausible.
     pub fn new(shards: usize, measure_from_us: u64, max_seq: u64) -> Self {
         Self {
-            by_transport: Arc::new(std::array::from_fn(|_| Latencies::new(shards))),
+            latencies: Arc::new(std::array::from_fn(|_| Latencies::new(shards))),
             delivered: Arc::new(AtomicU64::new(0)),
             measure_from_us,
             max_seq,
+            homes: Vec::new(),
+            targets: 0,
         }
     }
 
-    /// Every transport's latencies in one histogram.
+    /// Tells apart deliveries within one gateway from those across
+    /// gateways: subscriber `i` reads from target `homes[i]`, publisher `p`
+    /// publishes to target `p % targets`.
+    pub fn with_homes(mut self, homes: Vec<usize>, targets: usize) -> Self {
+        self.homes = homes;
+        self.targets = targets;
+        self
+    }
+
+    /// The path a probe from `publisher` took to subscriber `who` (pure).
+    pub fn path(&self, who: usize, publisher: u32) -> Path {
+        match (self.homes.get(who), self.targets) {
+            (Some(&home), n) if n > 0 && publisher as usize % n != home => Path::Across,
+            _ => Path::Same,
+        }
+    }
+
+    fn record(&self, transport: usize, path: Path, who: usize, micros: u64) {
+        self.latencies[transport * 2 + path as usize].record(who, micros);
+    }
+
+    /// One transport's latencies (both paths).
+    pub fn transport_latencies(&self, transport: usize) -> Histogram<u64> {
+        self.merge(|i| i / 2 == transport)
+    }
+
+    /// One path's latencies (every transport).
+    pub fn path_latencies(&self, path: Path) -> Histogram<u64> {
+        self.merge(|i| i % 2 == path as usize)
+    }
+
+    /// Every latency in one histogram.
     pub fn all_latencies(&self) -> Histogram<u64> {
-        let mut all = self.by_transport[0].merged();
-        for l in &self.by_transport[1..] {
-            // Same bounds everywhere, so adding cannot fail.
-            let _ = all.add(l.merged());
+        self.merge(|_| true)
+    }
+
+    fn merge(&self, take: impl Fn(usize) -> bool) -> Histogram<u64> {
+        let mut all = self.latencies[0].merged();
+        all.reset();
+        for (i, l) in self.latencies.iter().enumerate() {
+            if take(i) {
+                // Same bounds everywhere, so adding cannot fail.
+                let _ = all.add(l.merged());
+            }
         }
         all
     }
@@ -196,7 +253,7 @@ pub async fn run(
                 let now = unix_us();
                 if probe.t >= ctx.measure_from_us {
                     let micros = now.saturating_sub(probe.t);
-                    ctx.by_transport[transport].record(who, micros);
+                    ctx.record(transport, ctx.path(who, probe.p), who, micros);
                 }
                 out.ledger.record(probe.p, probe.r, probe.s);
                 out.received += 1;
@@ -208,4 +265,36 @@ pub async fn run(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_crosses_gateways_when_its_publisher_is_on_another_target() {
+        // Subscribers 0 and 1 read from targets 0 and 1; publishers alternate.
+        let ctx = Context::new(1, 0, 10).with_homes(vec![0, 1], 2);
+        assert_eq!(ctx.path(0, 0), Path::Same);
+        assert_eq!(ctx.path(0, 1), Path::Across);
+        assert_eq!(ctx.path(1, 3), Path::Same);
+        assert_eq!(ctx.path(1, 4), Path::Across);
+        // Unknown homes (or subscribers) count as the same gateway.
+        assert_eq!(ctx.path(7, 1), Path::Same);
+        assert_eq!(Context::new(1, 0, 10).path(0, 1), Path::Same);
+    }
+
+    #[test]
+    fn latencies_merge_by_transport_by_path_and_overall() {
+        let ctx = Context::new(2, 0, 10);
+        ctx.record(0, Path::Same, 0, 100);
+        ctx.record(0, Path::Across, 1, 300);
+        ctx.record(1, Path::Across, 0, 500);
+        assert_eq!(ctx.transport_latencies(0).len(), 2);
+        assert_eq!(ctx.transport_latencies(1).len(), 1);
+        assert_eq!(ctx.transport_latencies(2).len(), 0);
+        assert_eq!(ctx.path_latencies(Path::Same).len(), 1);
+        assert_eq!(ctx.path_latencies(Path::Across).len(), 2);
+        assert_eq!(ctx.all_latencies().len(), 3);
+    }
 }

@@ -15,6 +15,13 @@ async fn fanout_delivers_everything_once_and_in_order() {
     let report = fanout_once(0.0, 0.0).await;
     assert_eq!(report.transports.len(), 1, "{:?}", report.transports);
     assert_eq!(report.transports["websocket"], 12);
+    // One gateway: every delivery is by the publisher's own gateway.
+    let paths: Vec<&String> = report.latency_by_path.keys().collect();
+    assert_eq!(paths, ["same_gateway"]);
+    assert_eq!(
+        report.latency_by_path["same_gateway"].count,
+        report.latency.count
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use crate::latency::{self, Summary, round3, unix_us};
 use crate::ledger::Problems;
 use crate::procstat::{CpuSnapshot, ProcessCpu};
 use crate::scenario::{all_ok, open_all, own_cpu_seconds, room_name};
-use crate::subscriber::{Conn, TRANSPORTS};
+use crate::subscriber::{Conn, Path, TRANSPORTS};
 use crate::target::{Target, source_address};
 use crate::wsfeed::WsFeed;
 use crate::{BenchError, publisher, subscriber, wire};
@@ -112,6 +112,10 @@ pub struct Report {
     pub transports: BTreeMap<String, usize>,
     /// The latency of each transport that has subscribers.
     pub latency_by_transport: BTreeMap<String, Summary>,
+    /// The latency of deliveries by the publisher's own gateway
+    /// (`same_gateway`) and of those that crossed NATS (`across_gateways`),
+    /// each where there were any.
+    pub latency_by_path: BTreeMap<String, Summary>,
     /// Totals over all triples.
     #[serde(flatten)]
     pub problems: Problems,
@@ -254,11 +258,15 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
             .entry(TRANSPORTS[sub.transport()].into())
             .or_default() += 1;
     }
-    let ctx = Arc::new(subscriber::Context::new(
-        32,
-        start_unix_us + cfg.warmup.as_micros() as u64,
-        max_seq,
-    ));
+    // Subscriber i reads from the target `subscriber_target` gave it, and
+    // publisher j publishes to target j % n (as opened above).
+    let homes = (0..cfg.subscribers)
+        .map(|i| subscriber_target(i, cfg.rooms, cfg.targets.len()))
+        .collect();
+    let ctx = Arc::new(
+        subscriber::Context::new(32, start_unix_us + cfg.warmup.as_micros() as u64, max_seq)
+            .with_homes(homes, cfg.targets.len()),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let sub_tasks = subscriber::spawn_all(subs, &ctx, &stop_rx);
 
@@ -368,10 +376,22 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
         latency: latency::summarize(&ctx.all_latencies()),
         latency_by_transport: TRANSPORTS
             .iter()
-            .zip(ctx.by_transport.iter())
-            .filter(|(name, _)| transports.contains_key(**name))
-            .map(|(name, l)| ((*name).to_owned(), latency::summarize(&l.merged())))
+            .enumerate()
+            .filter(|(_, name)| transports.contains_key(**name))
+            .map(|(i, name)| {
+                let summary = latency::summarize(&ctx.transport_latencies(i));
+                ((*name).to_owned(), summary)
+            })
             .collect(),
+        latency_by_path: [
+            ("same_gateway", Path::Same),
+            ("across_gateways", Path::Across),
+        ]
+        .into_iter()
+        .map(|(name, path)| (name.to_owned(), ctx.path_latencies(path)))
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(name, h)| (name, latency::summarize(&h)))
+        .collect(),
         transports,
         problems: totals,
         problem_triples,
