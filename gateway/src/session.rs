@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::auth::Identity;
 use crate::delivery::frame::{Format, Frame};
-use crate::delivery::gate::Gate;
+use crate::delivery::gate::{self, Gate};
 use crate::delivery::hub::Conn;
 use crate::delivery::outbound::{Close, Outbound, Pushed, QueueLimits, Wire};
 use crate::delivery::{self, Outgoing, Sender, history_failure};
@@ -594,21 +594,7 @@ async fn read_for_join(
             messages: Vec::new(),
         });
     };
-    let page = store.after(room, since.offset, usize::MAX).await?;
-    let epoch = page.position.epoch.as_str();
-    let messages = page
-        .messages
-        .iter()
-        .map(|m| {
-            let frame = Frame::stored(&m.payload, m.offset, epoch);
-            (m.offset, frame)
-        })
-        .collect();
-    Ok(Read {
-        position: page.position,
-        complete: page.complete,
-        messages,
-    })
+    gate::read_after(store, room, since.offset).await
 }
 
 /// The extra fields of a history room's join `ok`.

@@ -5,18 +5,24 @@
 //! deleted; a JetStream that is missing (history rooms `unavailable`,
 //! readiness says so, other rooms work); a 3-node NATS cluster losing a node
 //! mid-stream without losing an accepted message; MessagePack binary data
-//! through history rooms, and entries stored the older way (JSON) read back.
+//! through history rooms, and entries stored the older way (JSON) read back;
+//! a member whose gateway lost its NATS connection gets what it missed, in
+//! order and once, without rejoining (or a 1012 when the store no longer has
+//! it).
 
 mod common;
 mod nats;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::msgpack::{MsgPackClient, binary_survives_history_room, map, position as mp_position};
 use common::{Client, STEP, TestGateway, eventually, get, http, position, within};
-use nats::{CLUSTER, NatsCluster, NatsServer, discover, gateway_with, user, wait_ready};
+use nats::{CLUSTER, NatsCluster, NatsServer, discover, gateway_with, metric, user, wait_ready};
 use rmpv::Value as Mp;
 use roomcast_gateway::history::HistoryStore;
 use roomcast_gateway::history::jetstream::{
@@ -541,6 +547,213 @@ async fn msgpack_binary_data_survives_history_rooms_across_gateways() {
         );
         b.stop().await;
         a.stop().await;
+    })
+    .await;
+}
+
+/// A TCP relay in front of a nats-server that can cut every connection
+/// through it and refuse new ones until reopened: one gateway loses its bus
+/// while the other gateway and JetStream carry on.
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let addr = listener.local_addr().expect("relay address");
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = tokio::spawn({
+            let (open, links) = (open.clone(), links.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection attempt fails
+                    }
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    links.lock().unwrap_or_else(|e| e.into_inner()).push(link);
+                }
+            }
+        });
+        Self {
+            addr,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Drops every connection through the relay and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for link in self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            link.abort();
+        }
+    }
+
+    fn reopen(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// gw-a straight on a JetStream nats-server, gw-b behind a relay to it.
+struct Outage {
+    /// The member, on gw-b.
+    bob: Client,
+    /// Every offset published, in order.
+    offsets: Vec<u64>,
+    /// The room's epoch.
+    epoch: String,
+    a: TestGateway,
+    b: TestGateway,
+    _relay: Relay,
+    _nats: NatsServer,
+}
+
+/// A member on gw-b joined to `room` (history kept: `size`) and a publisher
+/// on gw-a; 2 messages published, then gw-b loses NATS while `during` more
+/// are published, gets it back (ready again), and `after` more are published.
+async fn outage(room: &str, size: u32, during: usize, after: usize) -> Outage {
+    let nats = NatsServer::start_jetstream().await;
+    let upstream: SocketAddr = format!("127.0.0.1:{}", nats.ports().client)
+        .parse()
+        .expect("address");
+    let relay = Relay::start(upstream).await;
+    let a = history_gateway("gw-a", vec![nats.url()], size, 1).await;
+    let b = history_gateway("gw-b", vec![relay.url()], size, 1).await;
+    discover(&[&a, &b]).await;
+    let mut alice = user(&a, "alice").await;
+    let mut bob = user(&b, "bob").await;
+    bob.join(room).await;
+    let mut offsets = Vec::new();
+    for i in 0..2 {
+        offsets.push(publish(&mut alice, room, json!(i)).await.0);
+    }
+    let live = messages(&mut bob, room, 2).await;
+    assert_eq!(live.iter().map(|m| m.0).collect::<Vec<_>>(), offsets);
+    let epoch = live[1].1.clone();
+
+    relay.cut();
+    eventually(STEP * 4, "gw-b's bus down", || async {
+        (metric(&b, "roomcast_bus_up").await == 0.0).then_some(())
+    })
+    .await;
+    for i in 0..during {
+        offsets.push(
+            publish(&mut alice, room, json!(format!("during {i}")))
+                .await
+                .0,
+        );
+    }
+    relay.reopen();
+    wait_ready(&b, 200).await;
+    for i in 0..after {
+        offsets.push(
+            publish(&mut alice, room, json!(format!("after {i}")))
+                .await
+                .0,
+        );
+    }
+    Outage {
+        bob,
+        offsets,
+        epoch,
+        a,
+        b,
+        _relay: relay,
+        _nats: nats,
+    }
+}
+
+#[tokio::test]
+async fn a_member_whose_gateway_lost_nats_gets_what_it_missed_in_order_once() {
+    within(120, async {
+        let room = "chat:outage";
+        let mut o = outage(room, 1000, 5, 3).await;
+        // Published while gw-b was cut off, then after: all of them, in
+        // order, once, on the same connection (no rejoin).
+        let got = messages(&mut o.bob, room, 8).await;
+        let data: Vec<Value> = got.iter().map(|m| m.2.clone()).collect();
+        let want: Vec<Value> = (0..5)
+            .map(|i| json!(format!("during {i}")))
+            .chain((0..3).map(|i| json!(format!("after {i}"))))
+            .collect();
+        assert_eq!(data, want);
+        assert_eq!(
+            got.iter().map(|m| m.0).collect::<Vec<_>>(),
+            o.offsets[2..].to_vec()
+        );
+        assert!(got.iter().all(|m| m.1 == o.epoch));
+        o.bob.expect_quiet().await;
+        o.b.stop().await;
+        o.a.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_quiet_room_gets_what_it_missed_once_the_bus_is_back() {
+    within(120, async {
+        let room = "chat:quiet";
+        // Nothing is published after gw-b is back: the reconnection itself
+        // has the room's history read.
+        let mut o = outage(room, 1000, 4, 0).await;
+        let got = messages(&mut o.bob, room, 4).await;
+        assert_eq!(
+            got.iter().map(|m| m.0).collect::<Vec<_>>(),
+            o.offsets[2..].to_vec()
+        );
+        o.bob.expect_quiet().await;
+        o.b.stop().await;
+        o.a.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gap_the_store_no_longer_keeps_closes_with_1012_for_a_rejoin() {
+    within(120, async {
+        let room = "chat:trimmed";
+        // Keeps 3 messages; 6 are published while gw-b is cut off.
+        let mut o = outage(room, 3, 6, 0).await;
+        o.bob.expect_close(1012).await;
+        // Its rejoin with `since` (the last it got) learns that the gap is
+        // lost, and where the room is.
+        let mut again = user(&o.b, "bob").await;
+        let (replay, ok) = join_since(&mut again, room, &(o.offsets[1], o.epoch.clone())).await;
+        assert!(replay.is_empty(), "{replay:?}");
+        assert_eq!(ok["recovered"], false, "{ok}");
+        assert_eq!(ok["epoch"], o.epoch.as_str(), "{ok}");
+        assert_eq!(ok["offset"], *o.offsets.last().expect("published"), "{ok}");
+        o.b.stop().await;
+        o.a.stop().await;
     })
     .await;
 }

@@ -64,6 +64,15 @@ pub trait Inbox: Send + Sync {
     /// subscription (called when the bus connection comes back).
     fn resubscribe(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 
+    /// Fills in what every history room missed while the bus connection was
+    /// being replaced (called, in a task of its own, once it is back).
+    fn repair_all(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// The bus connection was replaced since `topic`'s previous message: what
+    /// was sent to it meanwhile never arrived. A history room reads the store
+    /// for it before this message is delivered (called by the topic's pump).
+    fn repair<'a>(&'a self, topic: &'a Topic) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
     /// Delivers a history room's message that its stream stored and
     /// RePublished (`at`: where it is stored), to the local members of
     /// `topic` except the connection `skip` names; returns how many took it.

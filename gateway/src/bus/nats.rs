@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::client::RequestErrorKind;
 use async_nats::connection::State;
-use async_nats::{Client, ConnectOptions, Event, Subscriber};
+use async_nats::{Client, ConnectOptions, Event, Statistics, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
@@ -512,6 +512,7 @@ impl NatsBus {
             topic.clone(),
             self.inbox.clone(),
             self.metrics.clone(),
+            self.client.statistics(),
         ));
         // Registered before any await, so a caller that gives up mid-way
         // leaves a pump the next subscribe or unsubscribe will find.
@@ -809,7 +810,17 @@ impl NatsBus {
 }
 
 /// Delivers a room subscription's messages to the local members of `topic`.
-async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metrics: Arc<Metrics>) {
+/// `stats` counts the client's connections: a stored message that comes
+/// after a new one was made first has the room's history read for what the
+/// old connection missed (core NATS drops what is sent while disconnected).
+async fn pump(
+    mut subscriber: Subscriber,
+    topic: Topic,
+    inbox: InboxSlot,
+    metrics: Arc<Metrics>,
+    stats: Arc<Statistics>,
+) {
+    let mut connection = stats.connects.load(Relaxed);
     let (mut batch, mut frames) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
     while let Some(first) = subscriber.next().await {
         // Whatever else has already arrived goes out with it: one write per
@@ -845,6 +856,11 @@ async fn pump(mut subscriber: Subscriber, topic: Topic, inbox: InboxSlot, metric
                     .as_ref()
                     .and_then(|h| h.get(SKIP_HEADER))
                     .map(|v| v.as_str().to_owned());
+                let now = stats.connects.load(Relaxed);
+                if now != connection {
+                    connection = now;
+                    inbox.repair(&topic).await;
+                }
                 inbox
                     .receive_stored(&topic, message.payload, at, skip)
                     .await;
@@ -1066,6 +1082,11 @@ async fn watch_events(bus: Weak<NatsBus>, mut events: tokio::sync::mpsc::Receive
                 bus.hello(true).await;
                 if let Some(inbox) = bus.inbox() {
                     inbox.resubscribe().await;
+                    if reconnected {
+                        // Its own task: a store that is slow to answer must
+                        // not hold up readiness and the next events.
+                        tokio::spawn(async move { inbox.repair_all().await });
+                    }
                 }
                 if reconnected && let Some(presence) = bus.presence() {
                     presence.reconnected();

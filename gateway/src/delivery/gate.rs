@@ -7,13 +7,18 @@
 //!
 //! The gate's lock is held while the join's answer is queued, so no live
 //! message can slip in between the replay, the `ok` and what follows it.
+//!
+//! The same merge repairs an open gate after the bus connection dropped
+//! (RePublished messages sent meanwhile never arrive): the gate is suspended
+//! at its watermark, and once the bus is back the store is read after it
+//! (`Hub::repair_room`).
 
 use std::sync::Mutex;
 
 use super::frame::Frame;
 use super::outbound::{Outbound, Pushed};
-use crate::history::Epoch;
-use crate::history::recovery::{Join, Outcome, Overflow, Read, Watermark};
+use crate::history::recovery::{Join, Outcome, Overflow, Read, Since, Watermark};
+use crate::history::{Epoch, HistoryError, HistoryStore, Store};
 
 /// Where a stored message sits in its room's history.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +37,9 @@ pub struct Gate(Mutex<State>);
 enum State {
     /// The join is reading the store: live messages wait here.
     Reading(Join<Frame>),
+    /// Was open when the bus connection dropped: live messages wait here
+    /// until the store is read after the watermark (the repair).
+    Suspended(Join<Frame>),
     /// More live messages came during the read than the join may hold.
     Overflowed(Overflow),
     /// Answered: live messages newer than the watermark pass.
@@ -55,7 +63,7 @@ impl Gate {
     pub fn offer(&self, mark: Mark<'_>, frame: &Frame, outbound: &Outbound) -> Option<Pushed> {
         let mut state = self.lock();
         match &mut *state {
-            State::Reading(join) => {
+            State::Reading(join) | State::Suspended(join) => {
                 if let Err(overflow) = join.live(mark.epoch, mark.offset, frame.share()) {
                     *state = State::Overflowed(overflow);
                 }
@@ -83,17 +91,106 @@ impl Gate {
                 *state = State::Overflowed(overflow);
                 return Err(overflow);
             }
-            // Answered already (never happens: one join finishes once).
-            State::Open(watermark) => {
-                *state = State::Open(watermark);
+            // Answered already (never happens: one join finishes once); a
+            // suspended gate is the repair's to resume.
+            other @ (State::Open(_) | State::Suspended(_)) => {
+                *state = other;
                 return Ok(());
             }
         };
-        let outcome = join.finish(read);
-        answer(&outcome);
-        *state = State::Open(outcome.watermark.clone());
+        open(&mut state, join, read, answer);
         Ok(())
     }
+
+    /// Holds live messages back from an open gate, buffering at most
+    /// `capacity`: the bus connection dropped, so messages are being missed
+    /// that the store still has. Returns what the store must be read after;
+    /// `None` when the gate was not open (a join in progress reads the store
+    /// itself, after the bus is back).
+    pub fn suspend(&self, capacity: usize) -> Option<Since> {
+        let mut state = self.lock();
+        let State::Open(watermark) = &*state else {
+            return None;
+        };
+        let position = watermark.position();
+        let since = Since {
+            offset: position.offset,
+            epoch: position.epoch.clone(),
+        };
+        *state = State::Suspended(Join::new(Some(since.clone()), capacity));
+        Some(since)
+    }
+
+    /// Where a suspended gate must be read from; `None` when it is not suspended.
+    pub fn suspended_since(&self) -> Option<Since> {
+        match &*self.lock() {
+            State::Suspended(join) => join.since().cloned(),
+            _ => None,
+        }
+    }
+
+    /// Ends a suspension with the store's `read` (after the suspension's
+    /// `since`, or earlier): hands the outcome to `answer` with the gate
+    /// locked, then opens the gate. The outcome's `recovered` says whether
+    /// the store still had everything missed. `Err` when more arrived
+    /// meanwhile than the gate could hold; `Ok(false)` when the gate was not
+    /// suspended (nothing is done).
+    pub fn resume(
+        &self,
+        read: Read<Frame>,
+        answer: impl FnOnce(&Outcome<Frame>),
+    ) -> Result<bool, Overflow> {
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, State::Overflowed(Overflow(0))) {
+            State::Suspended(join) => {
+                open(&mut state, join, read, answer);
+                Ok(true)
+            }
+            State::Overflowed(overflow) => {
+                *state = State::Overflowed(overflow);
+                Err(overflow)
+            }
+            other => {
+                *state = other;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Decides `join` from `read`, hands the outcome to `answer` and opens the
+/// gate at its watermark (the gate locked throughout).
+fn open(
+    state: &mut State,
+    join: Join<Frame>,
+    read: Read<Frame>,
+    answer: impl FnOnce(&Outcome<Frame>),
+) {
+    let outcome = join.finish(read);
+    answer(&outcome);
+    *state = State::Open(outcome.watermark.clone());
+}
+
+/// What the store keeps of `room` after `offset`, as `message` frames with
+/// their offsets, and whether nothing after it was dropped: what a join with
+/// `since` and a repair merge with the live messages.
+pub async fn read_after(
+    store: &Store,
+    room: &str,
+    offset: u64,
+) -> Result<Read<Frame>, HistoryError> {
+    let page = store.after(room, offset, usize::MAX).await?;
+    let epoch = page.position.epoch.as_str();
+    let messages = page
+        .messages
+        .iter()
+        .map(|m| (m.offset, Frame::stored(&m.payload, m.offset, epoch)))
+        .collect();
+    Ok(Read {
+        position: page.position,
+        complete: page.complete,
+        messages,
+    })
 }
 
 #[cfg(test)]
@@ -192,5 +289,117 @@ mod tests {
             messages: Vec::new(),
         };
         assert_eq!(gate.finish(read, |_| panic!("no answer")), Err(Overflow(1)));
+    }
+
+    /// A gate opened at `offset` of `epoch` (a join without `since` answered).
+    fn open_at(epoch: &Epoch, offset: u64) -> Gate {
+        let gate = Gate::reading(Join::new(None, 8));
+        let read = Read {
+            position: Position {
+                offset,
+                epoch: epoch.clone(),
+            },
+            complete: true,
+            messages: Vec::new(),
+        };
+        gate.finish(read, |_| {}).unwrap();
+        gate
+    }
+
+    #[test]
+    fn a_suspended_gate_replays_what_the_bus_missed_before_what_came_after() {
+        let epoch = Epoch::new("E");
+        let (out, wire) = outbound();
+        let gate = open_at(&epoch, 0);
+        let mark = |offset| Mark {
+            epoch: &epoch,
+            offset,
+        };
+        assert!(gate.offer(mark(1), &frame(1), &out).is_some());
+        // The bus drops: 2 and 3 are RePublished meanwhile and lost; 4 comes
+        // live once it is back, before the store has answered.
+        let since = gate.suspend(8).expect("an open gate suspends");
+        assert_eq!(since.offset, 1);
+        assert_eq!(gate.suspended_since(), Some(since));
+        assert!(gate.offer(mark(4), &frame(4), &out).is_none(), "held back");
+        assert!(gate.suspend(8).is_none(), "suspended once");
+        let read = Read {
+            position: Position {
+                offset: 4,
+                epoch: epoch.clone(),
+            },
+            complete: true,
+            messages: vec![(2, frame(2)), (3, frame(3)), (4, frame(4))],
+        };
+        let mut recovered = None;
+        let resumed = gate.resume(read, |outcome| {
+            recovered = outcome.recovered;
+            for f in outcome.before_ok.iter().chain(&outcome.after_ok) {
+                out.push(f);
+            }
+        });
+        assert_eq!(resumed, Ok(true));
+        assert_eq!(recovered, Some(true));
+        assert!(gate.offer(mark(4), &frame(4), &out).is_none(), "duplicate");
+        assert!(gate.offer(mark(5), &frame(5), &out).is_some());
+        assert_eq!(*wire.0.lock().unwrap(), ["m1", "m2", "m3", "m4", "m5"]);
+        assert_eq!(gate.suspended_since(), None);
+    }
+
+    #[test]
+    fn a_gap_the_store_no_longer_keeps_is_not_recovered() {
+        let epoch = Epoch::new("E");
+        let gate = open_at(&epoch, 7);
+        gate.suspend(8).expect("suspended");
+        let read = Read {
+            position: Position {
+                offset: 30,
+                epoch: epoch.clone(),
+            },
+            complete: false,
+            messages: vec![(29, frame(29)), (30, frame(30))],
+        };
+        let mut outcome = None;
+        assert_eq!(
+            gate.resume(read, |o| outcome = Some((o.recovered, o.before_ok.len()))),
+            Ok(true)
+        );
+        assert_eq!(outcome, Some((Some(false), 0)), "nothing replayed: rejoin");
+    }
+
+    #[test]
+    fn only_open_gates_suspend_and_only_suspended_ones_resume() {
+        let epoch = Epoch::new("E");
+        let (out, _) = outbound();
+        let reading = Gate::reading(Join::new(None, 8));
+        assert!(
+            reading.suspend(8).is_none(),
+            "a join in progress reads itself"
+        );
+        let read = |offset| Read {
+            position: Position {
+                offset,
+                epoch: epoch.clone(),
+            },
+            complete: true,
+            messages: Vec::new(),
+        };
+        assert_eq!(reading.resume(read(0), |_| panic!("not ours")), Ok(false));
+        let open = open_at(&epoch, 3);
+        assert_eq!(open.resume(read(3), |_| panic!("not suspended")), Ok(false));
+        // Suspended, then more arrives than it may hold: the repair fails.
+        let full = open_at(&epoch, 0);
+        full.suspend(1).expect("suspended");
+        for offset in 1..=2 {
+            let mark = Mark {
+                epoch: &epoch,
+                offset,
+            };
+            assert!(full.offer(mark, &frame(offset), &out).is_none());
+        }
+        assert_eq!(
+            full.resume(read(2), |_| panic!("overflowed")),
+            Err(Overflow(1))
+        );
     }
 }

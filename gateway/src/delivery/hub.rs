@@ -18,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -28,10 +29,11 @@ use tokio::time::{Instant, sleep_until};
 
 use super::coalesce::Coalescer;
 use super::frame::Frame;
-use super::gate::{Gate, Mark};
+use super::gate::{Gate, Mark, read_after};
 use super::outbound::{Close, Outbound, Pushed};
 use crate::bus::{Bus, BusError, Command, Inbox, Topic};
 use crate::history::jetstream::{Republished, SKIP_HEADER, shard_of};
+use crate::history::recovery::Read;
 use crate::history::{HistoryError, Position, Store};
 use crate::metrics::Metrics;
 use crate::protocol;
@@ -41,6 +43,25 @@ use crate::trace;
 /// Locks that order an in-process history room's appends with their
 /// fan-out (rooms hashed over them), so members see the store's order.
 const ORDER_LOCKS: usize = 64;
+
+/// Live messages a suspended history gate holds while the bus reconnects
+/// and the store is read; a member that gets more is asked to rejoin.
+const REPAIR_BUFFER: usize = 4096;
+
+/// How long a repair keeps trying to read a room's history (a JetStream
+/// leader election takes a few seconds) before its members are asked to
+/// rejoin, and how long it waits between tries.
+const REPAIR_PATIENCE: Duration = Duration::from_secs(30);
+const REPAIR_RETRY: Duration = Duration::from_millis(250);
+
+/// A copy of `read` whose frames share their bytes (one per member repaired).
+fn share(read: &Read<Frame>) -> Read<Frame> {
+    Read {
+        position: read.position.clone(),
+        complete: read.complete,
+        messages: read.messages.iter().map(|(o, f)| (*o, f.share())).collect(),
+    }
+}
 
 /// Process-unique connection number.
 pub type ConnId = u64;
@@ -225,6 +246,112 @@ impl Hub {
                     self.metrics.bus_subscriptions.fetch_add(1, Relaxed);
                 }
                 Err(e) => tracing::warn!(?topic, error = %e, "subscription not restored"),
+            }
+        }
+    }
+
+    /// Repairs every history room with members on this gateway (see
+    /// [`Hub::repair_room`]): called when the bus connection comes back, so
+    /// that rooms with no message since then get what they missed too.
+    pub async fn repair_history(&self) {
+        if self.history.get().is_none() {
+            return;
+        }
+        let rooms: Vec<RoomName> = self
+            .topics
+            .iter()
+            .filter_map(|e| match e.key() {
+                Topic::Room(room) if !e.value().gates().is_empty() => Some(room.clone()),
+                _ => None,
+            })
+            .collect();
+        // One patience for them all: a store that does not answer costs one
+        // wait, not one per room.
+        let deadline = Instant::now() + REPAIR_PATIENCE;
+        for room in rooms {
+            self.repair_room(&room, deadline).await;
+        }
+    }
+
+    /// Gives the members of the history room `room` what the bus missed
+    /// while its connection was being replaced (core NATS is at most once):
+    /// holds live messages back from every open gate, reads the room's
+    /// history after the members' oldest mark, then each gate replays what
+    /// its member lacks, in offset order and once, and opens again. The
+    /// read is retried until `deadline` (a JetStream leader may be being
+    /// elected). A member the store cannot make whole (the messages
+    /// were trimmed, the history was recreated, more arrived than its gate
+    /// holds, or the store did not answer in time) is closed with 1012 so
+    /// that its client rejoins with `since` and learns `recovered`.
+    pub async fn repair_room(&self, room: &RoomName, deadline: Instant) {
+        let Some(store) = self.history.get().cloned() else {
+            return;
+        };
+        let Some(members) = self
+            .topics
+            .get(&Topic::Room(room.clone()))
+            .map(|e| e.value().clone())
+        else {
+            return;
+        };
+        let gates: Vec<(ConnId, Arc<Gate>)> = members
+            .gates()
+            .iter()
+            .map(|(id, gate)| (*id, gate.clone()))
+            .collect();
+        // Suspended before the read: what arrives from now on waits in the
+        // gates, and the read covers everything before it.
+        let mut from: Option<u64> = None;
+        for (_, gate) in &gates {
+            gate.suspend(REPAIR_BUFFER);
+            if let Some(since) = gate.suspended_since() {
+                from = Some(from.map_or(since.offset, |f| f.min(since.offset)));
+            }
+        }
+        let Some(from) = from else { return };
+        let read = loop {
+            match read_after(&store, room.as_str(), from).await {
+                Ok(read) => break Ok(read),
+                Err(e) if Instant::now() + REPAIR_RETRY >= deadline => break Err(e),
+                Err(_) => tokio::time::sleep(REPAIR_RETRY).await,
+            }
+        };
+        let mut closed = 0;
+        for (id, gate) in gates {
+            let Some(conn) = members.read().get(&id).cloned() else {
+                continue;
+            };
+            let whole = match &read {
+                Ok(read) => {
+                    let mut whole = false;
+                    match gate.resume(share(read), |outcome| {
+                        whole = outcome.recovered == Some(true);
+                        if whole {
+                            for frame in outcome.before_ok.iter().chain(&outcome.after_ok) {
+                                conn.outbound.push(frame);
+                            }
+                        }
+                    }) {
+                        Ok(true) => whole,
+                        // Not suspended (a join in progress, or resumed by a
+                        // concurrent repair): nothing of ours to answer.
+                        Ok(false) => true,
+                        Err(_) => false,
+                    }
+                }
+                Err(_) => gate.suspended_since().is_none(),
+            };
+            if !whole && conn.outbound.close(Close::RECOVER) {
+                closed += 1;
+            }
+        }
+        match (&read, closed) {
+            (Err(e), _) => {
+                tracing::warn!(%room, error = %e, "history not read after the bus connection was replaced; its members were asked to rejoin")
+            }
+            (Ok(_), 0) => {}
+            (Ok(_), n) => {
+                tracing::warn!(%room, members = n, "missed messages no longer kept; members asked to rejoin")
             }
         }
     }
@@ -747,6 +874,10 @@ impl Inbox for Hub {
         Box::pin(self.restore_subscriptions())
     }
 
+    fn repair_all(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.repair_history())
+    }
+
     fn receive_stored<'a>(
         &'a self,
         topic: &'a Topic,
@@ -755,6 +886,15 @@ impl Inbox for Hub {
         skip: Option<String>,
     ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>> {
         Box::pin(self.receive_republished(topic, payload, at, skip))
+    }
+
+    fn repair<'a>(&'a self, topic: &'a Topic) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if let Topic::Room(room) = topic {
+                self.repair_room(room, Instant::now() + REPAIR_PATIENCE)
+                    .await;
+            }
+        })
     }
 
     fn command(&self, command: Command) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

@@ -81,6 +81,13 @@ impl Close {
         code: 1012,
         reason: "draining, reconnect",
     };
+    /// 1012: the bus connection dropped and the messages of a history room
+    /// missed meanwhile are no longer kept (or could not be read); rejoin
+    /// with `since` to learn `recovered`.
+    pub const RECOVER: Close = Close {
+        code: 1012,
+        reason: "history interrupted, rejoin with since",
+    };
     /// 4001: the token expired.
     pub const TOKEN_EXPIRED: Close = Close {
         code: 4001,
