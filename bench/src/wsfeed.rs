@@ -225,8 +225,8 @@ impl WsFeed {
         // Bytes behind the head are the first frames: keep them.
         let rest = end - head_len;
         buf.copy_within(head_len..end, 0);
+        // The head buffer is larger than both.
         buf.truncate(READ_CHUNK.max(rest));
-        buf.resize(READ_CHUNK.max(rest), 0);
         let k = key.as_bytes();
         Ok(Self {
             stream,
