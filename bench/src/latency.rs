@@ -57,7 +57,8 @@ impl Latencies {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// An empty latency histogram, with the bounds every one here shares.
+pub fn new_histogram() -> Histogram<u64> {
     // Bounds are constants that satisfy the constructor's rules.
     Histogram::new_with_bounds(1, HIGHEST_US, 3).unwrap_or_else(|_| unreachable!())
 }

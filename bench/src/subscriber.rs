@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Ws;
 use crate::fallback::{self, Feed};
-use crate::latency::{Latencies, unix_us};
+use crate::latency::{Latencies, new_histogram, unix_us};
 use crate::ledger::Ledger;
 use crate::wire::{self, Incoming};
 use crate::wsfeed::{self, WsFeed};
@@ -102,8 +102,7 @@ impl Context {
     }
 
     fn merge(&self, take: impl Fn(usize) -> bool) -> Histogram<u64> {
-        let mut all = self.latencies[0].merged();
-        all.reset();
+        let mut all = new_histogram();
         for (i, l) in self.latencies.iter().enumerate() {
             if take(i) {
                 // Same bounds everywhere, so adding cannot fail.
