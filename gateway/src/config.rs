@@ -42,6 +42,10 @@ pub struct Config {
     /// How long a frame to an idle connection may wait for others to share
     /// its socket write (0: written at once). At most [`MAX_WRITE_DELAY_MS`].
     pub write_delay_ms: u64,
+    /// Submit a fan-out's socket writes together through io_uring, one
+    /// system call per 64 connections (Linux; where io_uring is refused,
+    /// each connection is written with `sendmsg`, as with `false`).
+    pub io_uring: bool,
     /// Log filter (`info`, `debug`, `roomcast_gateway=trace`, …).
     pub log_level: String,
     /// Log line format: `text` or `json`.
@@ -223,6 +227,7 @@ impl Default for Config {
             heartbeat_ms: 25_000,
             drain_seconds: 30,
             write_delay_ms: 0,
+            io_uring: true,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             limits: Limits::default(),
@@ -349,6 +354,11 @@ const OPTIONS: &[Opt] = &[
         "write_delay_ms",
         Kind::Scalar,
         "Ms a frame may wait to share a socket write with those after it (0: at once; max 1000)",
+    ),
+    opt(
+        "io_uring",
+        Kind::Scalar,
+        "Write a fan-out's frames to 64 sockets per system call with io_uring (sendmsg where refused)",
     ),
     opt(
         "log_level",
@@ -1074,6 +1084,22 @@ mod tests {
         assert_eq!(c.limits.max_frame_bytes, 1024);
         assert_eq!(c.heartbeat_ms, 50);
         assert_eq!(c.limits.max_rooms_per_connection, 256);
+    }
+
+    #[test]
+    fn io_uring_is_on_by_default_and_can_be_turned_off_from_every_source() {
+        let none = BTreeMap::new();
+        assert!(Config::default().io_uring);
+        let flag = Config::from_sources(["gw", "--io-uring", "false"], &none, None).unwrap();
+        assert!(!flag.io_uring);
+        let env = BTreeMap::from([("ROOMCAST_IO_URING".into(), "false".into())]);
+        assert!(!Config::from_sources(["gw"], &env, None).unwrap().io_uring);
+        let file = Config::from_sources(["gw"], &none, Some("io_uring: false\n")).unwrap();
+        assert!(!file.io_uring);
+        let err = Config::from_sources(["gw", "--io-uring", "maybe"], &none, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("io_uring"), "{err}");
     }
 
     #[test]

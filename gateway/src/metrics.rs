@@ -53,6 +53,8 @@ pub struct Metrics {
     pub draining: AtomicI64,
     /// 1 while the cluster bus is reachable.
     pub bus_up: AtomicI64,
+    /// 1 while fan-out writes are batched through io_uring.
+    pub io_uring: AtomicI64,
     /// Bus subscriptions held by this gateway (rooms and users with local members).
     pub bus_subscriptions: AtomicI64,
     /// 1 while the history store answers (always, in process or without
@@ -172,6 +174,11 @@ pub const FAMILIES: &[Family<Metrics>] = &[
         |m| m.bus_up.load(Relaxed),
     ),
     Family::gauge(
+        "roomcast_io_uring",
+        "1 while fan-out writes go to the kernel 64 sockets per io_uring submission; 0: one sendmsg each.",
+        |m| m.io_uring.load(Relaxed),
+    ),
+    Family::gauge(
         "roomcast_history_up",
         "1 while the history store answers; 0 while JetStream is missing or unreachable.",
         |m| m.history_up.load(Relaxed),
@@ -289,6 +296,7 @@ mod tests {
             ("roomcast_http_connections_refused_total", "counter"),
             ("roomcast_draining", "gauge"),
             ("roomcast_bus_up", "gauge"),
+            ("roomcast_io_uring", "gauge"),
             ("roomcast_history_up", "gauge"),
             ("roomcast_bus_subscriptions", "gauge"),
             ("roomcast_bus_messages_in_total", "counter"),

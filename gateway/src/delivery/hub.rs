@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -27,10 +27,11 @@ use dashmap::mapref::entry::Entry;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
+use super::batch;
 use super::coalesce::Coalescer;
 use super::frame::Frame;
 use super::gate::{Gate, Mark, read_after};
-use super::outbound::{Close, Outbound, Pushed};
+use super::outbound::{Close, Outbound, Pushed, PushedMany};
 use crate::bus::{Bus, BusError, Command, Inbox, Topic};
 use crate::history::jetstream::{Republished, SKIP_HEADER, shard_of};
 use crate::history::recovery::Read;
@@ -175,6 +176,67 @@ enum OnBusError {
     Keep,
 }
 
+/// What one fan-out did, for the counters.
+#[derive(Default)]
+struct Fanout {
+    /// Connections that took the frames.
+    taken: usize,
+    written: u64,
+    writes: u64,
+    /// Connections whose frames are held for a coalesced write.
+    held: Vec<(Instant, Arc<Conn>)>,
+}
+
+impl Fanout {
+    fn count(&mut self, conn: &Arc<Conn>, pushed: PushedMany) {
+        self.written += pushed.written;
+        self.writes += pushed.writes;
+        if pushed.pushed != Pushed::Refused {
+            self.taken += 1;
+        }
+        if let Some(due) = pushed.held_until {
+            self.held.push((due, conn.clone()));
+        }
+    }
+
+    /// Pushes `frame` to `conns`, the writes of those that can take it now
+    /// made [`batch::BATCH`] at a time in one system call; the others (a
+    /// queue to keep behind, a write delay, another push under way) are
+    /// pushed one by one after the batch.
+    fn batched<'a>(&mut self, conns: impl Iterator<Item = &'a Arc<Conn>>, frame: &Frame) {
+        let mut later = Vec::new();
+        let mut directs = Vec::with_capacity(batch::BATCH);
+        let mut results = Vec::with_capacity(batch::BATCH);
+        let mut conns = conns.peekable();
+        while conns.peek().is_some() {
+            for conn in conns.by_ref() {
+                match conn.outbound.direct() {
+                    Some(direct) => directs.push((conn, direct)),
+                    None => later.push(conn),
+                }
+                if directs.len() == batch::BATCH {
+                    break;
+                }
+            }
+            let sends: Vec<batch::Send<'_>> = directs
+                .iter()
+                .map(|(_, direct)| batch::Send {
+                    fd: direct.fd,
+                    bytes: direct.bytes(frame),
+                })
+                .collect();
+            batch::send_each(&sends, &mut results);
+            drop(sends);
+            for ((conn, direct), sent) in directs.drain(..).zip(results.drain(..)) {
+                self.count(conn, direct.finish(frame, sent));
+            }
+        }
+        for conn in later {
+            self.count(conn, conn.outbound.push_many(std::slice::from_ref(frame)));
+        }
+    }
+}
+
 /// Connections and memberships of this gateway.
 #[derive(Debug)]
 pub struct Hub {
@@ -198,6 +260,8 @@ pub struct Hub {
     observer: OnceLock<Weak<dyn RoomObserver>>,
     /// Writes fan-out frames held by a write delay when their window ends.
     coalescer: Coalescer<Conn>,
+    /// Fan-out writes go out in batches ([`Hub::batch_writes`]).
+    batched: AtomicBool,
 }
 
 impl Hub {
@@ -218,6 +282,7 @@ impl Hub {
             evicted: DashMap::new(),
             observer: OnceLock::new(),
             coalescer: Coalescer::new(metrics.clone()),
+            batched: AtomicBool::new(false),
             metrics,
         });
         let inbox: Weak<Hub> = Arc::downgrade(&hub);
@@ -600,29 +665,32 @@ impl Hub {
             return 0;
         };
         let started = std::time::Instant::now();
-        let (mut taken, mut written, mut writes) = (0, 0, 0);
-        let mut held = Vec::new();
-        for conn in members.read().values() {
-            if Some(conn.id) == skip {
-                continue;
-            }
-            let pushed = conn.outbound.push_many(frames);
-            written += pushed.written;
-            writes += pushed.writes;
-            if pushed.pushed != Pushed::Refused {
-                taken += 1;
-            }
-            if let Some(due) = pushed.held_until {
-                held.push((due, conn.clone()));
+        let mut fanout = Fanout::default();
+        {
+            let members = members.read();
+            let conns = members.values().filter(|conn| Some(conn.id) != skip);
+            match frames {
+                [frame] if self.batched.load(Relaxed) => fanout.batched(conns, frame),
+                _ => conns.for_each(|conn| fanout.count(conn, conn.outbound.push_many(frames))),
             }
         }
-        self.coalescer.hold(held);
+        self.coalescer.hold(fanout.held);
         // Counted once per fan-out: a shared counter per write would bounce
         // between cores.
-        self.metrics.frames_out.fetch_add(written, Relaxed);
-        self.metrics.frame_writes.fetch_add(writes, Relaxed);
+        self.metrics.frames_out.fetch_add(fanout.written, Relaxed);
+        self.metrics.frame_writes.fetch_add(fanout.writes, Relaxed);
         self.metrics.fanout_seconds.observe(started.elapsed());
-        taken
+        fanout.taken
+    }
+
+    /// Batches the fan-out's socket writes in one system call each
+    /// [`batch::BATCH`] connections ([`batch`]) from now on, when the kernel
+    /// allows it. Returns whether it does.
+    pub fn batch_writes(&self, on: bool) -> bool {
+        let on = on && batch::available();
+        self.batched.store(on, Relaxed);
+        self.metrics.io_uring.store(i64::from(on), Relaxed);
+        on
     }
 
     /// Delivers a stored message of a history room to this gateway's
@@ -911,7 +979,7 @@ mod tests {
 
     use super::*;
     use crate::delivery::frame::Format;
-    use crate::delivery::outbound::{QueueLimits, Wire};
+    use crate::delivery::outbound::{Flush, QueueLimits, Wire};
 
     fn hub() -> (Arc<Hub>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
@@ -996,6 +1064,73 @@ mod tests {
         assert!(drain(&a).is_empty());
         assert_eq!(drain(&b), ["m"]);
         assert!(drain(&c).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batched_fan_out_reaches_every_socket_in_order_past_a_full_one() {
+        use std::io::Read;
+        let (hub, m) = hub();
+        assert!(hub.batch_writes(true), "this machine allows io_uring");
+        let room = RoomName::parse("r").unwrap();
+        let topic = Topic::Room(room.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut clients, mut sockets) = (Vec::new(), Vec::new());
+        // More members than one batch takes, so the fan-out spans three.
+        for _ in 0..150 {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let (server, _) = listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            let socket = Arc::new(tokio::net::TcpStream::from_std(server).unwrap());
+            let member = Arc::new(Conn {
+                id: hub.next_conn_id(),
+                session: "s".into(),
+                user: "u".into(),
+                outbound: Outbound::new(
+                    QueueLimits {
+                        frames: 16,
+                        bytes: 1 << 20,
+                    },
+                    m.clone(),
+                    socket.clone(),
+                    Format::WebSocketText,
+                ),
+            });
+            hub.connect(&member).await;
+            hub.join(&room, &member).await.unwrap();
+            clients.push(client);
+            sockets.push((member, socket));
+        }
+        // The first member's socket is full: its frames must wait in its queue.
+        let mut filled = 0;
+        while let Ok(n) = sockets[0].1.try_write(&[0; 1 << 16]) {
+            filled += n;
+        }
+        for text in ["one", "two", "three"] {
+            assert_eq!(hub.deliver(&topic, &Frame::new(text.into()), None), 150);
+        }
+        let expected = b"\x81\x03one\x81\x03two\x81\x05three";
+        let read = |client: &mut std::net::TcpStream, n: usize| {
+            let mut got = vec![0; n];
+            client.read_exact(&mut got).unwrap();
+            got
+        };
+        for client in &mut clients[1..] {
+            assert_eq!(read(client, expected.len()), expected);
+        }
+        assert_eq!(m.frames_out.load(Relaxed), 149 * 3, "written at once");
+        let (full, socket) = &sockets[0];
+        assert_eq!(read(&mut clients[0], filled).len(), filled);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while full.outbound.flush().0 != Flush::Idle {
+                socket.writable().await.unwrap();
+            }
+        })
+        .await
+        .expect("the queue drains once the reader catches up");
+        assert_eq!(read(&mut clients[0], expected.len()), expected, "in order");
     }
 
     #[tokio::test]

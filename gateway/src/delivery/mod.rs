@@ -7,6 +7,8 @@
 //! - `frame.rs`: a server frame encoded at most once per wire format, lazily.
 //! - `hub.rs`: connections, room and user membership, local fan-out.
 //! - `outbound.rs`: one connection's way out, with its bounded queue.
+//! - `batch.rs`: a fan-out's writes to many connections in one system call
+//!   (io_uring), where the kernel allows it.
 //! - `coalesce.rs`: with a write delay, one task writing every connection's
 //!   held frames when their window ends.
 //!
@@ -14,6 +16,7 @@
 //! calls [`deliver`], and hands in its rate limit ([`Sender::bucket`]), taken
 //! after the payload check as the contract orders them.
 
+pub mod batch;
 pub mod coalesce;
 pub mod frame;
 pub mod gate;

@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -125,6 +126,13 @@ pub struct QueueLimits {
 pub trait Wire: Debug + Send + Sync {
     /// Writes as much of `bufs` as the socket takes now.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// The socket's descriptor, so that a fan-out can batch its write with
+    /// other connections' ([`super::batch`]); `None` for a wire that is not
+    /// one socket. The wire keeps it open for as long as it lives.
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// What became of a pushed frame.
@@ -177,6 +185,8 @@ struct State {
 pub struct Outbound {
     state: Mutex<State>,
     wire: Arc<dyn Wire>,
+    /// The wire's socket, when it is one (see [`Outbound::direct`]).
+    fd: Option<RawFd>,
     format: Format,
     wake: Notify,
     limits: QueueLimits,
@@ -208,6 +218,105 @@ pub struct PushedMany {
     pub held_until: Option<Instant>,
 }
 
+impl PushedMany {
+    const REFUSED: PushedMany = PushedMany {
+        pushed: Pushed::Refused,
+        written: 0,
+        writes: 0,
+        held_until: None,
+    };
+}
+
+/// How far a push has got: frames before `next` are written, and `offset`
+/// bytes of `next`.
+#[derive(Debug)]
+struct Progress {
+    next: usize,
+    offset: usize,
+    done: PushedMany,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            next: 0,
+            offset: 0,
+            done: PushedMany {
+                pushed: Pushed::Written,
+                written: 0,
+                writes: 0,
+                held_until: None,
+            },
+        }
+    }
+}
+
+impl Progress {
+    /// Counts `n` more bytes taken by the socket.
+    fn advance<'a>(&mut self, mut n: usize, nth: impl Fn(usize) -> &'a Bytes) {
+        while n > 0 {
+            let left = nth(self.next).len() - self.offset;
+            if n >= left {
+                n -= left;
+                self.next += 1;
+                self.offset = 0;
+                self.done.written += 1;
+            } else {
+                self.offset += n;
+                n = 0;
+            }
+        }
+    }
+}
+
+/// A push of one frame whose write is made by the caller (see
+/// [`Outbound::direct`]); the connection is locked until it is finished.
+#[derive(Debug)]
+pub struct Direct<'a> {
+    outbound: &'a Outbound,
+    state: MutexGuard<'a, State>,
+    /// The socket to write to.
+    pub fd: RawFd,
+}
+
+impl<'a> Direct<'a> {
+    /// The bytes of `frame` in this connection's format.
+    pub fn bytes<'f>(&self, frame: &'f Frame) -> &'f Bytes {
+        frame.encoded(self.outbound.format)
+    }
+
+    /// Finishes the push of `frame` after the caller's write of
+    /// [`Direct::bytes`] did `sent`: what the socket did not take is queued
+    /// for the session, as [`Outbound::push_many`] would; a failed socket
+    /// closes the connection; `None` (not written) writes it here.
+    pub fn finish(self, frame: &Frame, sent: Option<io::Result<usize>>) -> PushedMany {
+        let Direct {
+            outbound,
+            mut state,
+            ..
+        } = self;
+        let nth = |_| frame.encoded(outbound.format);
+        let mut push = Progress::default();
+        match sent {
+            None => {
+                if outbound.write_now(&mut state, 1, &nth, &mut push).is_err() {
+                    return outbound.broke(state);
+                }
+            }
+            Some(Ok(n)) => {
+                push.done.writes = 1;
+                push.advance(n, nth);
+            }
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => push.done.writes = 1,
+            Some(Err(_)) => return outbound.broke(state),
+        }
+        if push.next == 1 {
+            return push.done;
+        }
+        outbound.queue_rest(state, false, 1, nth, push)
+    }
+}
+
 impl Outbound {
     /// The way out to `wire`, which takes frames in `format`.
     pub fn new(
@@ -218,6 +327,7 @@ impl Outbound {
     ) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            fd: wire.raw_fd(),
             wire,
             format,
             wake: Notify::new(),
@@ -277,75 +387,87 @@ impl Outbound {
         nth: impl Fn(usize) -> &'a Bytes,
     ) -> PushedMany {
         let hold = hold && !self.delay.is_zero();
-        let mut done = PushedMany {
-            pushed: Pushed::Written,
-            written: 0,
-            writes: 0,
-            held_until: None,
-        };
         let mut state = self.state();
         if state.close.is_some() {
-            done.pushed = Pushed::Refused;
-            return done;
+            return PushedMany::REFUSED;
         }
-        // Frames before `next` are written; `offset` bytes of `next` are too.
-        let (mut next, mut offset) = (0, 0);
-        let was_empty = state.queue.is_empty();
-        if was_empty && !hold {
-            while next < count {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut len = 0;
-                let mut total = 0;
-                for (i, slot) in iov.iter_mut().enumerate() {
-                    let Some(bytes) = (next + i < count).then(|| nth(next + i)) else {
-                        break;
-                    };
-                    let skip = if i == 0 { offset } else { 0 };
-                    *slot = IoSlice::new(&bytes[skip..]);
-                    total += bytes.len() - skip;
-                    len += 1;
-                }
-                done.writes += 1;
-                let mut n = match self.wire.try_write_vectored(&iov[..len]) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        state.broken = true;
-                        state.close = Some(Close::NORMAL);
-                        drop(state);
-                        self.wake.notify_one();
-                        done.pushed = Pushed::Refused;
-                        return done;
-                    }
-                };
-                let full = n == total;
-                while n > 0 {
-                    let left = nth(next).len() - offset;
-                    if n >= left {
-                        n -= left;
-                        next += 1;
-                        offset = 0;
-                        done.written += 1;
-                    } else {
-                        offset += n;
-                        n = 0;
-                    }
-                }
-                if !full {
+        let mut push = Progress::default();
+        if state.queue.is_empty() && !hold {
+            if self.write_now(&mut state, count, &nth, &mut push).is_err() {
+                return self.broke(state);
+            }
+            if push.next == count {
+                return push.done;
+            }
+        }
+        self.queue_rest(state, hold, count, nth, push)
+    }
+
+    /// Writes frames `push.next..count` (the first from `push.offset`) in
+    /// vectored writes until all are written or the socket is full.
+    fn write_now<'a>(
+        &self,
+        state: &mut State,
+        count: usize,
+        nth: &impl Fn(usize) -> &'a Bytes,
+        push: &mut Progress,
+    ) -> Result<(), ()> {
+        while push.next < count {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut len = 0;
+            let mut total = 0;
+            for (i, slot) in iov.iter_mut().enumerate() {
+                let Some(bytes) = (push.next + i < count).then(|| nth(push.next + i)) else {
                     break;
-                }
+                };
+                let skip = if i == 0 { push.offset } else { 0 };
+                *slot = IoSlice::new(&bytes[skip..]);
+                total += bytes.len() - skip;
+                len += 1;
             }
-            if next == count {
-                return done;
+            push.done.writes += 1;
+            let n = match self.wire.try_write_vectored(&iov[..len]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    state.broken = true;
+                    return Err(());
+                }
+            };
+            push.advance(n, nth);
+            if n < total {
+                break;
             }
         }
-        // The rest waits for the session; nothing may overtake it.
+        Ok(())
+    }
+
+    /// After a failed write: nothing more can be written; the session closes.
+    fn broke(&self, mut state: MutexGuard<'_, State>) -> PushedMany {
+        state.broken = true;
+        state.close = Some(Close::NORMAL);
+        drop(state);
+        self.wake.notify_one();
+        PushedMany::REFUSED
+    }
+
+    /// Queues what `push` left of the frames (nothing may overtake it), or
+    /// starts a 4008 close when that would pass the queue's bounds.
+    fn queue_rest<'a>(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        hold: bool,
+        count: usize,
+        nth: impl Fn(usize) -> &'a Bytes,
+        push: Progress,
+    ) -> PushedMany {
+        let mut done = push.done;
         done.pushed = Pushed::Queued;
         let mut first = false;
-        for i in next..count {
+        for i in push.next..count {
             let mut bytes = nth(i).clone();
-            if i == next && offset > 0 {
-                bytes.advance(offset);
+            if i == push.next && push.offset > 0 {
+                bytes.advance(push.offset);
                 state.front_partial = true;
             }
             if !state.queue.is_empty()
@@ -376,6 +498,30 @@ impl Outbound {
             self.wake.notify_one();
         }
         done
+    }
+
+    /// Starts a push of one fan-out frame whose write the caller makes,
+    /// batched with other connections' ([`super::batch`]): only when the
+    /// wire is a socket, nothing is queued or held, no close is under way,
+    /// and no other push holds this connection now (the batch never waits
+    /// for one). `None`: push it with [`Outbound::push_many`] instead.
+    /// The connection stays locked until [`Direct::finish`], so nothing
+    /// overtakes the frame.
+    pub fn direct(&self) -> Option<Direct<'_>> {
+        let fd = self.fd?;
+        if !self.delay.is_zero() {
+            return None;
+        }
+        let state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        (state.close.is_none() && state.queue.is_empty()).then_some(Direct {
+            outbound: self,
+            state,
+            fd,
+        })
     }
 
     /// Writes frames held for a coalesced write if they are due by `now`
@@ -581,6 +727,8 @@ mod tests {
         room: Mutex<usize>,
         written: Mutex<Vec<u8>>,
         broken: std::sync::atomic::AtomicBool,
+        /// What it gives as its descriptor (never used as one here).
+        fd: Option<RawFd>,
     }
 
     impl FakeWire {
@@ -611,11 +759,32 @@ mod tests {
             self.writes.fetch_add(1, Relaxed);
             Ok(n)
         }
+
+        fn raw_fd(&self) -> Option<RawFd> {
+            self.fd
+        }
     }
 
     fn outbound(frames: usize, bytes: usize) -> (Outbound, Arc<FakeWire>, Arc<Metrics>) {
+        outbound_on(FakeWire::default(), frames, bytes)
+    }
+
+    /// An outbound whose wire says it is a socket, for [`Outbound::direct`].
+    fn socket_outbound() -> (Outbound, Arc<FakeWire>, Arc<Metrics>) {
+        let wire = FakeWire {
+            fd: Some(7),
+            ..FakeWire::default()
+        };
+        outbound_on(wire, 10, 1000)
+    }
+
+    fn outbound_on(
+        wire: FakeWire,
+        frames: usize,
+        bytes: usize,
+    ) -> (Outbound, Arc<FakeWire>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
-        let wire = Arc::new(FakeWire::default());
+        let wire = Arc::new(wire);
         let out = Outbound::new(
             QueueLimits { frames, bytes },
             metrics.clone(),
@@ -850,6 +1019,104 @@ mod tests {
         wire.open(100);
         assert_eq!(out.flush(), (Flush::Close(Close::DRAIN), 1));
         assert_eq!(wire.written(), b"\x81\x01a");
+    }
+
+    #[test]
+    fn a_direct_push_is_offered_only_to_an_idle_socket_nobody_else_holds() {
+        let (plain, _, _) = outbound(10, 1000);
+        assert!(plain.direct().is_none(), "not a socket");
+        let (out, wire, _) = socket_outbound();
+        let direct = out.direct().expect("idle socket");
+        assert_eq!(direct.fd, 7);
+        assert!(out.direct().is_none(), "held by the first: never waits");
+        drop(direct);
+        assert_eq!(out.push(&text("a")), Pushed::Queued, "socket full");
+        assert!(out.direct().is_none(), "frames queued ahead");
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Idle, 1));
+        assert!(out.direct().is_some());
+        out.close(Close::DRAIN);
+        assert!(out.direct().is_none(), "closing");
+        let (delayed, _, _) = socket_outbound();
+        let delayed = delayed.with_write_delay(Duration::from_millis(5));
+        assert!(
+            delayed.direct().is_none(),
+            "held frames go through the coalescer"
+        );
+    }
+
+    #[test]
+    fn a_direct_push_written_whole_leaves_nothing_behind() {
+        let (out, wire, m) = socket_outbound();
+        let frame = text("abc");
+        let direct = out.direct().unwrap();
+        assert_eq!(direct.bytes(&frame).as_ref(), b"\x81\x03abc");
+        let done = direct.finish(&frame, Some(Ok(5)));
+        assert_eq!(
+            (done.pushed, done.written, done.writes),
+            (Pushed::Written, 1, 1)
+        );
+        assert!(wire.written().is_empty(), "the caller wrote it");
+        assert_eq!(m.queued_frames.load(Relaxed), 0);
+        assert_eq!(out.flush(), (Flush::Idle, 0));
+    }
+
+    #[test]
+    fn a_direct_push_the_socket_took_part_of_queues_the_rest_before_later_frames() {
+        let (out, wire, m) = socket_outbound();
+        let frame = text("abc");
+        let done = out.direct().unwrap().finish(&frame, Some(Ok(3)));
+        assert_eq!(
+            (done.pushed, done.written, done.writes),
+            (Pushed::Queued, 0, 1)
+        );
+        assert_eq!(m.queued_bytes.load(Relaxed), 2);
+        assert_eq!(out.push(&text("d")), Pushed::Queued, "never overtakes");
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Idle, 2));
+        assert_eq!(
+            wire.written(),
+            b"bc\x81\x01d",
+            "the rest of the frame, then the next"
+        );
+    }
+
+    #[test]
+    fn a_direct_push_to_a_full_socket_queues_the_frame() {
+        let (out, wire, m) = socket_outbound();
+        let frame = text("abc");
+        let blocked = Some(Err(io::ErrorKind::WouldBlock.into()));
+        let done = out.direct().unwrap().finish(&frame, blocked);
+        assert_eq!((done.pushed, done.writes), (Pushed::Queued, 1));
+        assert_eq!(m.queued_frames.load(Relaxed), 1);
+        assert_eq!(out.flush(), (Flush::Blocked, 0));
+        wire.open(100);
+        assert_eq!(out.flush(), (Flush::Idle, 1));
+        assert_eq!(wire.written(), b"\x81\x03abc");
+    }
+
+    #[test]
+    fn a_direct_push_whose_send_failed_closes_the_connection() {
+        let (out, _, _) = socket_outbound();
+        let failed = Some(Err(io::ErrorKind::BrokenPipe.into()));
+        let done = out.direct().unwrap().finish(&text("a"), failed);
+        assert_eq!(done.pushed, Pushed::Refused);
+        assert!(out.is_closing());
+        assert_eq!(out.flush(), (Flush::Failed, 0));
+    }
+
+    #[test]
+    fn a_direct_push_not_sent_by_the_caller_is_written_as_a_push_would() {
+        let (out, wire, _) = socket_outbound();
+        wire.open(3);
+        let done = out.direct().unwrap().finish(&text("a"), None);
+        assert_eq!(
+            (done.pushed, done.written, done.writes),
+            (Pushed::Written, 1, 1)
+        );
+        assert_eq!(wire.written(), b"\x81\x01a");
+        let done = out.direct().unwrap().finish(&text("bc"), None);
+        assert_eq!(done.pushed, Pushed::Queued, "socket full: queued");
     }
 
     #[test]

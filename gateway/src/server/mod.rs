@@ -109,6 +109,8 @@ impl Gateway {
         let node = config.node();
         let bus = Bus::from_config(&config.nats, &node, metrics.clone()).await?;
         let hub = Hub::new(bus, metrics.clone());
+        let batched = hub.batch_writes(config.io_uring);
+        tracing::info!(io_uring = batched, "fan-out writes");
         let presence = Presence::new(
             hub.clone(),
             metrics.clone(),

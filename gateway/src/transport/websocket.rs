@@ -61,6 +61,10 @@ impl Wire for TcpStream {
             other => other,
         }
     }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
 }
 
 /// What the upgrade negotiated for one connection.
