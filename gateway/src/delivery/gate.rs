@@ -13,7 +13,7 @@
 //! at its watermark, and once the bus is back the store is read after it
 //! (`Hub::repair_room`).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use super::frame::Frame;
 use super::outbound::{Outbound, Pushed};
@@ -32,6 +32,24 @@ pub struct Mark<'a> {
 /// A connection's gate on one history room.
 #[derive(Debug)]
 pub struct Gate(Mutex<State>);
+
+/// What [`Gate::try_admit`] decided.
+#[derive(Debug)]
+pub enum Admitted<'a> {
+    /// Push it now; the gate stays held until this is dropped.
+    Yes(Held<'a>),
+    /// Not now: buffered, dropped by an overflowed gate, or not newer than
+    /// the watermark.
+    No,
+    /// The gate is held elsewhere; nothing was decided.
+    Busy,
+}
+
+/// A gate held while the message it admitted is pushed.
+#[derive(Debug)]
+pub struct Held<'a> {
+    _gate: MutexGuard<'a, State>,
+}
 
 #[derive(Debug)]
 enum State {
@@ -62,17 +80,24 @@ impl Gate {
     /// answered. `None` when it was not pushed (yet).
     pub fn offer(&self, mark: Mark<'_>, frame: &Frame, outbound: &Outbound) -> Option<Pushed> {
         let mut state = self.lock();
-        match &mut *state {
-            State::Reading(join) | State::Suspended(join) => {
-                if let Err(overflow) = join.live(mark.epoch, mark.offset, frame.share()) {
-                    *state = State::Overflowed(overflow);
-                }
-                None
-            }
-            State::Overflowed(_) => None,
-            State::Open(watermark) => watermark
-                .admit(mark.epoch, mark.offset)
-                .then(|| outbound.push(frame)),
+        admit(&mut state, mark, frame).then(|| outbound.push(frame))
+    }
+
+    /// [`Gate::offer`] for a batched fan-out, which never waits for a gate:
+    /// decides whether the message is to be pushed now, and if so keeps the
+    /// gate held while the caller pushes it, so that nothing (a join's
+    /// answer, a repair) comes between. `Busy` when the gate is held
+    /// elsewhere: offer it with [`Gate::offer`] once nothing else is held.
+    pub fn try_admit(&self, mark: Mark<'_>, frame: &Frame) -> Admitted<'_> {
+        let mut state = match self.0.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Admitted::Busy,
+        };
+        if admit(&mut state, mark, frame) {
+            Admitted::Yes(Held { _gate: state })
+        } else {
+            Admitted::No
         }
     }
 
@@ -155,6 +180,22 @@ impl Gate {
                 Ok(false)
             }
         }
+    }
+}
+
+/// Whether the live message at `mark` is to be pushed now: buffered while
+/// the join reads (or the repair waits), dropped by an overflowed gate,
+/// passed when newer than an open gate's watermark (which moves).
+fn admit(state: &mut State, mark: Mark<'_>, frame: &Frame) -> bool {
+    match state {
+        State::Reading(join) | State::Suspended(join) => {
+            if let Err(overflow) = join.live(mark.epoch, mark.offset, frame.share()) {
+                *state = State::Overflowed(overflow);
+            }
+            false
+        }
+        State::Overflowed(_) => false,
+        State::Open(watermark) => watermark.admit(mark.epoch, mark.offset),
     }
 }
 
@@ -304,6 +345,45 @@ mod tests {
         };
         gate.finish(read, |_| {}).unwrap();
         gate
+    }
+
+    #[test]
+    fn try_admit_decides_as_offer_does_and_never_waits() {
+        let epoch = Epoch::new("E");
+        let mark = |offset| Mark {
+            epoch: &epoch,
+            offset,
+        };
+        let reading = Gate::reading(Join::new(None, 8));
+        assert!(
+            matches!(reading.try_admit(mark(1), &frame(1)), Admitted::No),
+            "buffered"
+        );
+        let gate = open_at(&epoch, 3);
+        assert!(
+            matches!(gate.try_admit(mark(3), &frame(3)), Admitted::No),
+            "duplicate"
+        );
+        let held = gate.try_admit(mark(4), &frame(4));
+        assert!(matches!(held, Admitted::Yes(_)), "newer");
+        assert!(
+            matches!(gate.try_admit(mark(5), &frame(5)), Admitted::Busy),
+            "held while its push is made"
+        );
+        drop(held);
+        let (out, wire) = outbound();
+        assert!(
+            gate.offer(mark(4), &frame(4), &out).is_none(),
+            "the mark moved"
+        );
+        assert!(matches!(
+            gate.try_admit(mark(5), &frame(5)),
+            Admitted::Yes(_)
+        ));
+        assert!(
+            wire.0.lock().unwrap().is_empty(),
+            "try_admit pushes nothing itself"
+        );
     }
 
     #[test]

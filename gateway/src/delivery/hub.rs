@@ -30,8 +30,8 @@ use tokio::time::{Instant, sleep_until};
 use super::batch;
 use super::coalesce::Coalescer;
 use super::frame::Frame;
-use super::gate::{Gate, Mark, read_after};
-use super::outbound::{Close, Outbound, Pushed, PushedMany};
+use super::gate::{Admitted, Gate, Mark, read_after};
+use super::outbound::{Close, Direct, Outbound, Pushed, PushedMany};
 use crate::bus::{Bus, BusError, Command, Inbox, Topic};
 use crate::history::jetstream::{Republished, SKIP_HEADER, shard_of};
 use crate::history::recovery::Read;
@@ -199,40 +199,68 @@ impl Fanout {
         }
     }
 
-    /// Pushes `frame` to `conns`, the writes of those that can take it now
-    /// made [`batch::BATCH`] at a time in one system call; the others (a
-    /// queue to keep behind, a write delay, another push under way) are
-    /// pushed one by one after the batch.
-    fn batched<'a>(&mut self, conns: impl Iterator<Item = &'a Arc<Conn>>, frame: &Frame) {
-        let mut later = Vec::new();
-        let mut directs = Vec::with_capacity(batch::BATCH);
+    /// Pushes `frame` to the members `steps` decides, the sends of those that
+    /// can take it now made [`batch::BATCH`] at a time in one system call.
+    /// The others (a queue to keep behind, a write delay, another push under
+    /// way) are pushed with `after` once each batch is finished. A step's
+    /// hold (a history room's gate) is kept until its member's push is done.
+    /// No deadlock: while a batch holds connections' locks it waits for no
+    /// other lock, and an `after` push, its gate held, waits only for its
+    /// own connection's lock, whose holders never wait for a gate.
+    fn batched<'a, H>(
+        &mut self,
+        frame: &Frame,
+        steps: impl Iterator<Item = Step<'a, H>>,
+        after: impl Fn(&Conn) -> PushedMany,
+    ) {
+        let mut sends = Vec::with_capacity(batch::BATCH);
+        let mut afters = Vec::new();
         let mut results = Vec::with_capacity(batch::BATCH);
-        let mut conns = conns.peekable();
-        while conns.peek().is_some() {
-            for conn in conns.by_ref() {
-                match conn.outbound.direct() {
-                    Some(direct) => directs.push((conn, direct)),
-                    None => later.push(conn),
+        let mut steps = steps.peekable();
+        while steps.peek().is_some() {
+            for step in steps.by_ref() {
+                match step {
+                    Step::Send(conn, hold, direct) => sends.push((conn, hold, direct)),
+                    Step::After(conn, hold) => afters.push((conn, hold)),
                 }
-                if directs.len() == batch::BATCH {
+                if sends.len() == batch::BATCH {
                     break;
                 }
             }
-            let sends: Vec<batch::Send<'_>> = directs
+            let batch: Vec<batch::Send<'_>> = sends
                 .iter()
-                .map(|(_, direct)| batch::Send {
+                .map(|(_, _, direct)| batch::Send {
                     fd: direct.fd,
                     bytes: direct.bytes(frame),
                 })
                 .collect();
-            batch::send_each(&sends, &mut results);
-            drop(sends);
-            for ((conn, direct), sent) in directs.drain(..).zip(results.drain(..)) {
+            batch::send_each(&batch, &mut results);
+            drop(batch);
+            for ((conn, hold, direct), sent) in sends.drain(..).zip(results.drain(..)) {
                 self.count(conn, direct.finish(frame, sent));
+                drop(hold);
+            }
+            for (conn, hold) in afters.drain(..) {
+                self.count(conn, after(conn));
+                drop(hold);
             }
         }
-        for conn in later {
-            self.count(conn, conn.outbound.push_many(std::slice::from_ref(frame)));
+    }
+}
+
+/// One member's part in a batched fan-out, decided without waiting.
+enum Step<'a, H> {
+    /// Its send goes in the batch; `H` is held until it is finished.
+    Send(&'a Arc<Conn>, H, Direct<'a>),
+    /// Pushed the usual way after the batch; `H` is held until then.
+    After(&'a Arc<Conn>, H),
+}
+
+impl<'a, H> Step<'a, H> {
+    fn of(conn: &'a Arc<Conn>, hold: H) -> Self {
+        match conn.outbound.direct() {
+            Some(direct) => Step::Send(conn, hold, direct),
+            None => Step::After(conn, hold),
         }
     }
 }
@@ -670,7 +698,11 @@ impl Hub {
             let members = members.read();
             let conns = members.values().filter(|conn| Some(conn.id) != skip);
             match frames {
-                [frame] if self.batched.load(Relaxed) => fanout.batched(conns, frame),
+                [frame] if self.batched.load(Relaxed) => {
+                    fanout.batched(frame, conns.map(|conn| Step::of(conn, ())), |conn| {
+                        conn.outbound.push_many(frames)
+                    })
+                }
                 _ => conns.for_each(|conn| fanout.count(conn, conn.outbound.push_many(frames))),
             }
         }
@@ -707,26 +739,48 @@ impl Hub {
             return 0;
         };
         let started = std::time::Instant::now();
-        let (mut taken, mut written) = (0, 0);
+        let mut fanout = Fanout::default();
         let gates = members.gates();
-        for conn in members.read().values() {
-            if Some(conn.id) == skip {
-                continue;
+        let conns = members.read();
+        let conns = conns.values().filter(|conn| Some(conn.id) != skip);
+        let offer = |gate: &Gate, conn: &Conn| gate.offer(mark, frame, &conn.outbound);
+        if self.batched.load(Relaxed) {
+            // Gates held elsewhere are offered once the batches are done.
+            let mut busy = Vec::new();
+            let steps = conns.filter_map(|conn| {
+                let Some(gate) = gates.get(&conn.id) else {
+                    return Some(Step::of(conn, None));
+                };
+                match gate.try_admit(mark, frame) {
+                    Admitted::Yes(held) => Some(Step::of(conn, Some(held))),
+                    Admitted::No => None,
+                    Admitted::Busy => {
+                        busy.push((conn, gate));
+                        None
+                    }
+                }
+            });
+            fanout.batched(frame, steps, |conn| conn.outbound.push(frame).into());
+            for (conn, gate) in busy {
+                if let Some(pushed) = offer(gate, conn) {
+                    fanout.count(conn, pushed.into());
+                }
             }
-            let pushed = match gates.get(&conn.id) {
-                Some(gate) => gate.offer(mark, frame, &conn.outbound),
-                None => Some(conn.outbound.push(frame)),
-            };
-            match pushed {
-                Some(Pushed::Written) => written += 1,
-                Some(Pushed::Queued) => {}
-                Some(Pushed::Refused) | None => continue,
+        } else {
+            for conn in conns {
+                let pushed = match gates.get(&conn.id) {
+                    Some(gate) => offer(gate, conn),
+                    None => Some(conn.outbound.push(frame)),
+                };
+                if let Some(pushed) = pushed {
+                    fanout.count(conn, pushed.into());
+                }
             }
-            taken += 1;
         }
-        self.metrics.frames_out.fetch_add(written, Relaxed);
+        self.metrics.frames_out.fetch_add(fanout.written, Relaxed);
+        self.metrics.frame_writes.fetch_add(fanout.writes, Relaxed);
         self.metrics.fanout_seconds.observe(started.elapsed());
-        taken
+        fanout.taken
     }
 
     /// Publishes `payload` (a `message` frame's bus payload: JSON, or

@@ -218,6 +218,19 @@ pub struct PushedMany {
     pub held_until: Option<Instant>,
 }
 
+impl From<Pushed> for PushedMany {
+    /// A single frame's push, counted: a frame written whole took one write.
+    fn from(pushed: Pushed) -> Self {
+        let written = u64::from(pushed == Pushed::Written);
+        PushedMany {
+            pushed,
+            written,
+            writes: written,
+            held_until: None,
+        }
+    }
+}
+
 impl PushedMany {
     const REFUSED: PushedMany = PushedMany {
         pushed: Pushed::Refused,
