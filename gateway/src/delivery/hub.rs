@@ -1120,17 +1120,16 @@ mod tests {
         assert!(drain(&c).is_empty());
     }
 
-    #[tokio::test]
-    async fn a_batched_fan_out_reaches_every_socket_in_order_past_a_full_one() {
-        use std::io::Read;
-        let (hub, m) = hub();
-        assert!(hub.batch_writes(true), "this machine allows io_uring");
-        let room = RoomName::parse("r").unwrap();
-        let topic = Topic::Room(room.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let (mut clients, mut sockets) = (Vec::new(), Vec::new());
-        // More members than one batch takes, so the fan-out spans three.
-        for _ in 0..150 {
+    /// A connection on a real loopback socket: the hub's side, its socket,
+    /// and the client's end (blocking reads, bounded by a timeout).
+    struct SocketMember {
+        conn: Arc<Conn>,
+        socket: Arc<tokio::net::TcpStream>,
+        client: std::net::TcpStream,
+    }
+
+    impl SocketMember {
+        fn new(hub: &Hub, metrics: &Arc<Metrics>, listener: &std::net::TcpListener) -> Self {
             let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             client
                 .set_read_timeout(Some(Duration::from_secs(5)))
@@ -1138,53 +1137,169 @@ mod tests {
             let (server, _) = listener.accept().unwrap();
             server.set_nonblocking(true).unwrap();
             let socket = Arc::new(tokio::net::TcpStream::from_std(server).unwrap());
-            let member = Arc::new(Conn {
+            let limits = QueueLimits {
+                frames: 16,
+                bytes: 1 << 20,
+            };
+            let outbound = Outbound::new(
+                limits,
+                metrics.clone(),
+                socket.clone(),
+                Format::WebSocketText,
+            );
+            let conn = Arc::new(Conn {
                 id: hub.next_conn_id(),
                 session: "s".into(),
                 user: "u".into(),
-                outbound: Outbound::new(
-                    QueueLimits {
-                        frames: 16,
-                        bytes: 1 << 20,
-                    },
-                    m.clone(),
-                    socket.clone(),
-                    Format::WebSocketText,
-                ),
+                outbound,
             });
-            hub.connect(&member).await;
-            hub.join(&room, &member).await.unwrap();
-            clients.push(client);
-            sockets.push((member, socket));
+            Self {
+                conn,
+                socket,
+                client,
+            }
         }
-        // The first member's socket is full: its frames must wait in its queue.
-        let mut filled = 0;
-        while let Ok(n) = sockets[0].1.try_write(&[0; 1 << 16]) {
-            filled += n;
+
+        /// Fills the socket, so that frames for it must wait in its queue;
+        /// returns the bytes written.
+        fn fill(&self) -> usize {
+            let mut filled = 0;
+            while let Ok(n) = self.socket.try_write(&[0; 1 << 16]) {
+                filled += n;
+            }
+            filled
         }
+
+        fn read(&mut self, n: usize) -> Vec<u8> {
+            use std::io::Read;
+            let mut got = vec![0; n];
+            self.client.read_exact(&mut got).unwrap();
+            got
+        }
+
+        /// The payloads of the next `count` short text frames.
+        fn texts(&mut self, count: usize) -> Vec<String> {
+            (0..count)
+                .map(|_| {
+                    let header = self.read(2);
+                    assert_eq!(header[0], 0x81, "a text frame");
+                    String::from_utf8(self.read(usize::from(header[1]))).unwrap()
+                })
+                .collect()
+        }
+
+        /// Reads what `fill` wrote, then lets the queue drain to the socket.
+        async fn catch_up(&mut self, filled: usize) {
+            assert_eq!(self.read(filled).len(), filled);
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while self.conn.outbound.flush().0 != Flush::Idle {
+                    self.socket.writable().await.unwrap();
+                }
+            })
+            .await
+            .expect("the queue drains once the reader catches up");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batched_fan_out_reaches_every_socket_in_order_past_a_full_one() {
+        let (hub, m) = hub();
+        assert!(hub.batch_writes(true), "this machine allows io_uring");
+        let room = RoomName::parse("r").unwrap();
+        let topic = Topic::Room(room.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut members = Vec::new();
+        // More members than one batch takes, so the fan-out spans three.
+        for _ in 0..150 {
+            let member = SocketMember::new(&hub, &m, &listener);
+            hub.connect(&member.conn).await;
+            hub.join(&room, &member.conn).await.unwrap();
+            members.push(member);
+        }
+        let filled = members[0].fill();
         for text in ["one", "two", "three"] {
             assert_eq!(hub.deliver(&topic, &Frame::new(text.into()), None), 150);
         }
-        let expected = b"\x81\x03one\x81\x03two\x81\x05three";
-        let read = |client: &mut std::net::TcpStream, n: usize| {
-            let mut got = vec![0; n];
-            client.read_exact(&mut got).unwrap();
-            got
-        };
-        for client in &mut clients[1..] {
-            assert_eq!(read(client, expected.len()), expected);
+        for member in &mut members[1..] {
+            assert_eq!(member.texts(3), ["one", "two", "three"]);
         }
         assert_eq!(m.frames_out.load(Relaxed), 149 * 3, "written at once");
-        let (full, socket) = &sockets[0];
-        assert_eq!(read(&mut clients[0], filled).len(), filled);
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while full.outbound.flush().0 != Flush::Idle {
-                socket.writable().await.unwrap();
+        members[0].catch_up(filled).await;
+        assert_eq!(members[0].texts(3), ["one", "two", "three"], "in order");
+    }
+
+    #[tokio::test]
+    async fn a_batched_history_fan_out_goes_through_every_gate() {
+        use crate::history::HistoryStore;
+        use crate::history::memory::MemoryStore;
+        use crate::history::recovery::{Join, Read};
+        use crate::namespace::Namespaces;
+        let (hub, m) = hub();
+        assert!(hub.batch_writes(true));
+        let namespaces = Namespaces::from_specs(["h:history_size=10".parse().unwrap()]).unwrap();
+        hub.set_history(Arc::new(Store::Memory(MemoryStore::new(namespaces))));
+        let room = RoomName::parse("h:r").unwrap();
+        let position = hub.history().unwrap().position("h:r").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut members, mut gates) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            let member = SocketMember::new(&hub, &m, &listener);
+            hub.connect(&member.conn).await;
+            let gate = Arc::new(Gate::reading(Join::new(None, 16)));
+            hub.join_gated(&room, &member.conn, gate.clone())
+                .await
+                .unwrap();
+            members.push(member);
+            gates.push(gate);
+        }
+        let read = || Read {
+            position: position.clone(),
+            complete: true,
+            messages: Vec::new(),
+        };
+        // Every join answered but the second's, which is still reading.
+        for (i, gate) in gates.iter().enumerate() {
+            if i != 1 {
+                gate.finish(read(), |_| {}).unwrap();
             }
-        })
-        .await
-        .expect("the queue drains once the reader catches up");
-        assert_eq!(read(&mut clients[0], expected.len()), expected, "in order");
+        }
+        let filled = members[0].fill();
+        for data in ["a", "b", "c"] {
+            let payload =
+                format!(r#"{{"type":"message","room":"h:r","from":null,"data":"{data}"}}"#);
+            let (_, local) = hub
+                .publish_stored(&room, payload.into(), None)
+                .await
+                .unwrap();
+            assert_eq!(local, 99, "the reading gate holds it back");
+        }
+        let offsets = |texts: Vec<String>| -> Vec<u64> {
+            texts
+                .iter()
+                .map(|t| {
+                    serde_json::from_str::<serde_json::Value>(t).unwrap()["offset"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        for member in &mut members[2..] {
+            assert_eq!(offsets(member.texts(3)), [1, 2, 3]);
+        }
+        members[0].catch_up(filled).await;
+        assert_eq!(offsets(members[0].texts(3)), [1, 2, 3], "queued in order");
+        gates[1]
+            .finish(read(), |outcome| {
+                for frame in &outcome.after_ok {
+                    members[1].conn.outbound.push(frame);
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            offsets(members[1].texts(3)),
+            [1, 2, 3],
+            "buffered, then in order"
+        );
     }
 
     #[tokio::test]
