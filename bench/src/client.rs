@@ -61,6 +61,12 @@ pub async fn open_socket(
         TcpSocket::new_v4()?
     };
     if let Some(ip) = source {
+        // A port bound without SO_REUSEADDR stays unavailable to bind(2)
+        // while an earlier connection from it is in TIME_WAIT, so a run
+        // right after another (the same source addresses) failed with
+        // EADDRINUSE. With it the kernel reuses those ports; connect(2)
+        // still refuses a 4-tuple that is in use.
+        socket.set_reuseaddr(true)?;
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     if let Some(bytes) = recv_buffer {
