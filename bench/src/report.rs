@@ -1016,8 +1016,9 @@ fn pairs_section(w: &mut String, inputs: &Inputs) {
         w,
         "The target's figure, node CPU per delivery as a multiple of the floor, \
          taken in pairs: a floor run (`roomcast-bench floor`, as in [Floor](#floor)), then at \
-         once the standard shape at {} deliveries/s on Roomcast, then on the baseline, \
-         both kept running since the start of the pairs. Each step is divided by the floor \
+         once the standard shape at {} deliveries/s on each system (Roomcast first in odd \
+         pairs, the baseline first in even ones), on servers kept running through all the \
+         pairs. Each step is divided by the floor \
          of its own pair, and the figure is the median of the pairs: the machine's cost of a \
          write drifts by several percent over minutes, and one run against a floor taken \
          minutes apart carries that drift whole.\n",
@@ -1049,6 +1050,18 @@ fn pairs_section(w: &mut String, inputs: &Inputs) {
         fmt(paired_median(&rc), 2, "×"),
         fmt(paired_median(&bl), 2, "×"),
     );
+    // The single-measurement figure beside it, so the two can be compared.
+    let at50 = sweep_step(50_000);
+    let single = |system: &str| floor_multiple(inputs, &at50, system);
+    if single("roomcast").or(single("baseline")).is_some() {
+        let _ = writeln!(
+            w,
+            "For comparison, one of each: the rate sweep's step at 50,000/s over the \
+             [Floor](#floor) run is Roomcast {}, baseline {}.\n",
+            fmt(single("roomcast"), 2, "×"),
+            fmt(single("baseline"), 2, "×"),
+        );
+    }
 }
 
 fn hot_room_section(w: &mut String, inputs: &Inputs) {
@@ -2034,12 +2047,13 @@ mod tests {
             "| 1 | 5.00 | 5.50 | 1.10× | 12.00 | 2.40× |",
             "| 3 | 4.00 | 4.00 | 1.00× | – | – |",
             "Median: Roomcast 1.10×, baseline 2.30×.",
+            "the rate sweep's step at 50,000/s over the [Floor](#floor) run is Roomcast 1.50×, baseline –.",
         ] {
             assert!(md.contains(row), "{row} in\n{md}");
         }
         assert!(md.find(FLOOR_HEADING) < md.find(PAIRS_HEADING));
         assert!(
-            md.contains("standard shape at 50000 deliveries/s on Roomcast"),
+            md.contains("standard shape at 50000 deliveries/s on each system"),
             "{md}"
         );
         // Without pairs the section is absent and the row is the sweep's.
