@@ -2,10 +2,12 @@
 //! address, the WebSocket handshake, the welcome, joins; plus the tiny HTTP
 //! request that starts a drain.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -61,13 +63,7 @@ pub async fn open_socket(
         TcpSocket::new_v4()?
     };
     if let Some(ip) = source {
-        // A port bound without SO_REUSEADDR stays unavailable to bind(2)
-        // while an earlier connection from it is in TIME_WAIT, so a run
-        // right after another (the same source addresses) failed with
-        // EADDRINUSE. With it the kernel reuses those ports; connect(2)
-        // still refuses a 4-tuple that is in use.
-        socket.set_reuseaddr(true)?;
-        socket.bind(SocketAddr::new(ip, 0))?;
+        bind_source(&socket, ip)?;
     }
     if let Some(bytes) = recv_buffer {
         socket.set_recv_buffer_size(bytes)?;
@@ -76,6 +72,24 @@ pub async fn open_socket(
     // Latency matters more than packet count for a benchmark client.
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Binds `socket` to the source address `ip`, its port left for connect(2).
+///
+/// bind(2) to port 0 picks a port without knowing the destination, by
+/// scanning the whole ephemeral range; with SO_REUSEADDR (without it a run
+/// right after another was refused EADDRINUSE by its own TIME_WAIT ports)
+/// that scan walks every TIME_WAIT entry, and a third back-to-back 5,000-client
+/// storm spent 8 s of system time in it, which the storm measured as the
+/// server's slowness. IP_BIND_ADDRESS_NO_PORT leaves the choice to
+/// connect(2), which knows the 4-tuple: a port is shared by any number of
+/// destinations and a TIME_WAIT one is reused on loopback.
+fn bind_source(socket: &TcpSocket, ip: IpAddr) -> io::Result<()> {
+    socket.set_reuseaddr(true)?;
+    if ip.is_ipv4() {
+        setsockopt(socket, sockopt::IpBindAddressNoPort, &true)?;
+    }
+    socket.bind(SocketAddr::new(ip, 0))
 }
 
 /// Reads the first frame, which must be `welcome`; returns the node name.
