@@ -50,6 +50,7 @@ use crate::transport::{websocket, ws};
 mod admission;
 mod api;
 mod fallback;
+mod listener;
 
 use self::admission::HttpPhase;
 
@@ -93,17 +94,15 @@ impl Gateway {
         config.validate()?;
         let auth = Authenticator::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::default());
-        let bind = |field, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    field,
-                    addr,
-                    source,
-                })
+        let bind = |field, addr| {
+            listener::bind(addr).map_err(|source| StartError::Bind {
+                field,
+                addr,
+                source,
+            })
         };
-        let public = bind("listen", config.listen).await?;
-        let admin = bind("admin_listen", config.admin_listen).await?;
+        let public = bind("listen", config.listen)?;
+        let admin = bind("admin_listen", config.admin_listen)?;
         let public_addr = local_addr(&public, "listen", config.listen)?;
         let admin_addr = local_addr(&admin, "admin_listen", config.admin_listen)?;
         let node = config.node();
