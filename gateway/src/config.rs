@@ -328,7 +328,7 @@ const OPTIONS: &[Opt] = &[
     opt(
         "listen",
         Kind::Text,
-        "Public listen address (WebSocket, HTTP API, demo page)",
+        "Public listen address (WebSocket, HTTP API, demo page); its accept queue holds 4,096 completed connections (capped by `net.core.somaxconn`)",
     ),
     opt(
         "admin_listen",
